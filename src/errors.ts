@@ -1,0 +1,109 @@
+/**
+ * Errors raised by clonekv. Every error is a {@link ClonekvError} with a stable
+ * `code` that programs can switch on, and keeps the underlying `cause` (a raw
+ * zeromq or msgpackr error is never thrown unwrapped).
+ *
+ * @module
+ */
+
+/** Stable error codes. New codes may be added; existing ones never change meaning. */
+export const ErrorCode = {
+  /** The resource (peer, forwarder, watch) was closed. */
+  Closed: 'CLONEKV_CLOSED',
+  /** An option passed to a constructor or method is invalid; the message names it. */
+  InvalidOption: 'CLONEKV_INVALID_OPTION',
+  /** A key is empty, longer than 255 bytes, or uses a reserved prefix. */
+  InvalidKey: 'CLONEKV_INVALID_KEY',
+  /** A value cannot be encoded or is larger than the configured limit. */
+  InvalidValue: 'CLONEKV_INVALID_VALUE',
+  /** A write was not sequenced by the forwarder within its timeout. */
+  Timeout: 'CLONEKV_TIMEOUT',
+  /** A conditional write lost: the key's current version differs from `ifVersion`. */
+  Conflict: 'CLONEKV_CONFLICT',
+  /** The forwarder refused a write (for example a value over its size limit). */
+  Rejected: 'CLONEKV_REJECTED',
+  /** The operation needs a clonekv forwarder but the server is a plain CHP server. */
+  Unsupported: 'CLONEKV_UNSUPPORTED',
+  /** A socket could not be bound or connected (address in use, bad endpoint). */
+  Transport: 'CLONEKV_TRANSPORT',
+  /** A watch consumer fell too far behind and its queue overflowed. */
+  WatchOverflow: 'CLONEKV_WATCH_OVERFLOW',
+  /** A received message is malformed (used in counters and error events). */
+  Malformed: 'CLONEKV_MALFORMED',
+} as const;
+
+/** One of the values of {@link ErrorCode}. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Base class of every error clonekv throws or emits. */
+export class ClonekvError extends Error {
+  /** Stable, machine-readable code, e.g. `CLONEKV_TIMEOUT`. */
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Thrown when using a closed peer, forwarder or watch. */
+export class ClosedError extends ClonekvError {
+  constructor(what: string) {
+    super(ErrorCode.Closed, `${what} is closed`);
+  }
+}
+
+/** Thrown by constructors for a bad option; `option` names it. */
+export class InvalidOptionError extends ClonekvError {
+  /** The name of the offending option. */
+  readonly option: string;
+
+  constructor(option: string, message: string) {
+    super(ErrorCode.InvalidOption, `invalid option "${option}": ${message}`);
+    this.option = option;
+  }
+}
+
+/** A write that was not sequenced in time. */
+export class TimeoutError extends ClonekvError {
+  /** The key of the write. */
+  readonly key: string;
+
+  constructor(key: string, ms: number, endpoint: string) {
+    super(
+      ErrorCode.Timeout,
+      `write to "${key}" was not sequenced by the forwarder at ${endpoint} within ${ms} ms; ` +
+        'check that the forwarder is running and reachable, or raise writeTimeout',
+    );
+    this.key = key;
+  }
+}
+
+/** A conditional write that lost to another write. */
+export class ConflictError extends ClonekvError {
+  /** The key of the write. */
+  readonly key: string;
+  /** The key's current version at the forwarder (0 = absent). */
+  readonly currentVersion: number;
+  /** The version the write expected. */
+  readonly expectedVersion: number;
+
+  constructor(key: string, expected: number, current: number) {
+    super(
+      ErrorCode.Conflict,
+      `conditional write to "${key}" lost: expected version ${expected}, current version is ${current}` +
+        (current === 0 ? ' (absent)' : ''),
+    );
+    this.key = key;
+    this.expectedVersion = expected;
+    this.currentVersion = current;
+  }
+}
+
+/** Wraps an unknown thrown value into a {@link ClonekvError}. */
+export function wrapError(code: ErrorCode, message: string, cause: unknown): ClonekvError {
+  if (cause instanceof ClonekvError) return cause;
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  return new ClonekvError(code, `${message}: ${detail}`, { cause });
+}

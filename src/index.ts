@@ -1,0 +1,35 @@
+/**
+ * clonekv: a stateful, distributed key-value cache over ZeroMQ (the Clustered Hashmap
+ * Protocol, ZeroMQ RFC 12). A {@link Forwarder} sequences and republishes updates; each
+ * {@link Peer} keeps a local, always-readable copy of the map or of one subtree.
+ *
+ * @packageDocumentation
+ */
+export type {
+  DeleteOptions,
+  DeleteReason,
+  Endpoints,
+  Entry,
+  ForwarderOptions,
+  ForwarderStats,
+  HighWaterMarks,
+  PeerOptions,
+  PeerStats,
+  PeerStatus,
+  ResyncReason,
+  SetOptions,
+  WatchEntry,
+  WatchOptions,
+} from './types.ts';
+export type { PeerEvents } from './peer/peer.ts';
+export type { MalformedCounts } from './forwarder/forwarder.ts';
+export {
+  ClonekvError,
+  ClosedError,
+  ConflictError,
+  ErrorCode,
+  InvalidOptionError,
+  TimeoutError,
+} from './errors.ts';
+export { Forwarder } from './forwarder/forwarder.ts';
+export { Peer, resolveEndpoints } from './peer/peer.ts';

@@ -1,0 +1,30 @@
+/**
+ * Option checking shared by the constructors: every option is validated at once and a bad one
+ * is named in the error.
+ *
+ * @module
+ */
+import { InvalidOptionError } from './errors.ts';
+
+/** Returns `value` if it is an integer in [min, max], `fallback` if undefined; throws otherwise. */
+export function intOption(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidOptionError(name, `expected an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Returns `value` if it is a string, `fallback` if undefined; throws otherwise. */
+export function stringOption(name: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string') throw new InvalidOptionError(name, `expected a string, got ${typeof value}`);
+  return value;
+}
+
+/** Rejects option names that are not in `known` (catches typos such as `heartbeatIntervall`). */
+export function rejectUnknown(options: object, known: readonly string[]): void {
+  for (const name of Object.keys(options)) {
+    if (!known.includes(name)) throw new InvalidOptionError(name, `unknown option; known options: ${known.join(', ')}`);
+  }
+}

@@ -1,0 +1,864 @@
+/**
+ * The peer: a local, always-readable copy of a forwarder's map (or of one subtree of it),
+ * kept exactly in sync: snapshot first, then live updates in sequence order, each applied
+ * once; any doubt (silence, a new epoch, a sequence going backwards, a gap, an incomplete
+ * snapshot) leads to a resync that replaces the map.
+ *
+ * Topology:
+ * ```
+ *   SUB    ◄── forwarder XPUB :P+1   subtree + HUGZ + join topic
+ *   DEALER ◄─► forwarder ROUTER :P   ICANHAZ? / snapshot; KVSET → KVACK (clonekv forwarder)
+ *   PUB    ──► forwarder SUB :P+2    KVSET (plain CHP server only)
+ * ```
+ *
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { ClonekvError, ClosedError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
+import { intOption, rejectUnknown, stringOption } from '../options.ts';
+import { BatchError, unpackBatch } from '../protocol/batch.ts';
+import { Command, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, Prop } from '../protocol/commands.ts';
+import { SnapshotDigest } from '../protocol/digest.ts';
+import { headFor, previousFor } from '../protocol/gaps.ts';
+import { decodeMessage, snapshotRequestFrames } from '../protocol/message.ts';
+import { encodeProperties, parseProperties, PropertiesError } from '../protocol/properties.ts';
+import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
+import { decodeBody, encodeValue } from '../protocol/values.ts';
+import { SendQueue } from '../transport/send-queue.ts';
+import { connectDealer, connectPublisher, connectSubscriber, receiveLoop, type zmq } from '../transport/sockets.ts';
+import type {
+  DeleteOptions,
+  DeleteReason,
+  Endpoints,
+  Entry,
+  PeerOptions,
+  PeerStats,
+  PeerStatus,
+  ResyncReason,
+  SetOptions,
+  WatchEntry,
+  WatchOptions,
+} from '../types.ts';
+import { WatchQueue } from './watch-queue.ts';
+
+const EMPTY = Buffer.alloc(0);
+const HUGZ = Command.Heartbeat;
+
+/** Events of a {@link Peer}. */
+export interface PeerEvents {
+  /** Every applied change (live or found by a resync), after the map was updated. */
+  update: [entry: WatchEntry];
+  /** A complete snapshot was applied; `reason` is absent for the first join. */
+  synced: [info: { sequence: number; keys: number; reason?: ResyncReason }];
+  /** A resync started; reads keep serving the last known state meanwhile. */
+  resync: [info: { reason: ResyncReason }];
+  /** A problem the peer recovered from (malformed input, transport error). Never fatal. */
+  error: [error: ClonekvError];
+}
+
+interface Settings {
+  endpoints: Endpoints;
+  subtree: string;
+  name: string;
+  silenceTimeout: number;
+  writeTimeout: number;
+  writeRetryInterval: number;
+  snapshotRetryDelay: number;
+  maxRetryDelay: number;
+  maxValueBytes: number;
+  subscriberHwm: { send: number; receive: number };
+  maxBufferedUpdates: number;
+}
+
+const KNOWN_OPTIONS = [
+  'server',
+  'subtree',
+  'name',
+  'silenceTimeout',
+  'writeTimeout',
+  'writeRetryInterval',
+  'snapshotRetryDelay',
+  'maxRetryDelay',
+  'maxValueBytes',
+  'subscriberHwm',
+  'maxBufferedUpdates',
+] as const;
+
+/** Turns `tcp://HOST:P` into the three endpoints P, P+1, P+2. */
+export function resolveEndpoints(server: string | Endpoints): Endpoints {
+  if (typeof server !== 'string') {
+    for (const k of ['snapshot', 'publisher', 'collector'] as const) {
+      if (typeof server[k] !== 'string') throw new InvalidOptionError(`server.${k}`, 'expected an endpoint string');
+    }
+    return server;
+  }
+  const m = /^(tcp:\/\/(?:\[[^\]]+\]|[^:/]+)):(\d+)$/.exec(server);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65533) {
+    throw new InvalidOptionError('server', `expected tcp://HOST:PORT (PORT from 1 to 65533), got ${JSON.stringify(server)}`);
+  }
+  return { snapshot: `${m[1]}:${port}`, publisher: `${m[1]}:${port + 1}`, collector: `${m[1]}:${port + 2}` };
+}
+
+function peerSettings(options: PeerOptions): Settings {
+  rejectUnknown(options, KNOWN_OPTIONS);
+  const subtree = stringOption('subtree', options.subtree, '');
+  if (Buffer.byteLength(subtree) > MAX_KEY_BYTES) throw new InvalidOptionError('subtree', 'longer than 255 bytes');
+  return {
+    endpoints: resolveEndpoints(options.server ?? 'tcp://127.0.0.1:5556'),
+    subtree,
+    name: stringOption('name', options.name, 'peer'),
+    silenceTimeout: intOption('silenceTimeout', options.silenceTimeout, 3000, 50),
+    writeTimeout: intOption('writeTimeout', options.writeTimeout, 5000, 1),
+    writeRetryInterval: intOption('writeRetryInterval', options.writeRetryInterval, 1000, 10),
+    snapshotRetryDelay: intOption('snapshotRetryDelay', options.snapshotRetryDelay, 1000, 10),
+    maxRetryDelay: intOption('maxRetryDelay', options.maxRetryDelay, 10_000, 10),
+    maxValueBytes: intOption('maxValueBytes', options.maxValueBytes, 1024 * 1024, 1),
+    subscriberHwm: {
+      send: intOption('subscriberHwm.send', options.subscriberHwm?.send, 1000, 0),
+      receive: intOption('subscriberHwm.receive', options.subscriberHwm?.receive, 100_000, 0),
+    },
+    maxBufferedUpdates: intOption('maxBufferedUpdates', options.maxBufferedUpdates, 1_000_000, 1),
+  };
+}
+
+/** A value held locally. */
+interface LocalEntry {
+  readonly value: unknown;
+  readonly version: number;
+}
+
+/** A live update as received, before it is applied. */
+interface Update {
+  readonly key: Buffer;
+  readonly seq: number;
+  readonly uuid: Buffer;
+  readonly props: Map<string, string>;
+  readonly body: Buffer;
+}
+
+/** A snapshot being received. */
+interface SyncAttempt {
+  readonly dealer: zmq.Dealer;
+  readonly sends: SendQueue;
+  readonly id: string;
+  readonly reason: ResyncReason | undefined;
+  readonly entries: Map<string, LocalEntry>;
+  readonly digest: SnapshotDigest;
+  readonly subLiveAtRequest: boolean;
+  buffered: Update[];
+  malformed: boolean;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** A write waiting for the forwarder. */
+interface PendingWrite {
+  readonly key: string;
+  readonly keyBytes: Buffer;
+  readonly frames: Buffer[];
+  /** The expected version of a conditional write. */
+  readonly ifVersion: number | undefined;
+  readonly inSubtree: boolean;
+  readonly resolve: (seq: number) => void;
+  readonly reject: (err: Error) => void;
+  readonly timer: NodeJS.Timeout;
+  sent: boolean;
+  /** When it was last handed to a socket (ms). */
+  sentAt: number;
+  /** The sequence the forwarder assigned (once acknowledged). */
+  seq: number;
+}
+
+type ServerKind = 'unknown' | 'clonekv' | 'plain';
+
+/**
+ * A clonekv peer. Reads are local and synchronous; writes resolve once the forwarder has
+ * sequenced them.
+ *
+ * @example
+ * ```ts
+ * await using peer = new Peer({ server: 'tcp://127.0.0.1:5556', subtree: 'config/' });
+ * await peer.ready();
+ * const version = await peer.set('config/db/url', 'postgres://db:5432/app');
+ * for await (const change of peer.watch('config/db/')) console.log(change.key, change.value);
+ * ```
+ */
+export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
+  readonly #s: Settings;
+  readonly #subtreeBytes: Buffer;
+  readonly #sub: zmq.Subscriber;
+  #pub: { socket: zmq.Publisher; sends: SendQueue } | undefined;
+  #map = new Map<string, LocalEntry>();
+  #status: PeerStatus = 'syncing';
+  #kind: ServerKind = 'unknown';
+  #epoch: string | undefined;
+  /** Last applied sequence. */
+  #last = 0;
+  /** Sequence of the last update under the subtree that was applied (or of the snapshot). */
+  #subtreeLast = 0;
+  #sync: SyncAttempt | undefined;
+  #retryDelay: number;
+  #subLive = false;
+  #resyncWhenSubLive = false;
+  #lastHeard = Date.now();
+  #silenceTimer: NodeJS.Timeout;
+  #retryTimer: NodeJS.Timeout;
+  #pending = new Map<string, PendingWrite>();
+  #watchers = new Set<{ push: (e: WatchEntry) => void; end: () => void }>();
+  #readyPromise: Promise<void>;
+  #readyResolve!: () => void;
+  #readyReject!: (e: Error) => void;
+  #closing: Promise<void> | undefined;
+  #closedResolve!: () => void;
+  readonly #closedPromise = new Promise<void>((resolve) => {
+    this.#closedResolve = resolve;
+  });
+  readonly #loops: Promise<void>[] = [];
+  readonly #stats: PeerStats = {
+    updates: 0,
+    snapshots: 0,
+    resyncs: 0,
+    gaps: 0,
+    malformed: 0,
+    duplicates: 0,
+    writes: 0,
+    writeRetries: 0,
+    sequence: 0,
+  };
+
+  /**
+   * Creates a peer and starts joining at once. Options are checked here.
+   *
+   * @throws `CLONEKV_INVALID_OPTION` naming a bad option
+   */
+  constructor(options: PeerOptions = {}) {
+    super();
+    this.#s = peerSettings(options);
+    this.#subtreeBytes = Buffer.from(this.#s.subtree, 'utf8');
+    this.#retryDelay = this.#s.snapshotRetryDelay;
+    this.#readyPromise = new Promise<void>((resolve, reject) => {
+      this.#readyResolve = resolve;
+      this.#readyReject = reject;
+    });
+    this.#readyPromise.catch(() => {});
+    this.#sub = connectSubscriber(this.#s.endpoints.publisher, this.#s.subscriberHwm);
+    // Order matters: the join topic (subscribed in #startSync) goes last, so once the forwarder
+    // sees it, these are live too.
+    this.#sub.subscribe(this.#subtreeBytes);
+    if (!HUGZ.startsWith(this.#s.subtree)) this.#sub.subscribe(HUGZ);
+    this.#loops.push(receiveLoop(this.#sub, (f) => this.#onPublished(f), (e) => this.#report(ErrorCode.Transport, 'subscriber', e)));
+    this.#silenceTimer = setInterval(() => this.#checkSilence(), Math.max(10, Math.floor(this.#s.silenceTimeout / 4)));
+    this.#retryTimer = setInterval(() => this.#retryWrites(), this.#s.writeRetryInterval);
+    this.#startSync(undefined);
+  }
+
+  // ---- reads ---------------------------------------------------------------------------------
+
+  /** Where the peer stands: `syncing` until the first snapshot, then `live`, or `stale` while resyncing. */
+  get status(): PeerStatus {
+    return this.#status;
+  }
+
+  /** The subtree this peer holds (`''` = everything). */
+  get subtree(): string {
+    return this.#s.subtree;
+  }
+
+  /** The forwarder's endpoints. */
+  get endpoints(): Endpoints {
+    return this.#s.endpoints;
+  }
+
+  /** Number of keys held. */
+  get size(): number {
+    return this.#map.size;
+  }
+
+  /** The last applied sequence number. */
+  get sequence(): number {
+    return this.#last;
+  }
+
+  /** The forwarder's epoch, once known (a plain CHP server has none). */
+  get epoch(): string | undefined {
+    return this.#epoch;
+  }
+
+  /** The value of `key`, or `undefined`. Never blocks, never touches the network. */
+  get<V = unknown>(key: string): V | undefined {
+    return this.#map.get(key)?.value as V | undefined;
+  }
+
+  /** Whether `key` is held. */
+  has(key: string): boolean {
+    return this.#map.has(key);
+  }
+
+  /** The version (sequence of the last update) of `key`, or `undefined` if absent. */
+  version(key: string): number | undefined {
+    return this.#map.get(key)?.version;
+  }
+
+  /** Keys held, optionally only those starting with `prefix`, in insertion order. */
+  *keys(prefix = ''): IterableIterator<string> {
+    for (const k of this.#map.keys()) if (k.startsWith(prefix)) yield k;
+  }
+
+  /** Entries held, optionally only those starting with `prefix`. */
+  *entries<V = unknown>(prefix = ''): IterableIterator<Entry<V>> {
+    for (const [key, e] of this.#map) {
+      if (key.startsWith(prefix)) yield { key, value: e.value as V, version: e.version };
+    }
+  }
+
+  /** Counters (a copy). */
+  stats(): PeerStats {
+    return { ...this.#stats, sequence: this.#last };
+  }
+
+  /**
+   * Resolves once the first complete snapshot has been applied (also when it is empty).
+   * Rejects with `CLONEKV_CLOSED` if the peer is closed first.
+   */
+  ready(): Promise<void> {
+    return this.#readyPromise;
+  }
+
+  // ---- writes --------------------------------------------------------------------------------
+
+  /**
+   * Writes `value` under `key`. Resolves with the sequence number the forwarder assigned, once it
+   * has sequenced the write; if the key is under this peer's subtree, the local map already shows
+   * the write (or a later one) by then.
+   *
+   * @throws `CLONEKV_INVALID_KEY`, `CLONEKV_INVALID_VALUE` at once; rejects with `CLONEKV_TIMEOUT`,
+   *   `CLONEKV_CONFLICT` (for `ifVersion`), `CLONEKV_REJECTED`, or `CLONEKV_CLOSED`
+   */
+  set(key: string, value: unknown, options: SetOptions = {}): Promise<number> {
+    let body: Buffer;
+    try {
+      body = encodeValue(value);
+    } catch (err) {
+      return Promise.reject(new ClonekvError(ErrorCode.InvalidValue, `value for "${key}" cannot be encoded: ${(err as Error).message}`, { cause: err }));
+    }
+    if (body.length > this.#s.maxValueBytes) {
+      return Promise.reject(
+        new ClonekvError(ErrorCode.InvalidValue, `value for "${key}" is ${body.length} bytes, over the limit of ${this.#s.maxValueBytes}`),
+      );
+    }
+    const props: Array<[string, string]> = [[Prop.Encoding, MSGPACK_ENCODING]];
+    if (options.ttl !== undefined) {
+      if (typeof options.ttl !== 'number' || !Number.isFinite(options.ttl) || options.ttl <= 0) {
+        return Promise.reject(new InvalidOptionError('ttl', `expected a positive number of seconds, got ${String(options.ttl)}`));
+      }
+      props.push([Prop.Ttl, String(options.ttl)]);
+    }
+    return this.#write(key, body, props, options.ifVersion, options.timeout);
+  }
+
+  /**
+   * Deletes `key`. Resolves with the sequence of the delete once sequenced (a delete of an absent
+   * key is sequenced too, unless `ifVersion` says otherwise).
+   */
+  delete(key: string, options: DeleteOptions = {}): Promise<number> {
+    return this.#write(key, EMPTY, [], options.ifVersion, options.timeout);
+  }
+
+  #write(key: string, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number | undefined): Promise<number> {
+    if (this.#closing) return Promise.reject(new ClosedError('peer'));
+    const keyBytes = Buffer.from(key, 'utf8');
+    if (typeof key !== 'string' || keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
+      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `invalid key ${JSON.stringify(key)}: keys are 1 to 255 bytes of UTF-8`));
+    }
+    if (key === HUGZ || key === Command.SnapshotEnd || key === Command.SnapshotRequest || key.startsWith(JOIN_TOPIC_PREFIX)) {
+      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `key "${key}" is reserved by the protocol`));
+    }
+    if (ifVersion !== undefined) {
+      if (!Number.isSafeInteger(ifVersion) || ifVersion < 0) {
+        return Promise.reject(new InvalidOptionError('ifVersion', `expected a version number (0 = absent), got ${String(ifVersion)}`));
+      }
+      props.push([Prop.IfVersion, String(ifVersion)]);
+    }
+    const ms = timeout ?? this.#s.writeTimeout;
+    const uuid = randomBytes(16);
+    const uuidKey = uuid.toString('latin1');
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(uuidKey);
+        reject(new TimeoutError(key, ms, this.#s.endpoints.snapshot));
+      }, ms);
+      const pw: PendingWrite = {
+        key,
+        keyBytes,
+        frames: [keyBytes, ZERO_SEQUENCE, uuid, encodeProperties(props), body],
+        ifVersion,
+        inSubtree: this.#inSubtree(keyBytes),
+        resolve: (seq) => {
+          clearTimeout(timer);
+          this.#pending.delete(uuidKey);
+          resolve(seq);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          this.#pending.delete(uuidKey);
+          reject(err);
+        },
+        timer,
+        sent: false,
+        sentAt: 0,
+        seq: 0,
+      };
+      this.#pending.set(uuidKey, pw);
+      this.#stats.writes++;
+      this.#sendWrite(pw);
+    });
+  }
+
+  #sendWrite(pw: PendingWrite): void {
+    if (pw.seq > 0) return; // acknowledged, waiting to be applied locally
+    if (this.#kind === 'unknown') return; // sent once the forwarder has told what it is
+    if (this.#kind === 'clonekv') {
+      if (!this.#dealer) return;
+      this.#dealer.sends.send(pw.frames);
+    } else {
+      if (pw.ifVersion !== undefined || !pw.inSubtree) {
+        pw.reject(
+          new ClonekvError(
+            ErrorCode.Unsupported,
+            `cannot confirm the write to "${pw.key}": the server at ${this.#s.endpoints.snapshot} is a plain CHP server, ` +
+              (pw.ifVersion !== undefined ? 'which cannot check ifVersion' : "and the key is outside this peer's subtree"),
+          ),
+        );
+        return;
+      }
+      this.#publisher().sends.send(pw.frames);
+    }
+    if (pw.sent) this.#stats.writeRetries++;
+    pw.sent = true;
+    pw.sentAt = Date.now();
+  }
+
+  #retryWrites(): void {
+    const due = Date.now() - this.#s.writeRetryInterval;
+    for (const pw of this.#pending.values()) if (pw.sentAt <= due) this.#sendWrite(pw);
+  }
+
+  #publisher(): { socket: zmq.Publisher; sends: SendQueue } {
+    if (!this.#pub) {
+      const socket = connectPublisher(this.#s.endpoints.collector, { send: 10_000, receive: 0 });
+      this.#pub = { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#report(ErrorCode.Transport, 'publisher', e)) };
+    }
+    return this.#pub;
+  }
+
+  // ---- watch ---------------------------------------------------------------------------------
+
+  /**
+   * Watches keys starting with `prefix`: first yields the current entries (`isUpdate: false`,
+   * once the peer is ready), then every change (`isUpdate: true`). Ends on `break`, on the
+   * signal, or when the peer closes.
+   *
+   * @example
+   * ```ts
+   * for await (const e of peer.watch('config/', { signal })) {
+   *   if (e.operation === 'delete') console.log(e.key, 'gone:', e.reason);
+   *   else console.log(e.key, e.previous, '→', e.value);
+   * }
+   * ```
+   */
+  watch<V = unknown>(prefix = '', options: WatchOptions = {}): AsyncIterableIterator<WatchEntry<V>> {
+    const max = intOption('maxPending', options.maxPending, 100_000, 1);
+    const onAbort = (): void => queue.end();
+    const watcher = {
+      push: (e: WatchEntry): void => {
+        if (e.key.startsWith(prefix)) queue.push(e as WatchEntry<V>);
+      },
+      end: (): void => queue.end(),
+    };
+    const queue = new WatchQueue<WatchEntry<V>>(max, () => {
+      this.#watchers.delete(watcher);
+      options.signal?.removeEventListener('abort', onAbort);
+    });
+    if (this.#closing || options.signal?.aborted) {
+      queue.end();
+      return queue;
+    }
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const start = (): void => {
+      if (queue.done) return;
+      if (!options.updatesOnly) {
+        for (const [key, e] of this.#map) {
+          if (key.startsWith(prefix)) {
+            queue.push({ key, operation: 'put', value: e.value as V, previous: undefined, version: e.version, isUpdate: false, fromResync: false });
+          }
+        }
+      }
+      this.#watchers.add(watcher);
+    };
+    if (this.#status === 'syncing') this.#readyPromise.then(start, () => queue.end());
+    else start();
+    return queue;
+  }
+
+  #emitChange(e: WatchEntry): void {
+    for (const w of this.#watchers) w.push(e);
+    if (this.listenerCount('update') > 0) this.emit('update', e);
+  }
+
+  // ---- lifecycle -----------------------------------------------------------------------------
+
+  /** Closes sockets and timers, rejects pending writes and ends watches. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#status = 'closed';
+      clearInterval(this.#silenceTimer);
+      clearInterval(this.#retryTimer);
+      this.#readyReject(new ClosedError('peer'));
+      for (const pw of [...this.#pending.values()]) pw.reject(new ClosedError('peer'));
+      this.#endSync();
+      this.#closeDealer();
+      for (const w of [...this.#watchers]) w.end();
+      this.#sub.close();
+      this.#pub?.socket.close();
+      await Promise.allSettled(this.#loops);
+      this.#closedResolve();
+    })();
+    return this.#closing;
+  }
+
+  /** Resolves once closed. Never rejects. */
+  closed(): Promise<void> {
+    return this.#closedPromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ---- sync ----------------------------------------------------------------------------------
+
+  /** The DEALER that carries writes once the snapshot is done (kept from the last sync). */
+  #dealer: { socket: zmq.Dealer; sends: SendQueue; id: string } | undefined;
+
+  #closeDealer(): void {
+    if (this.#dealer) {
+      this.#sub.unsubscribe(JOIN_TOPIC_PREFIX + this.#dealer.id);
+      this.#dealer.socket.close();
+      this.#dealer = undefined;
+    }
+  }
+
+  /** Starts (or restarts) a snapshot request on a fresh DEALER. */
+  #startSync(reason: ResyncReason | undefined): void {
+    if (this.#closing) return;
+    this.#endSync();
+    this.#closeDealer();
+    if (reason !== undefined) {
+      this.#stats.resyncs++;
+      if (this.#status === 'live') this.#status = 'stale';
+      if (this.listenerCount('resync') > 0) this.emit('resync', { reason });
+    }
+    // A fresh routing id per attempt: a late answer to an abandoned request can never mix in.
+    const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
+    const dealer = connectDealer(this.#s.endpoints.snapshot, id, { send: 10_000, receive: 100_000 });
+    const sends = new SendQueue(dealer, 100_000, () => {}, (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e));
+    this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
+    const attempt: SyncAttempt = {
+      dealer,
+      sends,
+      id,
+      reason,
+      entries: new Map(),
+      digest: new SnapshotDigest(),
+      subLiveAtRequest: this.#subLive,
+      buffered: [],
+      malformed: false,
+      timer: undefined,
+    };
+    this.#sync = attempt;
+    this.#dealer = { socket: dealer, sends, id };
+    this.#loops.push(receiveLoop(dealer, (f) => this.#onDealer(attempt, f), (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e)));
+    sends.send(snapshotRequestFrames(this.#subtreeBytes));
+    this.#armSyncTimer(attempt);
+    // Writes not yet acknowledged may have been lost with the previous DEALER.
+    for (const pw of this.#pending.values()) this.#sendWrite(pw);
+  }
+
+  /** Retries the snapshot if it makes no progress for the current retry delay (backing off). */
+  #armSyncTimer(attempt: SyncAttempt): void {
+    if (attempt.timer) clearTimeout(attempt.timer);
+    attempt.timer = setTimeout(() => {
+      if (this.#sync !== attempt) return;
+      this.#retryDelay = Math.min(this.#retryDelay * 2, this.#s.maxRetryDelay);
+      this.#startSync(attempt.reason ?? (this.#status === 'syncing' ? undefined : 'silence'));
+    }, this.#retryDelay);
+  }
+
+  #endSync(): void {
+    if (this.#sync?.timer) clearTimeout(this.#sync.timer);
+    this.#sync = undefined;
+  }
+
+  #onDealer(attempt: SyncAttempt, frames: Buffer[]): void {
+    this.#lastHeard = Date.now();
+    const command = frames[0]?.toString('latin1');
+    if (command === Command.WriteAck) return this.#onAck(frames);
+    if (this.#sync !== attempt) return; // an abandoned attempt
+    this.#armSyncTimer(attempt);
+    if (command === Command.SnapshotBatch && frames.length === 5) {
+      try {
+        unpackBatch(frames[4]!, (w) => this.#addSnapshotEntry(attempt, w.key, w.sequence, w.properties, w.body));
+      } catch (err) {
+        if (!(err instanceof BatchError)) throw err;
+        attempt.malformed = true;
+      }
+      return;
+    }
+    const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
+    if (!d.ok) {
+      this.#stats.malformed++;
+      attempt.malformed = true;
+      return;
+    }
+    const m = d.message;
+    if (command === Command.SnapshotEnd) return this.#finishSync(attempt, m.sequence, m.properties);
+    this.#addSnapshotEntry(attempt, m.key, m.sequence, m.rawProperties, m.body);
+  }
+
+  #addSnapshotEntry(attempt: SyncAttempt, keyBytes: Buffer, seq: number, rawProps: Buffer, body: Buffer): void {
+    attempt.digest.add(keyBytes, seq);
+    if (!this.#inSubtree(keyBytes) || body.length === 0) return;
+    try {
+      const props = rawProps.length === 0 ? NO_PROPS : parseProperties(rawProps);
+      const value = decodeBody(body, props.get(Prop.Encoding) === MSGPACK_ENCODING);
+      attempt.entries.set(keyBytes.toString('utf8'), { value, version: seq });
+    } catch {
+      this.#stats.malformed++;
+      attempt.malformed = true;
+    }
+  }
+
+  #finishSync(attempt: SyncAttempt, snapshotSeq: number, props: Map<string, string>): void {
+    this.#endSync();
+    const count = props.get(Prop.Count);
+    const digest = props.get(Prop.Digest);
+    const isClonekv = props.has(Prop.Version);
+    this.#kind = isClonekv ? 'clonekv' : 'plain';
+    // A snapshot that does not add up is rejected, never applied (reference failure 2).
+    if (
+      attempt.malformed ||
+      (count !== undefined && Number(count) !== attempt.digest.count) ||
+      (digest !== undefined && digest !== attempt.digest.hex)
+    ) {
+      this.#stats.malformed++;
+      this.#report(ErrorCode.Malformed, `incomplete snapshot from ${this.#s.endpoints.snapshot} (got ${attempt.digest.count} of ${count ?? '?'} entries)`);
+      this.#startSync('incomplete');
+      return;
+    }
+    const epoch = props.get(Prop.Epoch);
+    if (epoch !== undefined) this.#epoch = epoch;
+    this.#retryDelay = this.#s.snapshotRetryDelay;
+    this.#stats.snapshots++;
+    const first = this.#status === 'syncing';
+    this.#replaceMap(attempt.entries, snapshotSeq, !first);
+    this.#last = snapshotSeq;
+    this.#subtreeLast = snapshotSeq;
+    this.#status = 'live';
+    this.#lastHeard = Date.now();
+    // Without the forwarder's word that our subscription was live when it took the snapshot
+    // (a plain CHP server, or a join that timed out), updates in between may be missing: take
+    // another snapshot as soon as the subscription has proven live.
+    this.#resyncWhenSubLive = props.get(Prop.Joined) !== '1' && !attempt.subLiveAtRequest;
+    for (const u of attempt.buffered) {
+      if (u.seq > this.#last) this.#applyUpdate(u);
+      if (this.#sync) break; // a gap in the buffered updates restarted the sync
+    }
+    if (this.#sync) return;
+    this.#settleWrites();
+    for (const pw of this.#pending.values()) this.#sendWrite(pw);
+    if (first) this.#readyResolve();
+    if (this.listenerCount('synced') > 0) {
+      this.emit('synced', { sequence: this.#last, keys: this.#map.size, ...(attempt.reason ? { reason: attempt.reason } : {}) });
+    }
+  }
+
+  /** Replaces the map with a snapshot; watchers see the differences as ordinary changes. */
+  #replaceMap(next: Map<string, LocalEntry>, seq: number, notify: boolean): void {
+    const old = this.#map;
+    this.#map = next;
+    if (!notify && old.size === 0 && this.#watchers.size === 0 && this.listenerCount('update') === 0) return;
+    for (const [key, e] of next) {
+      const before = old.get(key);
+      if (before && before.version === e.version) continue;
+      this.#emitChange({ key, operation: 'put', value: e.value, previous: before?.value, version: e.version, isUpdate: true, fromResync: notify });
+    }
+    for (const [key, before] of old) {
+      if (!next.has(key)) {
+        this.#emitChange({ key, operation: 'delete', value: undefined, previous: before.value, version: seq, isUpdate: true, reason: 'deleted', fromResync: notify });
+      }
+    }
+  }
+
+  // ---- live updates --------------------------------------------------------------------------
+
+  #onPublished(frames: Buffer[]): void {
+    this.#lastHeard = Date.now();
+    this.#subLive = true;
+    const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
+    if (!d.ok) {
+      this.#stats.malformed++;
+      return;
+    }
+    const m = d.message;
+    if (m.key.length === HUGZ.length && m.key.toString('latin1') === HUGZ) return this.#onHeartbeat(m.sequence, m.properties);
+    if (!this.#inSubtree(m.key)) return; // e.g. a key under the HUGZ topic
+    const update: Update = { key: m.key, seq: m.sequence, uuid: m.uuid, props: m.properties, body: m.body };
+    if (this.#sync) {
+      if (this.#sync.buffered.length >= this.#s.maxBufferedUpdates) {
+        this.#startSync('overflow');
+        return;
+      }
+      this.#sync.buffered.push(update);
+      return;
+    }
+    this.#applyUpdate(update);
+    this.#settleWrites();
+  }
+
+  #onHeartbeat(seq: number, props: Map<string, string>): void {
+    if (props.has(Prop.Version) && this.#kind === 'unknown') {
+      this.#kind = 'clonekv';
+      for (const pw of this.#pending.values()) this.#sendWrite(pw);
+    }
+    const epoch = props.get(Prop.Epoch);
+    if (this.#resyncWhenSubLive && !this.#sync) {
+      this.#resyncWhenSubLive = false;
+      this.#startSync('gap');
+      return;
+    }
+    if (this.#sync || this.#status !== 'live') return;
+    if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) return this.#startSync('epoch');
+    if (epoch !== undefined && seq < this.#last) return this.#startSync('sequence');
+    const heads = props.get(Prop.Heads);
+    if (heads !== undefined) {
+      const head = headFor(heads, this.#subtreeBytes);
+      if (head !== undefined && head > this.#subtreeLast) {
+        this.#stats.gaps++;
+        this.#startSync('gap');
+      }
+    }
+  }
+
+  #applyUpdate(u: Update): void {
+    if (this.#resyncWhenSubLive) {
+      this.#resyncWhenSubLive = false;
+      this.#startSync('gap');
+      return;
+    }
+    if (u.seq <= this.#last) {
+      // The forwarder never republishes: a sequence at or below ours means it restarted.
+      this.#stats.duplicates++;
+      this.#startSync('sequence');
+      return;
+    }
+    const prevProp = u.props.get(Prop.Previous);
+    const previous = prevProp === undefined ? undefined : previousFor(prevProp, this.#subtreeBytes.length);
+    const missed = previous !== undefined ? previous > this.#subtreeLast : this.#s.subtree === '' && u.seq !== this.#last + 1;
+    if (missed) {
+      this.#stats.gaps++;
+      this.#startSync('gap');
+      return;
+    }
+    this.#last = u.seq;
+    this.#subtreeLast = u.seq;
+    this.#stats.updates++;
+    if (u.uuid.length === 16 && this.#pending.size > 0) {
+      // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
+      const pw = this.#pending.get(u.uuid.toString('latin1'));
+      if (pw && pw.seq === 0) pw.seq = u.seq;
+    }
+    const key = u.key.toString('utf8');
+    const before = this.#map.get(key);
+    if (u.body.length === 0) {
+      if (!before) return;
+      this.#map.delete(key);
+      const reason: DeleteReason = u.props.get(Prop.Reason) === 'expired' ? 'expired' : u.props.get(Prop.Reason) === 'purged' ? 'purged' : 'deleted';
+      this.#emitChange({ key, operation: 'delete', value: undefined, previous: before.value, version: u.seq, isUpdate: true, reason, fromResync: false });
+      return;
+    }
+    let value: unknown;
+    try {
+      value = decodeBody(u.body, u.props.get(Prop.Encoding) === MSGPACK_ENCODING);
+    } catch (err) {
+      // Sequenced but undecodable: keep the old value rather than store garbage, and say so.
+      this.#stats.malformed++;
+      this.#report(ErrorCode.Malformed, `value of "${key}" at sequence ${u.seq} is not valid msgpack`, err);
+      return;
+    }
+    this.#map.set(key, { value, version: u.seq });
+    this.#emitChange({ key, operation: 'put', value, previous: before?.value, version: u.seq, isUpdate: true, fromResync: false });
+  }
+
+  // ---- acknowledgements ----------------------------------------------------------------------
+
+  #onAck(frames: Buffer[]): void {
+    if (frames.length !== 5 || frames[2]!.length !== 16 || frames[1]!.length !== 8) {
+      this.#stats.malformed++;
+      return;
+    }
+    const pw = this.#pending.get(frames[2]!.toString('latin1'));
+    if (!pw) return; // a duplicate ack for a write already settled
+    let props: Map<string, string>;
+    try {
+      props = parseProperties(frames[3]!);
+    } catch (err) {
+      if (!(err instanceof PropertiesError)) throw err;
+      this.#stats.malformed++;
+      return;
+    }
+    const status = props.get(Prop.Status);
+    if (status === 'ok') {
+      const seq = readSequence(frames[1]!);
+      if (seq <= 0) return;
+      pw.seq = seq;
+      // Read-your-writes: resolve only once the local map has caught up with the write.
+      if (!pw.inSubtree || (this.#last >= seq && !this.#sync)) pw.resolve(seq);
+    } else if (status === 'conflict') {
+      pw.reject(new ConflictError(pw.key, pw.ifVersion ?? 0, Number(props.get(Prop.Current) ?? 0)));
+    } else {
+      pw.reject(new ClonekvError(ErrorCode.Rejected, `forwarder at ${this.#s.endpoints.snapshot} refused the write to "${pw.key}": ${props.get(Prop.Detail) ?? 'no reason given'}`));
+    }
+  }
+
+  /** Resolves writes whose sequence the local map has reached (or whose uuid came back). */
+  #settleWrites(): void {
+    if (this.#pending.size === 0 || this.#sync) return;
+    for (const pw of this.#pending.values()) {
+      if (pw.seq > 0 && this.#last >= pw.seq) pw.resolve(pw.seq);
+    }
+  }
+
+  // ---- health --------------------------------------------------------------------------------
+
+  #checkSilence(): void {
+    if (this.#closing || this.#sync) return;
+    if (Date.now() - this.#lastHeard > this.#s.silenceTimeout) {
+      this.#lastHeard = Date.now();
+      this.#startSync('silence');
+    }
+  }
+
+  #inSubtree(key: Buffer): boolean {
+    const p = this.#subtreeBytes;
+    return p.length === 0 || (key.length >= p.length && key.compare(p, 0, p.length, 0, p.length) === 0);
+  }
+
+  #report(code: ErrorCode, what: string, cause?: unknown): void {
+    if (this.listenerCount('error') === 0) return;
+    const detail = cause instanceof Error ? `: ${cause.message}` : '';
+    this.emit('error', new ClonekvError(code, `${what}${detail}`, cause === undefined ? undefined : { cause }));
+  }
+}
+
+const NO_PROPS: Map<string, string> = new Map();

@@ -1,0 +1,118 @@
+/**
+ * The queue behind a watch: an async iterator fed by the peer, bounded so that a consumer that
+ * stops reading fails loudly (CLONEKV_WATCH_OVERFLOW) instead of growing memory forever, and
+ * released on `break`, `return()` or an aborted signal.
+ *
+ * @module
+ */
+import { ClonekvError, ErrorCode } from '../errors.ts';
+
+/** An async iterator with a push side. */
+export class WatchQueue<T> implements AsyncIterableIterator<T> {
+  #items: T[] = [];
+  #head = 0;
+  #waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined;
+  #done = false;
+  #error: unknown;
+  readonly #max: number;
+  readonly #onEnd: () => void;
+
+  /**
+   * @param max - most items held for the consumer
+   * @param onEnd - called once when the iterator ends for any reason (to unregister it)
+   */
+  constructor(max: number, onEnd: () => void) {
+    this.#max = max;
+    this.#onEnd = onEnd;
+  }
+
+  /** Whether the iterator has ended. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Items waiting for the consumer. */
+  get pending(): number {
+    return this.#items.length - this.#head;
+  }
+
+  /** Adds an item (ignored after the end). Overflow ends the iterator with an error. */
+  push(item: T): void {
+    if (this.#done) return;
+    if (this.#waiter) {
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      w.resolve({ value: item, done: false });
+      return;
+    }
+    if (this.pending >= this.#max) {
+      this.fail(
+        new ClonekvError(
+          ErrorCode.WatchOverflow,
+          `watch consumer fell ${this.#max} changes behind; read faster or raise maxPending`,
+        ),
+      );
+      return;
+    }
+    this.#items.push(item);
+  }
+
+  /** Ends the iterator; items already queued are still delivered. */
+  end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#onEnd();
+    if (this.#waiter && this.pending === 0) {
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  /** Ends the iterator with an error, dropping what is queued. */
+  fail(err: unknown): void {
+    if (this.#done) return;
+    this.#error = err;
+    this.#items = [];
+    this.#head = 0;
+    this.end();
+    if (this.#waiter) {
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      this.#error = undefined;
+      w.reject(err);
+    }
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    if (this.pending > 0) {
+      const value = this.#items[this.#head]!;
+      this.#head++;
+      if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+        this.#items = this.#items.slice(this.#head);
+        this.#head = 0;
+      }
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.#error !== undefined) {
+      const err = this.#error;
+      this.#error = undefined;
+      return Promise.reject(err);
+    }
+    if (this.#done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    this.#items = [];
+    this.#head = 0;
+    this.end();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Command keys (frame 0 of control messages), the property names clonekv uses, and reserved
+ * subscription topics.
+ *
+ * @module
+ */
+
+/** Frame-0 values with a protocol meaning. */
+export const Command = {
+  /** Snapshot request (two frames: command, subtree). */
+  SnapshotRequest: 'ICANHAZ?',
+  /** End of a snapshot. */
+  SnapshotEnd: 'KTHXBAI',
+  /** Heartbeat on the publisher. */
+  Heartbeat: 'HUGZ',
+  /** clonekv extension: many snapshot entries packed in one body (sent only to clonekv peers). */
+  SnapshotBatch: 'KVBATCH',
+  /** clonekv extension: the forwarder's answer to a write sent on the snapshot socket. */
+  WriteAck: 'KVACK',
+} as const;
+
+/** Property names clonekv reads or writes. Values never contain `=` or `\n`. */
+export const Prop = {
+  /** Time to live in seconds (decimal, may have a fraction). RFC 12. */
+  Ttl: 'ttl',
+  /** Value encoding mark; `msgpack` for values written by clonekv. */
+  Encoding: 'enc',
+  /** Forwarder run id (hex) in HUGZ and KTHXBAI. */
+  Epoch: 'epoch',
+  /** clonekv protocol version in HUGZ and KTHXBAI; its presence announces the extensions. */
+  Version: 'clonekv',
+  /** Number of entries in a snapshot (KTHXBAI) or a batch (KVBATCH). */
+  Count: 'count',
+  /** Order-independent digest of a snapshot's (key, sequence) pairs, hex (KTHXBAI). */
+  Digest: 'digest',
+  /** Gap detection on KVPUB: for each subscribed prefix of the key, `length:previous-sequence`. */
+  Previous: 'prev',
+  /** Gap detection in HUGZ: for each subscribed prefix, `base64url(prefix):last-sequence`. */
+  Heads: 'heads',
+  /** Conditional write: expected current version (0 = absent). */
+  IfVersion: 'if-version',
+  /** Why a key was deleted by the forwarder: `expired`. */
+  Reason: 'reason',
+  /** KVACK outcome: `ok`, `conflict`, `rejected`. */
+  Status: 'status',
+  /** KVACK for a conflict: the key's current version. */
+  Current: 'current',
+  /** KVACK for a rejection: a short explanation (no `=` or newline). */
+  Detail: 'detail',
+  /** KTHXBAI: `1` when the forwarder saw the peer's subscription before taking the snapshot. */
+  Joined: 'joined',
+} as const;
+
+/** The value of {@link Prop.Encoding} for msgpackr-encoded values. */
+export const MSGPACK_ENCODING = 'msgpack';
+
+/** The clonekv protocol version announced in {@link Prop.Version}. */
+export const PROTOCOL_VERSION = '1';
+
+/**
+ * Routing ids of clonekv peers' snapshot sockets start with these bytes, so the forwarder knows
+ * which requesters understand the extensions (batched snapshots, write acknowledgements).
+ * Generated zeromq routing ids start with a zero byte and never match.
+ */
+export const PEER_ID_PREFIX = 'ckv1';
+
+/**
+ * A clonekv peer also subscribes to this topic followed by its routing id. The forwarder (which
+ * publishes through XPUB) sees that subscription arrive after the peer's other subscriptions on
+ * the same connection, so once it has arrived the peer's subtree subscription is live and a
+ * snapshot can be taken without racing the live updates. Nothing is ever published on it.
+ */
+export const JOIN_TOPIC_PREFIX = '\u0000clonekv-join\u0000';
+
+/** Longest key, in bytes (RFC 12). */
+export const MAX_KEY_BYTES = 255;

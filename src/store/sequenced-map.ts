@@ -1,0 +1,97 @@
+/**
+ * The forwarder's state: key → last update, one global sequence, and ttl deadlines. No I/O.
+ * Keys are byte strings held as latin1 JavaScript strings, so any CHP key (not only UTF-8)
+ * round-trips exactly and prefix tests are plain `startsWith`.
+ *
+ * @module
+ */
+import { ExpiryQueue } from './expiry-queue.ts';
+
+/** One stored key, as it goes into a snapshot. Immutable: an update replaces the object. */
+export interface StoredEntry {
+  /** Sequence of the update that wrote it. */
+  readonly seq: number;
+  /** uuid of that update (0 or 16 bytes). */
+  readonly uuid: Buffer;
+  /** Properties as written. */
+  readonly properties: Buffer;
+  /** Body (never empty: an empty body deletes). */
+  readonly body: Buffer;
+  /** Absolute expiry time in ms (Date.now clock), or 0 for none. */
+  readonly expiresAt: number;
+}
+
+/** The sequenced map. */
+export class SequencedMap {
+  #map = new Map<string, StoredEntry>();
+  #seq = 0;
+  #expiry = new ExpiryQueue();
+
+  /** The last assigned sequence. */
+  get sequence(): number {
+    return this.#seq;
+  }
+
+  /** Keys held. */
+  get size(): number {
+    return this.#map.size;
+  }
+
+  /** The stored entry of `key`. */
+  get(key: string): StoredEntry | undefined {
+    return this.#map.get(key);
+  }
+
+  /** The key's version: the sequence of its last update, or 0 if absent. */
+  version(key: string): number {
+    return this.#map.get(key)?.seq ?? 0;
+  }
+
+  /**
+   * Assigns the next sequence to an update and applies it. An empty body deletes the key.
+   *
+   * @param ttlMs - time to live in ms (0 = none), counted from `now`
+   * @returns the assigned sequence
+   */
+  apply(key: string, uuid: Buffer, properties: Buffer, body: Buffer, ttlMs: number, now: number): number {
+    const seq = ++this.#seq;
+    if (body.length === 0) {
+      this.#map.delete(key);
+    } else {
+      const expiresAt = ttlMs > 0 ? now + ttlMs : 0;
+      this.#map.set(key, { seq, uuid, properties, body, expiresAt });
+      if (expiresAt > 0) this.#expiry.push(expiresAt, key, seq);
+    }
+    return seq;
+  }
+
+  /** The earliest pending ttl deadline (ms), or `undefined`. */
+  nextExpiry(): number | undefined {
+    return this.#expiry.peek();
+  }
+
+  /** Keys whose ttl ran out by `now` and that were not rewritten since. The caller deletes them. */
+  dueForExpiry(now: number): string[] {
+    const out: string[] = [];
+    for (const { key, seq } of this.#expiry.popDue(now)) {
+      if (this.#map.get(key)?.seq === seq) out.push(key);
+    }
+    return out;
+  }
+
+  /**
+   * A point-in-time copy of the entries under `prefix` (references, not bytes: entries are
+   * immutable, so later updates do not change the copy).
+   */
+  snapshot(prefix: string): Array<[string, StoredEntry]> {
+    if (prefix.length === 0) return Array.from(this.#map);
+    const out: Array<[string, StoredEntry]> = [];
+    for (const pair of this.#map) if (pair[0].startsWith(prefix)) out.push(pair);
+    return out;
+  }
+
+  /** Iterates all entries. */
+  entries(): IterableIterator<[string, StoredEntry]> {
+    return this.#map.entries();
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Public shapes of clonekv: options, entries, watch events and counters.
+ *
+ * @module
+ */
+
+/** Why a key disappeared. */
+export type DeleteReason = 'deleted' | 'expired' | 'purged';
+
+/** A key with its value and version, as held in a peer's local snapshot. */
+export interface Entry<V = unknown> {
+  /** The key (UTF-8). */
+  readonly key: string;
+  /**
+   * The value. Values written by clonekv are decoded with msgpackr; a body written by a plain
+   * CHP peer (no encoding mark) is given as a `Uint8Array` of its raw bytes.
+   */
+  readonly value: V;
+  /** The forwarder sequence number of the key's last update. */
+  readonly version: number;
+}
+
+/** One item of a {@link Peer.watch} iterator. */
+export interface WatchEntry<V = unknown> {
+  /** The key. */
+  readonly key: string;
+  /** `put` for a new or changed value, `delete` when the key is gone. */
+  readonly operation: 'put' | 'delete';
+  /** The new value; `undefined` for a delete. */
+  readonly value: V | undefined;
+  /** The value before this change; `undefined` if the key was absent (or while replaying). */
+  readonly previous: V | undefined;
+  /** Sequence number of this change (for a delete: the sequence of the delete, or of the resync). */
+  readonly version: number;
+  /** `false` while the current entries are replayed at the start of a watch, `true` afterwards. */
+  readonly isUpdate: boolean;
+  /** For a delete: why the key is gone. */
+  readonly reason?: DeleteReason;
+  /** `true` when the change was found by a resync (the map was replaced from a new snapshot). */
+  readonly fromResync: boolean;
+}
+
+/** Options of {@link Peer.watch}. */
+export interface WatchOptions {
+  /** Stop the watch when this signal aborts (the iterator then ends without error). */
+  signal?: AbortSignal;
+  /** Skip the replay of current entries; yield only changes. Default `false`. */
+  updatesOnly?: boolean;
+  /**
+   * Most changes buffered for a consumer that is not reading; past it the iterator throws a
+   * `CLONEKV_WATCH_OVERFLOW` error rather than grow without bound. Default 100,000.
+   */
+  maxPending?: number;
+}
+
+/** Options of {@link Peer.set}. */
+export interface SetOptions {
+  /** Time to live in seconds; the forwarder deletes the key (reason `expired`) when it runs out. */
+  ttl?: number;
+  /** Write only if the key's current version equals this (0 = only if the key is absent). */
+  ifVersion?: number;
+  /** Override the peer's `writeTimeout` for this write, in milliseconds. */
+  timeout?: number;
+}
+
+/** Options of {@link Peer.delete}. */
+export interface DeleteOptions {
+  /** Delete only if the key's current version equals this. */
+  ifVersion?: number;
+  /** Override the peer's `writeTimeout` for this write, in milliseconds. */
+  timeout?: number;
+}
+
+/** The three socket endpoints of a forwarder. */
+export interface Endpoints {
+  /** ROUTER: snapshot requests, and acknowledged writes from clonekv peers (port P). */
+  readonly snapshot: string;
+  /** PUB/XPUB: updates and heartbeats (port P+1). */
+  readonly publisher: string;
+  /** SUB: writes from plain CHP peers (port P+2). */
+  readonly collector: string;
+}
+
+/** High-water marks (messages queued per connection) of one socket. */
+export interface HighWaterMarks {
+  /** Outgoing messages queued per connection before sending blocks or drops. */
+  send?: number;
+  /** Incoming messages queued per connection before the sender is pushed back or drops. */
+  receive?: number;
+}
+
+/** Options of {@link Forwarder}. All are optional. */
+export interface ForwarderOptions {
+  /** Address to bind, default `127.0.0.1`. */
+  bind?: string;
+  /** Base port P: ROUTER on P, PUB on P+1, SUB on P+2. Default 5556; 0 picks a free triple. */
+  port?: number;
+  /** Heartbeat (HUGZ) interval in milliseconds. Default 1000. */
+  heartbeatInterval?: number;
+  /** Largest accepted value body in bytes. Default 1 MiB. */
+  maxValueBytes?: number;
+  /** How many recent write uuids are remembered to de-duplicate retries. Default 100,000. */
+  dedupWindow?: number;
+  /** Keys per snapshot batch message sent to clonekv peers. Default 512. */
+  snapshotBatch?: number;
+  /** High-water marks of the publisher socket. Default send 100,000. */
+  publisherHwm?: HighWaterMarks;
+  /** High-water marks of the snapshot ROUTER socket. Default send 1,000, receive 10,000. */
+  snapshotHwm?: HighWaterMarks;
+  /** High-water marks of the collector SUB socket. Default receive 10,000. */
+  collectorHwm?: HighWaterMarks;
+  /** How long to wait for a clonekv peer's subscription before answering its snapshot request, ms. Default 2000. */
+  joinWait?: number;
+}
+
+/** Options of {@link Peer}. All are optional. */
+export interface PeerOptions {
+  /**
+   * The forwarder: `tcp://HOST:P` (P, P+1 and P+2 are used) or explicit endpoints.
+   * Default `tcp://127.0.0.1:5556`.
+   */
+  server?: string | Endpoints;
+  /** Only keys starting with this prefix are held and watched. Default `''` (everything). */
+  subtree?: string;
+  /** A name for this peer, shown in logs and presence. Default `peer`. */
+  name?: string;
+  /** Time without any message from the forwarder before the peer resyncs, ms. Default 3000. */
+  silenceTimeout?: number;
+  /** How long a write may stay unsequenced before it rejects with `CLONEKV_TIMEOUT`, ms. Default 5000. */
+  writeTimeout?: number;
+  /** Interval between retries of a pending write (same uuid), ms. Default 1000. */
+  writeRetryInterval?: number;
+  /** First delay before a snapshot request is retried, ms; it doubles up to `maxRetryDelay`. Default 1000. */
+  snapshotRetryDelay?: number;
+  /** Upper bound of the snapshot retry delay, ms. Default 10,000. */
+  maxRetryDelay?: number;
+  /** Largest value body accepted locally before sending, bytes. Default 1 MiB. */
+  maxValueBytes?: number;
+  /** High-water marks of the update subscriber. Default receive 100,000. */
+  subscriberHwm?: HighWaterMarks;
+  /** Live updates buffered while a snapshot is loading before the sync restarts. Default 1,000,000. */
+  maxBufferedUpdates?: number;
+}
+
+/** Where a peer stands. */
+export type PeerStatus =
+  /** Waiting for the first complete snapshot. */
+  | 'syncing'
+  /** Up to date: snapshot applied, live updates flowing, forwarder heard from. */
+  | 'live'
+  /** Serving the last known state while it resyncs (forwarder silent, gap, new epoch). */
+  | 'stale'
+  /** Closed. */
+  | 'closed';
+
+/** Why a peer resynced. */
+export type ResyncReason = 'silence' | 'epoch' | 'sequence' | 'gap' | 'overflow' | 'incomplete';
+
+/** Counters of a peer. */
+export interface PeerStats {
+  /** Live updates applied. */
+  updates: number;
+  /** Snapshots applied (the first join plus every resync). */
+  snapshots: number;
+  /** Resyncs started, by any reason. */
+  resyncs: number;
+  /** Gaps detected (missed updates). */
+  gaps: number;
+  /** Malformed messages dropped. */
+  malformed: number;
+  /** Updates dropped as duplicates or older than the snapshot. */
+  duplicates: number;
+  /** Writes sent (not counting retries). */
+  writes: number;
+  /** Write retries sent. */
+  writeRetries: number;
+  /** The last applied sequence number. */
+  sequence: number;
+}
+
+/** Counters of a forwarder. */
+export interface ForwarderStats {
+  /** The current (last assigned) sequence number. */
+  sequence: number;
+  /** Keys held. */
+  keys: number;
+  /** Writes sequenced and published. */
+  published: number;
+  /** Writes recognised as retries and acknowledged again without republishing. */
+  duplicates: number;
+  /** Conditional writes that lost. */
+  conflicts: number;
+  /** Writes refused (value too large, invalid). */
+  rejected: number;
+  /** Malformed messages dropped, all reasons. */
+  malformed: number;
+  /** Keys expired by ttl. */
+  expired: number;
+  /** Snapshots served. */
+  snapshots: number;
+  /** Replies dropped because a peer was gone or hopelessly behind. */
+  dropped: number;
+  /** Heartbeats sent. */
+  heartbeats: number;
+}
