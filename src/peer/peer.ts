@@ -53,6 +53,8 @@ export interface PeerEvents {
   synced: [info: { sequence: number; keys: number; reason?: ResyncReason }];
   /** A resync started; reads keep serving the last known state meanwhile. */
   resync: [info: { reason: ResyncReason }];
+  /** Snapshot loading progress: entries received so far (about every 65,536 entries). */
+  progress: [info: { received: number }];
   /** A problem the peer recovered from (malformed input, transport error). Never fatal. */
   error: [error: ClonekvError];
 }
@@ -628,6 +630,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   #addSnapshotEntry(attempt: SyncAttempt, keyBytes: Buffer, seq: number, rawProps: Buffer, body: Buffer): void {
     attempt.digest.add(keyBytes, seq);
+    if ((attempt.digest.count & 0xffff) === 0 && this.listenerCount('progress') > 0) {
+      this.emit('progress', { received: attempt.digest.count });
+    }
     if (!this.#inSubtree(keyBytes) || body.length === 0) return;
     try {
       const props = rawProps.length === 0 ? NO_PROPS : parseProperties(rawProps);

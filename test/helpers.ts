@@ -1,0 +1,109 @@
+/**
+ * Test fixtures: every fixture is AsyncDisposable and registered for teardown, so a failing
+ * test still closes its sockets, timers and child processes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+import { Forwarder, Peer, type ForwarderOptions, type PeerOptions } from '../src/index.ts';
+
+/** Path of the CLI entry. */
+export const CLI = fileURLToPath(new URL('../bin/clonekv.js', import.meta.url));
+
+/** Waits until `check()` is truthy, polling on the event loop; fails after `ms` with `what`. */
+export async function waitFor<T>(what: string, check: () => T | undefined | false | null, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Rejects if `p` does not settle within `ms`. */
+export async function within<T>(what: string, p: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Starts a forwarder on an ephemeral port triple, closed after the test. */
+export async function forwarder(t: TestContext, options: ForwarderOptions = {}): Promise<Forwarder> {
+  const f = await Forwarder.start({ port: 0, ...options });
+  t.after(() => f.close());
+  return f;
+}
+
+/** Creates a peer, closed after the test. */
+export function peer(t: TestContext, server: string, options: PeerOptions = {}): Peer {
+  const p = new Peer({ server, ...options });
+  t.after(() => p.close());
+  return p;
+}
+
+/** Creates a peer and waits until it is ready. */
+export async function readyPeer(t: TestContext, server: string, options: PeerOptions = {}): Promise<Peer> {
+  const p = peer(t, server, options);
+  await within('peer ready', p.ready());
+  return p;
+}
+
+/** A plain object of a peer's entries under `prefix`. */
+export function contents(p: Peer, prefix = ''): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const e of p.entries(prefix)) out[e.key] = e.value;
+  return out;
+}
+
+/** A child process running the CLI, killed after the test. */
+export interface CliProcess {
+  readonly child: ChildProcess;
+  /** Resolves with the first stdout line matching `re`. */
+  line(re: RegExp, ms?: number): Promise<string>;
+  /** Everything printed on stdout so far. */
+  readonly stdout: () => string;
+}
+
+/** Spawns `clonekv ARGS` in the background (killed with SIGKILL after the test if still alive). */
+export function spawnCli(t: TestContext, args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+  });
+  return {
+    child,
+    stdout: () => out,
+    line: async (re, ms = 15_000) =>
+      waitFor(`a line matching ${re} from clonekv ${args.join(' ')} (stderr: ${err.trim()})`, () => out.split('\n').find((l) => re.test(l)), ms),
+  };
+}
+
+/** Runs `clonekv ARGS` to completion. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, ms = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
