@@ -199,6 +199,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #last = 0;
   /** Sequence of the last update under the subtree that was applied (or of the snapshot). */
   #subtreeLast = 0;
+  /**
+   * Sequence of the last message read from the subscriber (KVPUB or HUGZ). The subscriber is one
+   * ordered stream, so a sequence below it means the forwarder restarted; a sequence below
+   * `#last` alone does not: an update published before the snapshot may be read after it.
+   */
+  #lastFromSub = 0;
   #sync: SyncAttempt | undefined;
   #retryDelay: number;
   #subLive = false;
@@ -675,8 +681,15 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     // (a plain CHP server, or a join that timed out), updates in between may be missing: take
     // another snapshot as soon as the subscription has proven live.
     this.#resyncWhenSubLive = props.get(Prop.Joined) !== '1' && !attempt.subLiveAtRequest;
+    this.#lastFromSub = 0;
     for (const u of attempt.buffered) {
+      if (u.seq <= this.#lastFromSub) {
+        this.#startSync('sequence');
+        break;
+      }
+      this.#lastFromSub = u.seq;
       if (u.seq > this.#last) this.#applyUpdate(u);
+      else this.#stats.duplicates++;
       if (this.#sync) break; // a gap in the buffered updates restarted the sync
     }
     if (this.#sync) return;
@@ -692,7 +705,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #replaceMap(next: Map<string, LocalEntry>, seq: number, notify: boolean): void {
     const old = this.#map;
     this.#map = next;
-    if (!notify && old.size === 0 && this.#watchers.size === 0 && this.listenerCount('update') === 0) return;
+    // The first snapshot is not a change: watches replay it as their initial entries instead.
+    if (!notify) return;
     for (const [key, e] of next) {
       const before = old.get(key);
       if (before && before.version === e.version) continue;
@@ -727,6 +741,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#sync.buffered.push(update);
       return;
     }
+    if (update.seq <= this.#lastFromSub) return this.#startSync('sequence');
+    this.#lastFromSub = update.seq;
+    if (update.seq <= this.#last) {
+      this.#stats.duplicates++; // already in the snapshot
+      return;
+    }
     this.#applyUpdate(update);
     this.#settleWrites();
   }
@@ -744,7 +764,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     if (this.#sync || this.#status !== 'live') return;
     if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) return this.#startSync('epoch');
-    if (epoch !== undefined && seq < this.#last) return this.#startSync('sequence');
+    if (epoch !== undefined) {
+      if (seq < this.#lastFromSub) return this.#startSync('sequence');
+      this.#lastFromSub = seq;
+    }
     const heads = props.get(Prop.Heads);
     if (heads !== undefined) {
       const head = headFor(heads, this.#subtreeBytes);
@@ -759,12 +782,6 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (this.#resyncWhenSubLive) {
       this.#resyncWhenSubLive = false;
       this.#startSync('gap');
-      return;
-    }
-    if (u.seq <= this.#last) {
-      // The forwarder never republishes: a sequence at or below ours means it restarted.
-      this.#stats.duplicates++;
-      this.#startSync('sequence');
       return;
     }
     const prevProp = u.props.get(Prop.Previous);
