@@ -1,0 +1,383 @@
+/**
+ * The `clonekv` command line, run as real child processes.
+ *
+ * Topology for most tests: one `clonekv serve --port 0 --json` child (ROUTER P, XPUB P+1,
+ * SUB P+2 on tcp://127.0.0.1), short-lived `clonekv get/set/...` children that join it with
+ * their own DEALER and SUB sockets, and in-process library Peers that check what the CLI did.
+ *
+ *   test process ── Peer (DEALER, SUB) ──┐
+ *   clonekv set/get/... child ───────────┼──► clonekv serve child :P :P+1 :P+2
+ *   clonekv watch child ─────────────────┘
+ *
+ * Children are SIGKILLed in teardown if still alive; peers are closed by their fixtures.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import type { WatchEntry } from '../src/index.ts';
+import { contents, readyPeer, runCli, spawnCli, waitFor, within, type CliProcess } from './helpers.ts';
+
+const COMMANDS = ['serve', 'get', 'set', 'del', 'dump', 'load', 'watch', 'stats'] as const;
+
+interface Served {
+  readonly endpoint: string;
+  readonly port: number;
+  readonly epoch: string;
+  readonly proc: CliProcess;
+}
+
+/** Starts `clonekv serve --port 0 --json` and reads its endpoint line. */
+async function serve(t: TestContext): Promise<Served> {
+  const proc = spawnCli(t, ['serve', '--port', '0', '--json']);
+  const line = await proc.line(/^\{"endpoint".*\}$/);
+  const info = JSON.parse(line) as { endpoint: string; epoch: string; snapshot: string; publisher: string; collector: string };
+  const m = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(info.endpoint);
+  assert.ok(m, `serve printed a tcp endpoint on 127.0.0.1: ${line}`);
+  const port = Number(m[1]);
+  assert.equal(info.publisher, `tcp://127.0.0.1:${port + 1}`);
+  assert.equal(info.collector, `tcp://127.0.0.1:${port + 2}`);
+  return { endpoint: info.endpoint, port, epoch: info.epoch, proc };
+}
+
+/** A base port P with nothing listening on it (bound once, then released). */
+async function closedPort(): Promise<number> {
+  for (;;) {
+    const srv = createServer();
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    const { port } = srv.address() as AddressInfo;
+    await new Promise<void>((resolve) => srv.close(() => resolve()));
+    if (port <= 65_533) return port;
+  }
+}
+
+/** The complete (newline-terminated) stdout lines of a child, parsed as JSON. */
+function jsonLines(proc: CliProcess): unknown[] {
+  const lines = proc.stdout().split('\n');
+  lines.pop(); // the unterminated rest
+  return lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as unknown);
+}
+
+/** Resolves with the exit code and signal of `proc` (created before the signal is sent). */
+function exited(proc: CliProcess): Promise<[number | null, NodeJS.Signals | null]> {
+  return once(proc.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+}
+
+test('set prints the sequence and exits 0 only once the write is sequenced', async (t) => {
+  const s = await serve(t);
+  const r = await runCli(['set', 'greeting', 'hello world', '--server', s.endpoint]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^\d+\n$/);
+  const seq = Number(r.stdout.trim());
+  assert.equal(seq, 1);
+  // A peer joining right after the exit gets a snapshot that already holds the write.
+  const check = await readyPeer(t, s.endpoint);
+  assert.equal(check.get('greeting'), 'hello world');
+  assert.equal(check.version('greeting'), seq);
+
+  // The next write gets the next sequence; without --json a JSON-looking value stays a string.
+  const r2 = await runCli(['set', 'n', '42', '--server', s.endpoint]);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.equal(r2.stdout, `${seq + 1}\n`);
+  await waitFor('the peer to see n', () => check.has('n'));
+  assert.equal(check.get('n'), '42');
+});
+
+test('set --json parses the value as JSON', async (t) => {
+  const s = await serve(t);
+  const cases: Array<[string, string, unknown]> = [
+    ['j/object', '{"a":1,"b":[true,null,"x"],"c":{"d":"e"}}', { a: 1, b: [true, null, 'x'], c: { d: 'e' } }],
+    ['j/number', '42', 42],
+    ['j/string', '"quoted"', 'quoted'],
+    ['j/bool', 'false', false],
+  ];
+  for (const [key, raw] of cases) {
+    const r = await runCli(['set', key, raw, '--json', '--server', s.endpoint]);
+    assert.equal(r.code, 0, `${key}: ${r.stderr}`);
+  }
+  const check = await readyPeer(t, s.endpoint, { subtree: 'j/' });
+  for (const [key, , value] of cases) assert.deepEqual(check.get(key), value, key);
+});
+
+test('get prints strings raw and other values as JSON; --json always JSON; a missing key exits 3', async (t) => {
+  const s = await serve(t);
+  const writer = await readyPeer(t, s.endpoint);
+  await writer.set('g/str', 'plain text');
+  await writer.set('g/obj', { port: 5432, tags: ['a', 'b'] });
+  await writer.set('g/num', 7);
+  const [str, obj, num, strJson, missing] = await Promise.all([
+    runCli(['get', 'g/str', '--server', s.endpoint]),
+    runCli(['get', 'g/obj', '--server', s.endpoint]),
+    runCli(['get', 'g/num', '--server', s.endpoint]),
+    runCli(['get', 'g/str', '--json', '--server', s.endpoint]),
+    runCli(['get', 'g/nope', '--server', s.endpoint]),
+  ]);
+  assert.equal(str.code, 0, str.stderr);
+  assert.equal(str.stdout, 'plain text\n');
+  assert.equal(obj.code, 0, obj.stderr);
+  assert.deepEqual(JSON.parse(obj.stdout), { port: 5432, tags: ['a', 'b'] });
+  assert.equal(num.code, 0, num.stderr);
+  assert.equal(num.stdout, '7\n');
+  assert.equal(strJson.code, 0, strJson.stderr);
+  assert.equal(strJson.stdout, '"plain text"\n');
+  assert.equal(missing.code, 3, missing.stderr);
+  assert.equal(missing.stdout, '');
+  assert.match(missing.stderr, /"g\/nope"/);
+  assert.ok(missing.stderr.includes(s.endpoint), `names the server: ${missing.stderr}`);
+});
+
+test('del deletes a key and prints the sequence of the delete', async (t) => {
+  const s = await serve(t);
+  const watcher = await readyPeer(t, s.endpoint);
+  const set = await runCli(['set', 'd/key', 'v', '--server', s.endpoint]);
+  assert.equal(set.code, 0, set.stderr);
+  const del = await runCli(['del', 'd/key', '--server', s.endpoint]);
+  assert.equal(del.code, 0, del.stderr);
+  assert.equal(Number(del.stdout.trim()), Number(set.stdout.trim()) + 1);
+  await waitFor('the peer to see the delete', () => watcher.sequence === Number(del.stdout.trim()));
+  assert.equal(watcher.has('d/key'), false);
+  const get = await runCli(['get', 'd/key', '--server', s.endpoint]);
+  assert.equal(get.code, 3, get.stderr);
+});
+
+test('dump PREFIX prints key<TAB>value lines; dump --json prints one object', async (t) => {
+  const s = await serve(t);
+  const writer = await readyPeer(t, s.endpoint);
+  await writer.set('cfg/a', 'x');
+  await writer.set('cfg/b', { n: 1 });
+  await writer.set('cfg/c', 3);
+  await writer.set('other/z', 'not shown');
+  const [lines, json, all] = await Promise.all([
+    runCli(['dump', 'cfg/', '--server', s.endpoint]),
+    runCli(['dump', 'cfg/', '--json', '--server', s.endpoint]),
+    runCli(['dump', '--json', '--server', s.endpoint]),
+  ]);
+  assert.equal(lines.code, 0, lines.stderr);
+  assert.deepEqual(lines.stdout.split('\n').filter(Boolean).sort(), ['cfg/a\tx', 'cfg/b\t{"n":1}', 'cfg/c\t3']);
+  assert.equal(json.code, 0, json.stderr);
+  assert.equal(json.stdout.trim().split('\n').length, 1, 'a single line');
+  assert.deepEqual(JSON.parse(json.stdout), { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3 });
+  assert.equal(all.code, 0, all.stderr);
+  assert.deepEqual(JSON.parse(all.stdout), { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3, 'other/z': 'not shown' });
+});
+
+test('set --ttl: the forwarder deletes the key (reason expired) once the time runs out', async (t) => {
+  const s = await serve(t);
+  const watcher = await readyPeer(t, s.endpoint, { subtree: 'session/' });
+  const seen: WatchEntry[] = [];
+  let deletedAt = 0;
+  watcher.on('update', (e) => {
+    seen.push(e);
+    if (e.operation === 'delete') deletedAt = performance.now();
+  });
+  const started = performance.now();
+  const r = await runCli(['set', 'session/abc', 'token', '--ttl', '0.3', '--server', s.endpoint]);
+  assert.equal(r.code, 0, r.stderr);
+  await waitFor('the key to expire', () => deletedAt > 0, 5_000);
+  assert.deepEqual(
+    seen.map((e) => [e.key, e.operation, e.value, e.reason]),
+    [
+      ['session/abc', 'put', 'token', undefined],
+      ['session/abc', 'delete', undefined, 'expired'],
+    ],
+  );
+  // The forwarder stamped the write after `started`, so it cannot expire sooner than 0.3 s after.
+  assert.ok(deletedAt - started >= 290, `expired after ${Math.round(deletedAt - started)} ms`);
+  assert.equal(watcher.has('session/abc'), false);
+  const get = await runCli(['get', 'session/abc', '--server', s.endpoint]);
+  assert.equal(get.code, 3, get.stderr);
+});
+
+test('--if-version: a lost conditional write exits 4 naming the key and its current version', async (t) => {
+  const s = await serve(t);
+  const first = await runCli(['set', 'cas/key', 'v1', '--if-version', '0', '--server', s.endpoint]);
+  assert.equal(first.code, 0, first.stderr);
+  const v1 = Number(first.stdout.trim());
+
+  const stale = await runCli(['set', 'cas/key', 'v2', '--if-version', String(v1 + 10), '--server', s.endpoint]);
+  assert.equal(stale.code, 4, stale.stderr);
+  assert.equal(stale.stdout, '');
+  assert.match(stale.stderr, /"cas\/key"/);
+  assert.match(stale.stderr, new RegExp(`current version is ${v1}\\b`));
+
+  const notAbsent = await runCli(['set', 'cas/key', 'v2', '--if-version', '0', '--server', s.endpoint]);
+  assert.equal(notAbsent.code, 4, notAbsent.stderr);
+
+  const staleDel = await runCli(['del', 'cas/key', '--if-version', String(v1 + 1), '--server', s.endpoint]);
+  assert.equal(staleDel.code, 4, staleDel.stderr);
+
+  const ok = await runCli(['set', 'cas/key', 'v2', '--if-version', String(v1), '--server', s.endpoint]);
+  assert.equal(ok.code, 0, ok.stderr);
+  const check = await readyPeer(t, s.endpoint, { subtree: 'cas/' });
+  assert.equal(check.get('cas/key'), 'v2');
+  assert.equal(check.version('cas/key'), Number(ok.stdout.trim()));
+});
+
+test('watch PREFIX --json prints the current entries, then changes by another writer, and stops on SIGTERM with 0', async (t) => {
+  const s = await serve(t);
+  const writer = await readyPeer(t, s.endpoint);
+  await writer.set('w/a', 1);
+  await writer.set('w/b', { on: true });
+  await writer.set('x/outside', 'ignored');
+  const w = spawnCli(t, ['watch', 'w/', '--json', '--server', s.endpoint]);
+  const initial = await waitFor('the two current entries', () => (jsonLines(w).length >= 2 ? jsonLines(w) : undefined));
+  assert.deepEqual(
+    initial,
+    [
+      { key: 'w/a', op: 'put', value: 1, version: 1, isUpdate: false },
+      { key: 'w/b', op: 'put', value: { on: true }, version: 2, isUpdate: false },
+    ],
+  );
+  await writer.set('x/outside', 'still ignored');
+  const seq = await writer.set('w/a', 2);
+  const delSeq = await writer.delete('w/b');
+  const all = await waitFor('the change and the delete', () => (jsonLines(w).length >= 4 ? jsonLines(w) : undefined));
+  assert.deepEqual(all.slice(2), [
+    { key: 'w/a', op: 'put', value: 2, version: seq, isUpdate: true },
+    { key: 'w/b', op: 'del', version: delSeq, isUpdate: true, reason: 'deleted' },
+  ]);
+  const exit = exited(w);
+  w.child.kill('SIGTERM');
+  const [code, signal] = await within('watch to exit after SIGTERM', exit, 10_000);
+  assert.equal(signal, null);
+  assert.equal(code, 0);
+  assert.equal(jsonLines(w).length, 4, 'nothing else printed');
+});
+
+test('load FILE writes every key of a JSON object, verified with dump --json', async (t) => {
+  const s = await serve(t);
+  const dir = await mkdtemp(join(tmpdir(), 'clonekv-cli-test-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const data: Record<string, unknown> = { 'bulk/nested': { db: { host: 'h', port: 1 } }, 'bulk/list': [1, 2, 3], 'bulk/text': 'hi' };
+  for (let i = 0; i < 1000; i++) data[`bulk/k${i}`] = i;
+  const file = join(dir, 'data.json');
+  await writeFile(file, JSON.stringify(data));
+  const r = await runCli(['load', file, '--server', s.endpoint]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /loaded 1003 keys/);
+  const dump = await runCli(['dump', 'bulk/', '--json', '--server', s.endpoint]);
+  assert.equal(dump.code, 0, dump.stderr);
+  assert.deepEqual(JSON.parse(dump.stdout), data);
+
+  // --prefix puts every key under PREFIX.
+  const small = join(dir, 'small.json');
+  await writeFile(small, JSON.stringify({ a: 'x', b: 2 }));
+  const p = await runCli(['load', small, '--prefix', 'pre/', '--server', s.endpoint]);
+  assert.equal(p.code, 0, p.stderr);
+  const check = await readyPeer(t, s.endpoint, { subtree: 'pre/' });
+  assert.deepEqual(contents(check), { 'pre/a': 'x', 'pre/b': 2 });
+});
+
+test('stats --json reports what a peer sees', async (t) => {
+  const s = await serve(t);
+  const writer = await readyPeer(t, s.endpoint);
+  await writer.set('s/a', 1);
+  await writer.set('s/b', 2);
+  await writer.delete('s/a');
+  const r = await runCli(['stats', '--json', '--server', s.endpoint]);
+  assert.equal(r.code, 0, r.stderr);
+  const stats = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.equal(stats.server, s.endpoint);
+  assert.equal(stats.epoch, s.epoch);
+  assert.equal(stats.status, 'live');
+  assert.equal(stats.sequence, 3);
+  assert.equal(stats.keys, 1);
+  assert.equal(typeof stats.peer, 'object');
+});
+
+test('usage errors exit 2 with a message on stderr', async (t) => {
+  const server = `tcp://127.0.0.1:${await closedPort()}`;
+  const cases: Array<[args: string[], stderr: RegExp]> = [
+    [['frobnicate'], /unknown command "frobnicate"/],
+    [[], /^$/], // no command: the help goes to stdout
+    [['get'], /missing argument/],
+    [['set', 'k'], /missing argument/],
+    [['del'], /missing argument/],
+    [['load'], /missing argument/],
+    [['set', 'k', 'v', 'extra'], /unexpected argument "extra"/],
+    [['get', 'k', '--bogus'], /bogus/],
+    [['set', 'k', 'v', '--ttl', 'soon'], /--ttl .*"soon"/],
+    [['set', 'k', 'v', '--ttl', '0'], /--ttl/],
+    [['set', 'k', 'v', '--ttl=-1'], /--ttl/],
+    [['set', 'k', '{not json', '--json'], /not valid JSON/],
+    [['set', 'k', 'v', '--if-version', 'latest'], /--if-version/],
+    [['get', 'k', '--timeout', 'never'], /--timeout/],
+    [['serve', '--port', 'eighty'], /--port/],
+    [['load', join(tmpdir(), 'clonekv-no-such-file.json')], /cannot read/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => runCli([...args, ...(args[0] === 'serve' || args.length === 0 ? [] : ['--server', server])])));
+  for (const [i, [args, stderr]] of cases.entries()) {
+    const r = results[i]!;
+    assert.equal(r.code, 2, `clonekv ${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, stderr, `clonekv ${args.join(' ')}`);
+  }
+});
+
+test('--help for every command exits 0 and prints its usage', async () => {
+  const results = await Promise.all([['--help'], ['help'], ...COMMANDS.map((c) => [c, '--help'])].map((args) => runCli(args)));
+  const [main, help, ...perCommand] = results;
+  for (const r of [main!, help!]) {
+    assert.equal(r.code, 0, r.stderr);
+    for (const c of COMMANDS) assert.match(r.stdout, new RegExp(`^  ${c}\\b`, 'm'));
+    assert.match(r.stdout, /Exit codes/);
+  }
+  for (const [i, c] of COMMANDS.entries()) {
+    const r = perCommand[i]!;
+    assert.equal(r.code, 0, `${c} --help: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^Usage: clonekv ${c}\\b`), c);
+  }
+});
+
+test('an unreachable server exits 1 naming the endpoint and what to do, within --timeout', async () => {
+  const endpoint = `tcp://127.0.0.1:${await closedPort()}`;
+  const started = performance.now();
+  const commands = [['get', 'k'], ['set', 'k', 'v'], ['del', 'k'], ['dump', 'p/'], ['stats'], ['watch', 'p/']];
+  const results = await Promise.all(commands.map((args) => runCli([...args, '--server', endpoint, '--timeout', '500'])));
+  const elapsed = performance.now() - started;
+  for (const [i, r] of results.entries()) {
+    const what = `clonekv ${commands[i]!.join(' ')}`;
+    assert.equal(r.code, 1, `${what}: ${r.stderr}`);
+    assert.ok(r.stderr.includes(endpoint), `${what} names the endpoint: ${r.stderr}`);
+    assert.match(r.stderr, /within 500 ms/, what);
+    assert.match(r.stderr, /clonekv serve|forwarder is running/, `${what} says what to do: ${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /unexpected error|\n\s+at /, `${what}: no stack trace`);
+  }
+  assert.ok(elapsed < 4_500, `--timeout 500 honoured (took ${Math.round(elapsed)} ms)`);
+});
+
+test('CLONEKV_SERVER is honoured, and --server wins over it', async (t) => {
+  const s = await serve(t);
+  const set = await runCli(['set', 'env/key', 'from env'], { CLONEKV_SERVER: s.endpoint });
+  assert.equal(set.code, 0, set.stderr);
+  const get = await runCli(['get', 'env/key'], { CLONEKV_SERVER: s.endpoint });
+  assert.equal(get.code, 0, get.stderr);
+  assert.equal(get.stdout, 'from env\n');
+  const nowhere = `tcp://127.0.0.1:${await closedPort()}`;
+  const override = await runCli(['get', 'env/key', '--server', s.endpoint], { CLONEKV_SERVER: nowhere });
+  assert.equal(override.code, 0, override.stderr);
+  assert.equal(override.stdout, 'from env\n');
+  const wrong = await runCli(['get', 'env/key', '--timeout', '500'], { CLONEKV_SERVER: nowhere });
+  assert.equal(wrong.code, 1);
+  assert.ok(wrong.stderr.includes(nowhere), wrong.stderr);
+});
+
+test('serve on a port in use exits 1 with a clear message; serve stops cleanly on SIGTERM', async (t) => {
+  const s = await serve(t);
+  const second = await runCli(['serve', '--port', String(s.port)], {}, 10_000);
+  assert.equal(second.code, 1, `second serve: ${second.stderr}`);
+  assert.match(second.stderr, new RegExp(`${s.port}`));
+  assert.match(second.stderr, /in use/i);
+  assert.match(second.stderr, /--port/);
+  assert.doesNotMatch(second.stderr, /unexpected error|\n\s+at /, 'no stack trace');
+  // The first one kept serving.
+  const r = await runCli(['set', 'still', 'up', '--server', s.endpoint]);
+  assert.equal(r.code, 0, r.stderr);
+  const exit = exited(s.proc);
+  s.proc.child.kill('SIGTERM');
+  const [code, signal] = await within('serve to exit after SIGTERM', exit, 10_000);
+  assert.equal(signal, null);
+  assert.equal(code, 0);
+});

@@ -1,0 +1,87 @@
+/**
+ * Forwarder restarts, with real processes. Topology: `clonekv serve` child processes bound to
+ * one port triple on 127.0.0.1 (the second started on the same ports after the first is killed
+ * with SIGKILL); in-process Peers connected to it.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { test } from 'node:test';
+import type { WatchEntry } from '../src/index.ts';
+import { contents, peer, spawnCli, waitFor, within } from './helpers.ts';
+
+async function serve(t: Parameters<typeof spawnCli>[0], port: number) {
+  const proc = spawnCli(t, ['serve', '--port', String(port), '--json', '--heartbeat', '100']);
+  const info = JSON.parse(await proc.line(/^\{/)) as { endpoint: string; epoch: string };
+  return { ...proc, ...info, port: Number(info.endpoint.split(':').at(-1)) };
+}
+
+async function kill(proc: { child: import('node:child_process').ChildProcess }): Promise<void> {
+  proc.child.kill('SIGKILL');
+  await once(proc.child, 'exit');
+}
+
+test('a forwarder restarted on the same ports is detected and every peer resyncs to the new state', async (t) => {
+  const first = await serve(t, 0);
+  const opts = { silenceTimeout: 1000, snapshotRetryDelay: 100, maxRetryDelay: 500 };
+  const writer = peer(t, first.endpoint, opts);
+  const full = peer(t, first.endpoint, opts);
+  const sub = peer(t, first.endpoint, { ...opts, subtree: 'app/' });
+  await within('peers ready', Promise.all([writer.ready(), full.ready(), sub.ready()]));
+  await writer.set('app/old', 'before restart');
+  await writer.set('other/old', 1);
+  await waitFor('old state everywhere', () => full.has('other/old') && sub.has('app/old'));
+  const events: WatchEntry[] = [];
+  sub.on('update', (e) => events.push(e));
+  const resyncs: string[] = [];
+  full.on('resync', ({ reason }) => resyncs.push(reason));
+
+  await kill(first);
+  const second = await serve(t, first.port);
+  assert.notEqual(second.epoch, first.epoch);
+  // The new forwarder starts empty; a write to it must reach every peer, and the old keys
+  // must disappear (a resync replaces, never merges: reference failure 4).
+  await waitFor('peers on the new epoch', () => [writer, full, sub].every((p) => p.epoch === second.epoch && p.status === 'live'), 15_000);
+  const seq = await writer.set('app/new', 'after restart');
+  assert.equal(seq, 1, 'the new forwarder starts its sequence again');
+  await waitFor('new state everywhere', () => full.has('app/new') && sub.has('app/new'));
+  assert.deepEqual(contents(full), { 'app/new': 'after restart' });
+  assert.deepEqual(contents(sub), { 'app/new': 'after restart' });
+  assert.deepEqual(contents(writer), { 'app/new': 'after restart' });
+  assert.ok(resyncs.length > 0 && resyncs.every((r) => ['epoch', 'silence', 'sequence'].includes(r)), `resync reasons: ${resyncs}`);
+  // Watchers saw the change as an ordinary delete, then the new key.
+  assert.deepEqual(
+    events.map((e) => [e.key, e.operation]),
+    [
+      ['app/old', 'delete'],
+      ['app/new', 'put'],
+    ],
+  );
+});
+
+test('a write pending while the forwarder is down is retried with the same uuid and applied once', async (t) => {
+  const first = await serve(t, 0);
+  const p = peer(t, first.endpoint, { silenceTimeout: 500, snapshotRetryDelay: 100, maxRetryDelay: 300, writeTimeout: 20_000, writeRetryInterval: 100 });
+  await within('ready', p.ready());
+  await kill(first);
+  const pending = p.set('survives', 'the outage');
+  const second = await serve(t, first.port);
+  const seq = await within('pending write sequenced by the new forwarder', pending, 15_000);
+  assert.equal(seq, 1);
+  await waitFor('value visible', () => p.get('survives') === 'the outage');
+  // Applied exactly once however often it was sent.
+  const reader = peer(t, second.endpoint);
+  await within('reader ready', reader.ready());
+  assert.equal(reader.sequence, 1);
+  assert.deepEqual(contents(reader), { survives: 'the outage' });
+});
+
+test('a peer whose forwarder goes silent keeps serving its last state, marked stale', async (t) => {
+  const first = await serve(t, 0);
+  const p = peer(t, first.endpoint, { silenceTimeout: 300, snapshotRetryDelay: 100, maxRetryDelay: 200 });
+  await within('ready', p.ready());
+  await p.set('kept', 'while down');
+  await kill(first);
+  await waitFor('stale status', () => p.status === 'stale', 5000);
+  assert.equal(p.get('kept'), 'while down', 'reads still answer from the last known state');
+  assert.deepEqual([...p.keys()], ['kept']);
+});
