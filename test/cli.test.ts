@@ -18,6 +18,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { run } from '../src/cli/main.ts';
 import type { WatchEntry } from '../src/index.ts';
 import { contents, readyPeer, runCli, spawnCli, waitFor, within, type CliProcess } from './helpers.ts';
 
@@ -66,275 +67,306 @@ function exited(proc: CliProcess): Promise<[number | null, NodeJS.Signals | null
   return once(proc.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
 }
 
-test('set prints the sequence and exits 0 only once the write is sequenced', async (t) => {
+test('clonekv commands against a `clonekv serve --port 0 --json` child', async (t) => {
   const s = await serve(t);
-  const r = await runCli(['set', 'greeting', 'hello world', '--server', s.endpoint]);
-  assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^\d+\n$/);
-  const seq = Number(r.stdout.trim());
-  assert.equal(seq, 1);
-  // A peer joining right after the exit gets a snapshot that already holds the write.
-  const check = await readyPeer(t, s.endpoint);
-  assert.equal(check.get('greeting'), 'hello world');
-  assert.equal(check.version('greeting'), seq);
 
-  // The next write gets the next sequence; without --json a JSON-looking value stays a string.
-  const r2 = await runCli(['set', 'n', '42', '--server', s.endpoint]);
-  assert.equal(r2.code, 0, r2.stderr);
-  assert.equal(r2.stdout, `${seq + 1}\n`);
-  await waitFor('the peer to see n', () => check.has('n'));
-  assert.equal(check.get('n'), '42');
-});
+  await t.test('set prints the sequence and exits 0 only once the write is sequenced', async (t) => {
+    const r = await runCli(['set', 'greeting', 'hello world', '--server', s.endpoint]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^\d+\n$/);
+    const seq = Number(r.stdout.trim());
+    // A peer joining right after the exit gets a snapshot that already holds the write.
+    const check = await readyPeer(t, s.endpoint);
+    assert.equal(check.get('greeting'), 'hello world');
+    assert.equal(check.version('greeting'), seq);
+    assert.equal(check.sequence, seq, 'the printed sequence is the last one assigned');
 
-test('set --json parses the value as JSON', async (t) => {
-  const s = await serve(t);
-  const cases: Array<[string, string, unknown]> = [
-    ['j/object', '{"a":1,"b":[true,null,"x"],"c":{"d":"e"}}', { a: 1, b: [true, null, 'x'], c: { d: 'e' } }],
-    ['j/number', '42', 42],
-    ['j/string', '"quoted"', 'quoted'],
-    ['j/bool', 'false', false],
-  ];
-  for (const [key, raw] of cases) {
-    const r = await runCli(['set', key, raw, '--json', '--server', s.endpoint]);
-    assert.equal(r.code, 0, `${key}: ${r.stderr}`);
-  }
-  const check = await readyPeer(t, s.endpoint, { subtree: 'j/' });
-  for (const [key, , value] of cases) assert.deepEqual(check.get(key), value, key);
-});
-
-test('get prints strings raw and other values as JSON; --json always JSON; a missing key exits 3', async (t) => {
-  const s = await serve(t);
-  const writer = await readyPeer(t, s.endpoint);
-  await writer.set('g/str', 'plain text');
-  await writer.set('g/obj', { port: 5432, tags: ['a', 'b'] });
-  await writer.set('g/num', 7);
-  const [str, obj, num, strJson, missing] = await Promise.all([
-    runCli(['get', 'g/str', '--server', s.endpoint]),
-    runCli(['get', 'g/obj', '--server', s.endpoint]),
-    runCli(['get', 'g/num', '--server', s.endpoint]),
-    runCli(['get', 'g/str', '--json', '--server', s.endpoint]),
-    runCli(['get', 'g/nope', '--server', s.endpoint]),
-  ]);
-  assert.equal(str.code, 0, str.stderr);
-  assert.equal(str.stdout, 'plain text\n');
-  assert.equal(obj.code, 0, obj.stderr);
-  assert.deepEqual(JSON.parse(obj.stdout), { port: 5432, tags: ['a', 'b'] });
-  assert.equal(num.code, 0, num.stderr);
-  assert.equal(num.stdout, '7\n');
-  assert.equal(strJson.code, 0, strJson.stderr);
-  assert.equal(strJson.stdout, '"plain text"\n');
-  assert.equal(missing.code, 3, missing.stderr);
-  assert.equal(missing.stdout, '');
-  assert.match(missing.stderr, /"g\/nope"/);
-  assert.ok(missing.stderr.includes(s.endpoint), `names the server: ${missing.stderr}`);
-});
-
-test('del deletes a key and prints the sequence of the delete', async (t) => {
-  const s = await serve(t);
-  const watcher = await readyPeer(t, s.endpoint);
-  const set = await runCli(['set', 'd/key', 'v', '--server', s.endpoint]);
-  assert.equal(set.code, 0, set.stderr);
-  const del = await runCli(['del', 'd/key', '--server', s.endpoint]);
-  assert.equal(del.code, 0, del.stderr);
-  assert.equal(Number(del.stdout.trim()), Number(set.stdout.trim()) + 1);
-  await waitFor('the peer to see the delete', () => watcher.sequence === Number(del.stdout.trim()));
-  assert.equal(watcher.has('d/key'), false);
-  const get = await runCli(['get', 'd/key', '--server', s.endpoint]);
-  assert.equal(get.code, 3, get.stderr);
-});
-
-test('dump PREFIX prints key<TAB>value lines; dump --json prints one object', async (t) => {
-  const s = await serve(t);
-  const writer = await readyPeer(t, s.endpoint);
-  await writer.set('cfg/a', 'x');
-  await writer.set('cfg/b', { n: 1 });
-  await writer.set('cfg/c', 3);
-  await writer.set('other/z', 'not shown');
-  const [lines, json, all] = await Promise.all([
-    runCli(['dump', 'cfg/', '--server', s.endpoint]),
-    runCli(['dump', 'cfg/', '--json', '--server', s.endpoint]),
-    runCli(['dump', '--json', '--server', s.endpoint]),
-  ]);
-  assert.equal(lines.code, 0, lines.stderr);
-  assert.deepEqual(lines.stdout.split('\n').filter(Boolean).sort(), ['cfg/a\tx', 'cfg/b\t{"n":1}', 'cfg/c\t3']);
-  assert.equal(json.code, 0, json.stderr);
-  assert.equal(json.stdout.trim().split('\n').length, 1, 'a single line');
-  assert.deepEqual(JSON.parse(json.stdout), { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3 });
-  assert.equal(all.code, 0, all.stderr);
-  assert.deepEqual(JSON.parse(all.stdout), { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3, 'other/z': 'not shown' });
-});
-
-test('set --ttl: the forwarder deletes the key (reason expired) once the time runs out', async (t) => {
-  const s = await serve(t);
-  const watcher = await readyPeer(t, s.endpoint, { subtree: 'session/' });
-  const seen: WatchEntry[] = [];
-  let deletedAt = 0;
-  watcher.on('update', (e) => {
-    seen.push(e);
-    if (e.operation === 'delete') deletedAt = performance.now();
+    // The next write gets the next sequence; without --json a JSON-looking value stays a string.
+    const r2 = await runCli(['set', 'n', '42', '--server', s.endpoint]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(r2.stdout, `${seq + 1}\n`);
+    await waitFor('the peer to see n', () => check.has('n'));
+    assert.equal(check.get('n'), '42');
   });
-  const started = performance.now();
-  const r = await runCli(['set', 'session/abc', 'token', '--ttl', '0.3', '--server', s.endpoint]);
-  assert.equal(r.code, 0, r.stderr);
-  await waitFor('the key to expire', () => deletedAt > 0, 5_000);
-  assert.deepEqual(
-    seen.map((e) => [e.key, e.operation, e.value, e.reason]),
-    [
-      ['session/abc', 'put', 'token', undefined],
-      ['session/abc', 'delete', undefined, 'expired'],
-    ],
-  );
-  // The forwarder stamped the write after `started`, so it cannot expire sooner than 0.3 s after.
-  assert.ok(deletedAt - started >= 290, `expired after ${Math.round(deletedAt - started)} ms`);
-  assert.equal(watcher.has('session/abc'), false);
-  const get = await runCli(['get', 'session/abc', '--server', s.endpoint]);
-  assert.equal(get.code, 3, get.stderr);
+
+  await t.test('set --json parses the value as JSON', async (t) => {
+    const cases: Array<[string, string, unknown]> = [
+      ['j/object', '{"a":1,"b":[true,null,"x"],"c":{"d":"e"}}', { a: 1, b: [true, null, 'x'], c: { d: 'e' } }],
+      ['j/number', '42', 42],
+    ];
+    const results = await Promise.all(cases.map(([key, raw]) => runCli(['set', key, raw, '--json', '--server', s.endpoint])));
+    for (const [i, r] of results.entries()) assert.equal(r.code, 0, `${cases[i]![0]}: ${r.stderr}`);
+    const check = await readyPeer(t, s.endpoint, { subtree: 'j/' });
+    for (const [key, , value] of cases) assert.deepEqual(check.get(key), value, key);
+  });
+
+  await t.test('get prints strings raw and other values as JSON; --json always JSON; a missing key exits 3', async (t) => {
+    const writer = await readyPeer(t, s.endpoint);
+    await writer.set('g/str', 'plain text');
+    await writer.set('g/obj', { port: 5432, tags: ['a', 'b'] });
+    await writer.set('g/num', 7);
+    const [str, obj, num, strJson, missing] = await Promise.all([
+      runCli(['get', 'g/str', '--server', s.endpoint]),
+      runCli(['get', 'g/obj', '--server', s.endpoint]),
+      runCli(['get', 'g/num', '--server', s.endpoint]),
+      runCli(['get', 'g/str', '--json', '--server', s.endpoint]),
+      runCli(['get', 'g/nope', '--server', s.endpoint]),
+    ]);
+    assert.equal(str.code, 0, str.stderr);
+    assert.equal(str.stdout, 'plain text\n');
+    assert.equal(obj.code, 0, obj.stderr);
+    assert.deepEqual(JSON.parse(obj.stdout), { port: 5432, tags: ['a', 'b'] });
+    assert.equal(num.code, 0, num.stderr);
+    assert.equal(num.stdout, '7\n');
+    assert.equal(strJson.code, 0, strJson.stderr);
+    assert.equal(strJson.stdout, '"plain text"\n');
+    assert.equal(missing.code, 3, missing.stderr);
+    assert.equal(missing.stdout, '');
+    assert.match(missing.stderr, /"g\/nope"/);
+    assert.ok(missing.stderr.includes(s.endpoint), `names the server: ${missing.stderr}`);
+  });
+
+  await t.test('del deletes a key and prints the sequence of the delete', async (t) => {
+    const watcher = await readyPeer(t, s.endpoint);
+    const set = await runCli(['set', 'd/key', 'v', '--server', s.endpoint]);
+    assert.equal(set.code, 0, set.stderr);
+    const del = await runCli(['del', 'd/key', '--server', s.endpoint]);
+    assert.equal(del.code, 0, del.stderr);
+    assert.equal(Number(del.stdout.trim()), Number(set.stdout.trim()) + 1);
+    await waitFor('the peer to see the delete', () => watcher.sequence === Number(del.stdout.trim()));
+    assert.equal(watcher.has('d/key'), false);
+  });
+
+  await t.test('dump PREFIX prints key<TAB>value lines; dump --json prints one object', async (t) => {
+    const writer = await readyPeer(t, s.endpoint);
+    await writer.set('cfg/a', 'x');
+    await writer.set('cfg/b', { n: 1 });
+    await writer.set('cfg/c', 3);
+    await writer.set('other/z', 'not shown');
+    const [lines, json, all] = await Promise.all([
+      runCli(['dump', 'cfg/', '--server', s.endpoint]),
+      runCli(['dump', 'cfg/', '--json', '--server', s.endpoint]),
+      runCli(['dump', '--json', '--server', s.endpoint]),
+    ]);
+    assert.equal(lines.code, 0, lines.stderr);
+    assert.deepEqual(lines.stdout.split('\n').filter(Boolean).sort(), ['cfg/a\tx', 'cfg/b\t{"n":1}', 'cfg/c\t3']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal(json.stdout.trim().split('\n').length, 1, 'a single line');
+    assert.deepEqual(JSON.parse(json.stdout), { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3 });
+    assert.equal(all.code, 0, all.stderr);
+    assert.deepEqual(JSON.parse(all.stdout), { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3, 'other/z': 'not shown' });
+  });
+
+  await t.test('set --ttl: the forwarder deletes the key (reason expired) once the time runs out', async (t) => {
+    const watcher = await readyPeer(t, s.endpoint, { subtree: 'session/' });
+    const seen: WatchEntry[] = [];
+    let deletedAt = 0;
+    watcher.on('update', (e) => {
+      seen.push(e);
+      if (e.operation === 'delete') deletedAt = performance.now();
+    });
+    const started = performance.now();
+    const r = await runCli(['set', 'session/abc', 'token', '--ttl', '0.3', '--server', s.endpoint]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor('the key to expire', () => deletedAt > 0, 5_000);
+    assert.deepEqual(
+      seen.map((e) => [e.key, e.operation, e.value, e.reason]),
+      [
+        ['session/abc', 'put', 'token', undefined],
+        ['session/abc', 'delete', undefined, 'expired'],
+      ],
+    );
+    // The forwarder stamped the write after `started`, so it cannot expire sooner than 0.3 s after.
+    assert.ok(deletedAt - started >= 290, `expired after ${Math.round(deletedAt - started)} ms`);
+    assert.equal(watcher.has('session/abc'), false);
+    const get = await runCli(['get', 'session/abc', '--server', s.endpoint]);
+    assert.equal(get.code, 3, get.stderr);
+  });
+
+  await t.test('--if-version: a lost conditional write exits 4 naming the key and its current version', async (t) => {
+    const first = await runCli(['set', 'cas/key', 'v1', '--if-version', '0', '--server', s.endpoint]);
+    assert.equal(first.code, 0, first.stderr);
+    const v1 = Number(first.stdout.trim());
+
+    const stale = await runCli(['set', 'cas/key', 'v2', '--if-version', String(v1 + 10), '--server', s.endpoint]);
+    assert.equal(stale.code, 4, stale.stderr);
+    assert.equal(stale.stdout, '');
+    assert.match(stale.stderr, /"cas\/key"/);
+    assert.match(stale.stderr, new RegExp(`current version is ${v1}\\b`));
+
+    const [notAbsent, staleDel] = await Promise.all([
+      runCli(['set', 'cas/key', 'v2', '--if-version', '0', '--server', s.endpoint]),
+      runCli(['del', 'cas/key', '--if-version', String(v1 + 1), '--server', s.endpoint]),
+    ]);
+    assert.equal(notAbsent.code, 4, notAbsent.stderr);
+    assert.match(notAbsent.stderr, /expected version 0/);
+    assert.equal(staleDel.code, 4, staleDel.stderr);
+
+    const ok = await runCli(['set', 'cas/key', 'v2', '--if-version', String(v1), '--server', s.endpoint]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const check = await readyPeer(t, s.endpoint, { subtree: 'cas/' });
+    assert.equal(check.get('cas/key'), 'v2');
+    assert.equal(check.version('cas/key'), Number(ok.stdout.trim()));
+  });
+
+  await t.test('watch PREFIX --json prints the current entries, then changes by another writer, and stops on SIGTERM with 0', async (t) => {
+    const writer = await readyPeer(t, s.endpoint);
+    const va = await writer.set('w/a', 1);
+    const vb = await writer.set('w/b', { on: true });
+    await writer.set('x/outside', 'ignored');
+    const w = spawnCli(t, ['watch', 'w/', '--json', '--server', s.endpoint]);
+    const initial = await waitFor('the two current entries', () => (jsonLines(w).length >= 2 ? jsonLines(w) : undefined));
+    assert.deepEqual(initial, [
+      { key: 'w/a', op: 'put', value: 1, version: va, isUpdate: false },
+      { key: 'w/b', op: 'put', value: { on: true }, version: vb, isUpdate: false },
+    ]);
+    await writer.set('x/outside', 'still ignored');
+    const seq = await writer.set('w/a', 2);
+    const delSeq = await writer.delete('w/b');
+    const all = await waitFor('the change and the delete', () => (jsonLines(w).length >= 4 ? jsonLines(w) : undefined));
+    assert.deepEqual(all.slice(2), [
+      { key: 'w/a', op: 'put', value: 2, version: seq, isUpdate: true },
+      { key: 'w/b', op: 'delete', version: delSeq, isUpdate: true, reason: 'deleted' },
+    ]);
+    const exit = exited(w);
+    w.child.kill('SIGTERM');
+    const [code, signal] = await within('watch to exit after SIGTERM', exit, 10_000);
+    assert.equal(signal, null);
+    assert.equal(code, 0);
+    assert.equal(jsonLines(w).length, 4, 'nothing else printed');
+  });
+
+  await t.test('load FILE writes every key of a JSON object, verified with dump --json', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'clonekv-cli-test-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const data: Record<string, unknown> = { 'bulk/nested': { db: { host: 'h', port: 1 } }, 'bulk/list': [1, 2, 3], 'bulk/text': 'hi' };
+    for (let i = 0; i < 1000; i++) data[`bulk/k${i}`] = i;
+    const file = join(dir, 'data.json');
+    await writeFile(file, JSON.stringify(data));
+    const r = await runCli(['load', file, '--server', s.endpoint]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /loaded 1003 keys/);
+    const dump = await runCli(['dump', 'bulk/', '--json', '--server', s.endpoint]);
+    assert.equal(dump.code, 0, dump.stderr);
+    assert.deepEqual(JSON.parse(dump.stdout), data);
+
+    // --prefix puts every key under PREFIX.
+    const small = join(dir, 'small.json');
+    await writeFile(small, JSON.stringify({ a: 'x', b: 2 }));
+    const p = await runCli(['load', small, '--prefix', 'pre/', '--server', s.endpoint]);
+    assert.equal(p.code, 0, p.stderr);
+    const check = await readyPeer(t, s.endpoint, { subtree: 'pre/' });
+    assert.deepEqual(contents(check), { 'pre/a': 'x', 'pre/b': 2 });
+  });
+
+  await t.test('stats --json reports what a peer sees', async (t) => {
+    const writer = await readyPeer(t, s.endpoint);
+    await writer.set('s/a', 1);
+    await writer.set('s/b', 2);
+    const last = await writer.delete('s/a');
+    const r = await runCli(['stats', '--json', '--server', s.endpoint]);
+    assert.equal(r.code, 0, r.stderr);
+    const stats = JSON.parse(r.stdout) as { server: string; epoch: string; status: string; sequence: number; keys: number; peer: { snapshots: number } };
+    assert.equal(stats.server, s.endpoint);
+    assert.equal(stats.epoch, s.epoch);
+    assert.equal(stats.status, 'live');
+    assert.equal(stats.sequence, last);
+    assert.equal(stats.keys, writer.size);
+    assert.equal(stats.peer.snapshots, 1);
+  });
+
+  await t.test('CLONEKV_SERVER is honoured, and --server wins over it', async () => {
+    const set = await runCli(['set', 'env/key', 'from env'], { CLONEKV_SERVER: s.endpoint });
+    assert.equal(set.code, 0, set.stderr);
+    const nowhere = `tcp://127.0.0.1:${await closedPort()}`;
+    const [get, override] = await Promise.all([
+      runCli(['get', 'env/key'], { CLONEKV_SERVER: s.endpoint }),
+      runCli(['get', 'env/key', '--server', s.endpoint, '--timeout', '3000'], { CLONEKV_SERVER: nowhere }),
+    ]);
+    assert.equal(get.code, 0, get.stderr);
+    assert.equal(get.stdout, 'from env\n');
+    assert.equal(override.code, 0, override.stderr);
+    assert.equal(override.stdout, 'from env\n');
+  });
 });
 
-test('--if-version: a lost conditional write exits 4 naming the key and its current version', async (t) => {
-  const s = await serve(t);
-  const first = await runCli(['set', 'cas/key', 'v1', '--if-version', '0', '--server', s.endpoint]);
-  assert.equal(first.code, 0, first.stderr);
-  const v1 = Number(first.stdout.trim());
+/** Runs the CLI's `run()` in this process (no network is touched by these cases). */
+async function runInProcess(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await run(argv, { out: (x) => (stdout += x + '\n'), err: (x) => (stderr += x + '\n'), progress: false });
+  return { code, stdout, stderr };
+}
 
-  const stale = await runCli(['set', 'cas/key', 'v2', '--if-version', String(v1 + 10), '--server', s.endpoint]);
-  assert.equal(stale.code, 4, stale.stderr);
-  assert.equal(stale.stdout, '');
-  assert.match(stale.stderr, /"cas\/key"/);
-  assert.match(stale.stderr, new RegExp(`current version is ${v1}\\b`));
+const USAGE_ERRORS: Array<[args: string[], stderr: RegExp]> = [
+  [['frobnicate'], /unknown command "frobnicate"/],
+  [['get'], /missing argument/],
+  [['set', 'k', 'v', '--ttl', 'soon'], /--ttl .*"soon"/],
+  [['set', 'k', '{not json', '--json'], /"k" is not valid JSON/],
+  [['set', 'k'], /missing argument/],
+  [['del'], /missing argument/],
+  [['load'], /missing argument/],
+  [['set', 'k', 'v', 'extra'], /unexpected argument "extra"/],
+  [['get', 'k', '--bogus'], /bogus/],
+  [['set', 'k', 'v', '--ttl', '0'], /--ttl/],
+  [['set', 'k', 'v', '--ttl=-1'], /--ttl/],
+  [['set', 'k', 'v', '--if-version', 'latest'], /--if-version/],
+  [['get', 'k', '--timeout', 'never'], /--timeout/],
+  [['serve', '--port', 'eighty'], /--port/],
+  [['load', join(tmpdir(), 'clonekv-no-such-file.json')], /cannot read/],
+];
 
-  const notAbsent = await runCli(['set', 'cas/key', 'v2', '--if-version', '0', '--server', s.endpoint]);
-  assert.equal(notAbsent.code, 4, notAbsent.stderr);
-
-  const staleDel = await runCli(['del', 'cas/key', '--if-version', String(v1 + 1), '--server', s.endpoint]);
-  assert.equal(staleDel.code, 4, staleDel.stderr);
-
-  const ok = await runCli(['set', 'cas/key', 'v2', '--if-version', String(v1), '--server', s.endpoint]);
-  assert.equal(ok.code, 0, ok.stderr);
-  const check = await readyPeer(t, s.endpoint, { subtree: 'cas/' });
-  assert.equal(check.get('cas/key'), 'v2');
-  assert.equal(check.version('cas/key'), Number(ok.stdout.trim()));
-});
-
-test('watch PREFIX --json prints the current entries, then changes by another writer, and stops on SIGTERM with 0', async (t) => {
-  const s = await serve(t);
-  const writer = await readyPeer(t, s.endpoint);
-  await writer.set('w/a', 1);
-  await writer.set('w/b', { on: true });
-  await writer.set('x/outside', 'ignored');
-  const w = spawnCli(t, ['watch', 'w/', '--json', '--server', s.endpoint]);
-  const initial = await waitFor('the two current entries', () => (jsonLines(w).length >= 2 ? jsonLines(w) : undefined));
-  assert.deepEqual(
-    initial,
-    [
-      { key: 'w/a', op: 'put', value: 1, version: 1, isUpdate: false },
-      { key: 'w/b', op: 'put', value: { on: true }, version: 2, isUpdate: false },
-    ],
-  );
-  await writer.set('x/outside', 'still ignored');
-  const seq = await writer.set('w/a', 2);
-  const delSeq = await writer.delete('w/b');
-  const all = await waitFor('the change and the delete', () => (jsonLines(w).length >= 4 ? jsonLines(w) : undefined));
-  assert.deepEqual(all.slice(2), [
-    { key: 'w/a', op: 'put', value: 2, version: seq, isUpdate: true },
-    { key: 'w/b', op: 'del', version: delSeq, isUpdate: true, reason: 'deleted' },
-  ]);
-  const exit = exited(w);
-  w.child.kill('SIGTERM');
-  const [code, signal] = await within('watch to exit after SIGTERM', exit, 10_000);
-  assert.equal(signal, null);
-  assert.equal(code, 0);
-  assert.equal(jsonLines(w).length, 4, 'nothing else printed');
-});
-
-test('load FILE writes every key of a JSON object, verified with dump --json', async (t) => {
-  const s = await serve(t);
-  const dir = await mkdtemp(join(tmpdir(), 'clonekv-cli-test-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const data: Record<string, unknown> = { 'bulk/nested': { db: { host: 'h', port: 1 } }, 'bulk/list': [1, 2, 3], 'bulk/text': 'hi' };
-  for (let i = 0; i < 1000; i++) data[`bulk/k${i}`] = i;
-  const file = join(dir, 'data.json');
-  await writeFile(file, JSON.stringify(data));
-  const r = await runCli(['load', file, '--server', s.endpoint]);
-  assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /loaded 1003 keys/);
-  const dump = await runCli(['dump', 'bulk/', '--json', '--server', s.endpoint]);
-  assert.equal(dump.code, 0, dump.stderr);
-  assert.deepEqual(JSON.parse(dump.stdout), data);
-
-  // --prefix puts every key under PREFIX.
-  const small = join(dir, 'small.json');
-  await writeFile(small, JSON.stringify({ a: 'x', b: 2 }));
-  const p = await runCli(['load', small, '--prefix', 'pre/', '--server', s.endpoint]);
-  assert.equal(p.code, 0, p.stderr);
-  const check = await readyPeer(t, s.endpoint, { subtree: 'pre/' });
-  assert.deepEqual(contents(check), { 'pre/a': 'x', 'pre/b': 2 });
-});
-
-test('stats --json reports what a peer sees', async (t) => {
-  const s = await serve(t);
-  const writer = await readyPeer(t, s.endpoint);
-  await writer.set('s/a', 1);
-  await writer.set('s/b', 2);
-  await writer.delete('s/a');
-  const r = await runCli(['stats', '--json', '--server', s.endpoint]);
-  assert.equal(r.code, 0, r.stderr);
-  const stats = JSON.parse(r.stdout) as Record<string, unknown>;
-  assert.equal(stats.server, s.endpoint);
-  assert.equal(stats.epoch, s.epoch);
-  assert.equal(stats.status, 'live');
-  assert.equal(stats.sequence, 3);
-  assert.equal(stats.keys, 1);
-  assert.equal(typeof stats.peer, 'object');
-});
-
-test('usage errors exit 2 with a message on stderr', async (t) => {
-  const server = `tcp://127.0.0.1:${await closedPort()}`;
-  const cases: Array<[args: string[], stderr: RegExp]> = [
-    [['frobnicate'], /unknown command "frobnicate"/],
-    [[], /^$/], // no command: the help goes to stdout
-    [['get'], /missing argument/],
-    [['set', 'k'], /missing argument/],
-    [['del'], /missing argument/],
-    [['load'], /missing argument/],
-    [['set', 'k', 'v', 'extra'], /unexpected argument "extra"/],
-    [['get', 'k', '--bogus'], /bogus/],
-    [['set', 'k', 'v', '--ttl', 'soon'], /--ttl .*"soon"/],
-    [['set', 'k', 'v', '--ttl', '0'], /--ttl/],
-    [['set', 'k', 'v', '--ttl=-1'], /--ttl/],
-    [['set', 'k', '{not json', '--json'], /not valid JSON/],
-    [['set', 'k', 'v', '--if-version', 'latest'], /--if-version/],
-    [['get', 'k', '--timeout', 'never'], /--timeout/],
-    [['serve', '--port', 'eighty'], /--port/],
-    [['load', join(tmpdir(), 'clonekv-no-such-file.json')], /cannot read/],
-  ];
-  const results = await Promise.all(cases.map(([args]) => runCli([...args, ...(args[0] === 'serve' || args.length === 0 ? [] : ['--server', server])])));
-  for (const [i, [args, stderr]] of cases.entries()) {
+test('usage errors exit 2 with a message on stderr', async () => {
+  // Any case that got past its usage check would fail on this server rather than hang.
+  const server = ['--server', `tcp://127.0.0.1:${await closedPort()}`, '--timeout', '500'];
+  // As real processes: unknown command, missing argument, bad --ttl, invalid JSON with --json.
+  const real = USAGE_ERRORS.slice(0, 4);
+  const results = await Promise.all(real.map(([args]) => runCli([...args, ...server])));
+  for (const [i, [args, stderr]] of real.entries()) {
     const r = results[i]!;
     assert.equal(r.code, 2, `clonekv ${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, stderr, `clonekv ${args.join(' ')}`);
+    assert.match(r.stderr, /^clonekv: /);
+    assert.equal(r.stdout, '');
   }
+  // Every case, through the same entry point in-process (each child costs ~0.5 s of CPU).
+  for (const [args, stderr] of USAGE_ERRORS) {
+    const what = `clonekv ${args.join(' ')}`;
+    const r = await runInProcess(args[0] === 'serve' ? args : [...args, ...server.slice(0, 2)]);
+    assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+    assert.match(r.stderr, stderr, what);
+  }
+  // No command at all: the help on stdout, exit 2.
+  const none = await runCli([]);
+  assert.equal(none.code, 2);
+  assert.match(none.stdout, /^Usage: clonekv <command>/m);
 });
 
 test('--help for every command exits 0 and prints its usage', async () => {
-  const results = await Promise.all([['--help'], ['help'], ...COMMANDS.map((c) => [c, '--help'])].map((args) => runCli(args)));
-  const [main, help, ...perCommand] = results;
-  for (const r of [main!, help!]) {
-    assert.equal(r.code, 0, r.stderr);
-    for (const c of COMMANDS) assert.match(r.stdout, new RegExp(`^  ${c}\\b`, 'm'));
-    assert.match(r.stdout, /Exit codes/);
+  const [main, setHelp] = await Promise.all([runCli(['--help']), runCli(['set', '--help'])]);
+  assert.equal(main.code, 0, main.stderr);
+  for (const c of COMMANDS) assert.match(main.stdout, new RegExp(`^  ${c}\\b`, 'm'), `lists ${c}`);
+  assert.match(main.stdout, /Exit codes: 0 ok, 1 .*, 2 bad usage, 3 key not found/);
+  assert.equal(setHelp.code, 0, setHelp.stderr);
+  assert.match(setHelp.stdout, /^Usage: clonekv set KEY VALUE/);
+  for (const c of COMMANDS) {
+    for (const flag of ['--help', '-h']) {
+      // The flag wins even next to arguments that would otherwise be a usage error.
+      const r = await runInProcess([c, 'extra', 'args', flag]);
+      assert.equal(r.code, 0, `${c} ${flag}: ${r.stderr}`);
+      assert.match(r.stdout, new RegExp(`^Usage: clonekv ${c}\\b`), `${c} ${flag}`);
+    }
   }
-  for (const [i, c] of COMMANDS.entries()) {
-    const r = perCommand[i]!;
-    assert.equal(r.code, 0, `${c} --help: ${r.stderr}`);
-    assert.match(r.stdout, new RegExp(`^Usage: clonekv ${c}\\b`), c);
-  }
+  const help = await runInProcess(['help']);
+  assert.equal(help.code, 0);
+  assert.equal(help.stdout, main.stdout);
 });
 
 test('an unreachable server exits 1 naming the endpoint and what to do, within --timeout', async () => {
   const endpoint = `tcp://127.0.0.1:${await closedPort()}`;
   const started = performance.now();
-  const commands = [['get', 'k'], ['set', 'k', 'v'], ['del', 'k'], ['dump', 'p/'], ['stats'], ['watch', 'p/']];
+  // The two ways in: a reader waiting for its snapshot, and a writer waiting for its acknowledgement.
+  const commands = [['get', 'k'], ['set', 'k', 'v'], ['watch', 'p/']];
   const results = await Promise.all(commands.map((args) => runCli([...args, '--server', endpoint, '--timeout', '500'])));
   const elapsed = performance.now() - started;
   for (const [i, r] of results.entries()) {
@@ -346,22 +378,6 @@ test('an unreachable server exits 1 naming the endpoint and what to do, within -
     assert.doesNotMatch(r.stderr, /unexpected error|\n\s+at /, `${what}: no stack trace`);
   }
   assert.ok(elapsed < 4_500, `--timeout 500 honoured (took ${Math.round(elapsed)} ms)`);
-});
-
-test('CLONEKV_SERVER is honoured, and --server wins over it', async (t) => {
-  const s = await serve(t);
-  const set = await runCli(['set', 'env/key', 'from env'], { CLONEKV_SERVER: s.endpoint });
-  assert.equal(set.code, 0, set.stderr);
-  const get = await runCli(['get', 'env/key'], { CLONEKV_SERVER: s.endpoint });
-  assert.equal(get.code, 0, get.stderr);
-  assert.equal(get.stdout, 'from env\n');
-  const nowhere = `tcp://127.0.0.1:${await closedPort()}`;
-  const override = await runCli(['get', 'env/key', '--server', s.endpoint], { CLONEKV_SERVER: nowhere });
-  assert.equal(override.code, 0, override.stderr);
-  assert.equal(override.stdout, 'from env\n');
-  const wrong = await runCli(['get', 'env/key', '--timeout', '500'], { CLONEKV_SERVER: nowhere });
-  assert.equal(wrong.code, 1);
-  assert.ok(wrong.stderr.includes(nowhere), wrong.stderr);
 });
 
 test('serve on a port in use exits 1 with a clear message; serve stops cleanly on SIGTERM', async (t) => {

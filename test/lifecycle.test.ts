@@ -6,8 +6,20 @@ import { test } from 'node:test';
 import { Forwarder, InvalidOptionError, Peer } from '../src/index.ts';
 import { forwarder, readyPeer, within } from './helpers.ts';
 
+/** Starts a forwarder on a fixed port above the kernel's ephemeral range (32768-60999), so no
+ * parallel test that binds ephemeral ports can take it between close and rebind. */
+async function startAboveEphemeralRange(): Promise<Forwarder> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await Forwarder.start({ port: 61_000 + Math.floor(Math.random() * 4000) });
+    } catch (err) {
+      if (attempt > 20) throw err;
+    }
+  }
+}
+
 test('close() is idempotent, closed() resolves, and the ports are released', async () => {
-  const fwd = await Forwarder.start({ port: 0 });
+  const fwd = await startAboveEphemeralRange();
   const port = fwd.port;
   const p = new Peer({ server: fwd.endpoint });
   await p.ready();
