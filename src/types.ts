@@ -61,6 +61,12 @@ export interface SetOptions {
   ifVersion?: number;
   /** Override the peer's `writeTimeout` for this write, in milliseconds. */
   timeout?: number;
+  /**
+   * Owned by this peer: the forwarder deletes the key (reason `purged`) when the peer closes or
+   * stops heartbeating (after the forwarder's `peerTimeout`). A later plain write by anyone
+   * ends the ownership. Needs a clonekv forwarder.
+   */
+  ephemeral?: boolean;
 }
 
 /** Options of {@link Peer.delete}. */
@@ -109,6 +115,11 @@ export interface ForwarderOptions {
   snapshotHwm?: HighWaterMarks;
   /** High-water marks of the collector SUB socket. Default receive 10,000. */
   collectorHwm?: HighWaterMarks;
+  /**
+   * A clonekv peer silent (no heartbeat) for this long, in ms, is purged: its presence key and
+   * its ephemeral keys are deleted. Default 3000 (3 missed beats at the peers' default 1 s).
+   */
+  peerTimeout?: number;
   /** How long to wait for a clonekv peer's subscription before answering its snapshot request, ms. Default 2000. */
   joinWait?: number;
 }
@@ -138,8 +149,14 @@ export interface PeerOptions {
   maxValueBytes?: number;
   /** High-water marks of the update subscriber. Default receive 100,000. */
   subscriberHwm?: HighWaterMarks;
+  /** High-water marks of the DEALER to the snapshot socket (requests, writes). Default 10,000 each way. */
+  requestHwm?: HighWaterMarks;
+  /** Send high-water mark of the PUB used only with plain CHP servers. Default 10,000. */
+  publisherHwm?: HighWaterMarks;
   /** Live updates buffered while a snapshot is loading before the sync restarts. Default 1,000,000. */
   maxBufferedUpdates?: number;
+  /** Interval of this peer's heartbeats to the forwarder (presence, ownership), ms. Default 1000. */
+  heartbeatInterval?: number;
 }
 
 /** Where a peer stands. */
@@ -196,6 +213,10 @@ export interface ForwarderStats {
   malformed: number;
   /** Keys expired by ttl. */
   expired: number;
+  /** Ephemeral keys deleted because their owner left or stopped beating. */
+  purged: number;
+  /** Live clonekv peers in the presence table. */
+  peers: number;
   /** Snapshots served. */
   snapshots: number;
   /** Replies dropped because a peer was gone or hopelessly behind. */

@@ -389,9 +389,12 @@ test('a plain CHP client syncs from the forwarder, and its KVSETs are republishe
 
   const seqBefore = fwd.sequence;
   const { syncs, end } = await plain.snapshot();
+  const seqAfter = fwd.sequence;
   // Plain KVSYNCs, never clonekv's packed batches, and only the subtree.
   assert.deepEqual(syncs.map((m) => m[0]!.toString()).sort(), ['app/a', 'app/b']);
-  assert.equal(seqOf(end[1]!), seqBefore, 'KTHXBAI carries the forwarder sequence');
+  // KTHXBAI carries the forwarder sequence at the snapshot (which may move on its own, e.g.
+  // for clonekv peers' presence keys, hence a range).
+  assert.ok(seqOf(end[1]!) >= seqBefore && seqOf(end[1]!) <= seqAfter, `KTHXBAI sequence ${seqOf(end[1]!)} in [${seqBefore}, ${seqAfter}]`);
   assert.equal(end[4]!.toString(), 'app/', 'KTHXBAI body is the subtree');
   // Values written by clonekv are msgpack bytes, marked enc=msgpack.
   for (const [key, value] of [['app/a', { x: 1, list: [1, 2] }], ['app/b', 'hello']] as const) {
@@ -419,6 +422,8 @@ test('a plain CHP client syncs from the forwarder, and its KVSETs are republishe
   // The plain client's own KVSET, sent once, right after connecting (its SUB has heard from
   // the forwarder, its PUB has completed its handshake): nothing else retries it.
   const reader = await readyPeer(t, fwd.endpoint, { name: 'reader', subtree: 'app/' });
+  const writerSaw: string[] = [];
+  writer.on('update', (e) => writerSaw.push(e.key));
   await within('the plain PUB handshake', plain.pubConnected);
   const before = fwd.stats();
   const uuid = randomBytes(16);
@@ -429,14 +434,8 @@ test('a plain CHP client syncs from the forwarder, and its KVSETs are republishe
     plain.pump();
     return plain.applied.find((u) => u.key === 'app/plain');
   });
-  const after = fwd.stats();
-  assert.equal(after.published, before.published + 1, 'sequenced once');
-  assert.equal(after.duplicates, before.duplicates);
-  assert.equal(after.malformed, before.malformed);
-  assert.equal(after.rejected, before.rejected);
   assert.deepEqual(echo.uuid, uuid, 'same uuid');
   assert.deepEqual(echo.body, body, 'body unchanged');
-  assert.equal(echo.seq, fwd.sequence);
   const lines = propLines(echo.props);
   assert.deepEqual(lines.slice(0, 2), ['color=blue', 'expr=a=b'], 'original property lines first, in order');
   assert.equal(propMap(echo.props).get('expr'), 'a=b');
@@ -448,6 +447,13 @@ test('a plain CHP client syncs from the forwarder, and its KVSETs are republishe
     assert.ok(v instanceof Uint8Array, `a raw Uint8Array, got ${typeof v}`);
     assert.deepEqual(Buffer.from(v), body);
   }
+  // Sequenced once, from the one send: no retry, no duplicate, nothing refused.
+  const after = fwd.stats();
+  assert.equal(after.duplicates, before.duplicates);
+  assert.equal(after.malformed, before.malformed);
+  assert.equal(after.rejected, before.rejected);
+  assert.equal(plain.applied.filter((u) => u.key === 'app/plain').length, 1);
+  assert.deepEqual(writerSaw.filter((k) => k === 'app/plain'), ['app/plain']);
 
   // A later plain snapshot returns the plain write with its uuid and properties.
   const late = plainClient(t, fwd.port, 'app/');
@@ -458,7 +464,8 @@ test('a plain CHP client syncs from the forwarder, and its KVSETs are republishe
   assert.deepEqual(stored.uuid, uuid);
   assert.deepEqual(propLines(stored.props).slice(0, 2), ['color=blue', 'expr=a=b']);
   assert.deepEqual(stored.body, body);
-  assert.equal(late.last, fwd.sequence);
+  assert.equal(stored.seq, echo.seq);
+  assert.ok(late.last >= echo.seq);
   assert.deepEqual([...late.map.keys()].sort(), ['app/a', 'app/c', 'app/plain']);
 });
 

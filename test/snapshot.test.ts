@@ -22,7 +22,7 @@ test('a 1,000,000-key snapshot reaches a joining peer complete and verified', as
   assert.equal(p.get('cfg/0'), 'value-0');
   assert.equal(p.get('cfg/999999'), 'value-999999');
   assert.equal(p.version('cfg/999999'), N);
-  assert.equal(p.sequence, N);
+  assert.ok(p.sequence >= N);
   assert.equal(p.stats().resyncs, 0, 'verified on the first try');
   assert.ok(progress.length >= 10 && progress.at(-1)! <= N, 'progress was reported');
 });

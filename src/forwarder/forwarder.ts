@@ -18,7 +18,7 @@ import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
 import { intOption, rejectUnknown, stringOption } from '../options.ts';
 import { entrySize, packBatch, type WireEntry } from '../protocol/batch.ts';
-import { Command, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
+import { Command, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { encodeHeads, encodePrevious } from '../protocol/gaps.ts';
 import { decodeMessage, type ChpMessage, type MalformedReason } from '../protocol/message.ts';
@@ -26,6 +26,7 @@ import { appendProperty, encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
+import { PresenceTable, type PeerInfo } from './presence.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
 import { SendQueue } from '../transport/send-queue.ts';
 import { bindForwarderSockets, receiveLoop, type ForwarderSockets } from '../transport/sockets.ts';
@@ -39,6 +40,8 @@ const HUGZ = Buffer.from(Command.Heartbeat);
 const ICANHAZ = Command.SnapshotRequest;
 const ZERO_SEQ = Buffer.alloc(8);
 const EXPIRED_PROPS = encodeProperties([[Prop.Reason, 'expired']]);
+const PURGED_PROPS = encodeProperties([[Prop.Reason, 'purged']]);
+const KVSTATS = Buffer.from(Command.Stats);
 const BATCH_BYTES = 256 * 1024;
 
 /** Options with defaults applied. */
@@ -50,6 +53,7 @@ interface Settings {
   dedupWindow: number;
   snapshotBatch: number;
   joinWait: number;
+  peerTimeout: number;
   publisherHwm: { send: number; receive: number };
   snapshotHwm: { send: number; receive: number };
   collectorHwm: { send: number; receive: number };
@@ -66,6 +70,7 @@ const KNOWN_OPTIONS = [
   'snapshotHwm',
   'collectorHwm',
   'joinWait',
+  'peerTimeout',
 ] as const;
 
 function hwmOption(name: string, value: ForwarderOptions['publisherHwm'], send: number, receive: number) {
@@ -86,6 +91,7 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     dedupWindow: intOption('dedupWindow', options.dedupWindow, 100_000, 1),
     snapshotBatch: intOption('snapshotBatch', options.snapshotBatch, 512, 1, 65_536),
     joinWait: intOption('joinWait', options.joinWait, 2000, 0),
+    peerTimeout: intOption('peerTimeout', options.peerTimeout, 3000, 10),
     publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 100_000, 1000),
     snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
@@ -123,6 +129,8 @@ export class Forwarder implements AsyncDisposable {
   readonly #joined = new Set<string>();
   /** Snapshot requests waiting for the requester's join subscription. */
   readonly #parked = new Map<string, { subtree: Buffer; timer: NodeJS.Timeout }>();
+  readonly #presence = new PresenceTable();
+  #purgeTimer: NodeJS.Timeout;
   readonly #stats: ForwarderStats = {
     sequence: 0,
     keys: 0,
@@ -132,6 +140,8 @@ export class Forwarder implements AsyncDisposable {
     rejected: 0,
     malformed: 0,
     expired: 0,
+    purged: 0,
+    peers: 0,
     snapshots: 0,
     dropped: 0,
     heartbeats: 0,
@@ -177,6 +187,7 @@ export class Forwarder implements AsyncDisposable {
       receiveLoop(sockets.publisher, (f) => this.#onSubscription(f), ignore),
     ];
     this.#heartbeat = setInterval(() => this.#sendHeartbeat(), settings.heartbeatInterval);
+    this.#purgeTimer = setInterval(() => this.#purgeSilentPeers(), Math.max(5, Math.floor(settings.peerTimeout / 4)));
   }
 
   /**
@@ -227,14 +238,21 @@ export class Forwarder implements AsyncDisposable {
   }
 
   /** Counters (a copy). */
-  stats(): ForwarderStats & { malformedBy: MalformedCounts; subscriptions: number } {
+  stats(): ForwarderStats & { malformedBy: MalformedCounts; subscriptions: number; epoch: string } {
     return {
       ...this.#stats,
       sequence: this.#store.sequence,
       keys: this.#store.size,
+      peers: this.#presence.size,
       malformedBy: { ...this.#malformed },
       subscriptions: this.#heads.size,
+      epoch: this.#epoch,
     };
+  }
+
+  /** Live clonekv peers (those whose heartbeats arrive), with the number of keys each owns. */
+  peers(): Array<PeerInfo & { since: number; lastSeen: number; owned: number }> {
+    return this.#presence.list();
   }
 
   /**
@@ -271,6 +289,7 @@ export class Forwarder implements AsyncDisposable {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#heartbeat);
+      clearInterval(this.#purgeTimer);
       if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
       for (const p of this.#parked.values()) clearTimeout(p.timer);
       this.#parked.clear();
@@ -319,6 +338,7 @@ export class Forwarder implements AsyncDisposable {
       return this.#onSnapshotRequest(id, frames[2]!);
     }
     const d = decodeMessage(frames.slice(1), Number.MAX_SAFE_INTEGER);
+    if (d.ok && this.#onPeerCommand(id, d.message)) return;
     if (!d.ok) {
       this.#countMalformed(d.reason);
       // A clonekv writer is told, so it fails fast instead of timing out.
@@ -356,6 +376,62 @@ export class Forwarder implements AsyncDisposable {
       this.#heads.delete(topic);
     }
     this.#prefixLengths = [...new Set([...this.#heads.keys()].map((p) => p.length))].sort((a, b) => a - b);
+  }
+
+  // ---- presence -----------------------------------------------------------------------------
+
+  /** Handles KVBEAT, KVBYE and KVSTATS from clonekv peers; false if `msg` is not one of them. */
+  #onPeerCommand(from: Buffer, msg: ChpMessage): boolean {
+    if (msg.key.length < 5 || msg.key[0] !== 0x4b /* K */ || msg.key[1] !== 0x56 /* V */) return false;
+    const command = msg.key.toString('latin1');
+    if (command === Command.Stats) {
+      const body = Buffer.from(JSON.stringify({ ...this.stats(), peerList: this.peers() }));
+      this.#outbox.send(from, [KVSTATS, encodeSequence(this.#store.sequence), EMPTY, EMPTY, body]);
+      return true;
+    }
+    if (command !== Command.PeerBeat && command !== Command.PeerBye) return false;
+    const id = msg.properties.get(Prop.Owner);
+    if (id === undefined || !/^[0-9a-f]{1,64}$/.test(id)) {
+      this.#countMalformed('properties');
+      return true;
+    }
+    if (command === Command.PeerBye) {
+      this.#removePeer(id);
+      return true;
+    }
+    const subtreeProp = msg.properties.get(Prop.Subtree) ?? '';
+    const info: PeerInfo = {
+      id,
+      name: msg.properties.get(Prop.Name) ?? 'peer',
+      subtree: Buffer.from(subtreeProp, 'base64url').toString('utf8'),
+      version: Number(msg.properties.get(Prop.Applied) ?? 0) || 0,
+    };
+    this.#registerPeer(info);
+    return true;
+  }
+
+  /** Records a beat; a new peer gets its presence key `$peers/<id>`. */
+  #registerPeer(info: PeerInfo): void {
+    const now = Date.now();
+    if (!this.#presence.beat(info, now)) return;
+    const key = PRESENCE_PREFIX + info.id;
+    const body = encodeValue({ id: info.id, name: info.name, subtree: info.subtree, since: new Date(now).toISOString() });
+    this.#applyAndPublish(Buffer.from(key, 'latin1'), key, EMPTY, LOADED_PROPS, body, 0, now);
+    this.#presence.written(key, info.id);
+  }
+
+  /** Forgets a peer and deletes what it owned (and its presence key), reason `purged`. */
+  #removePeer(id: string): void {
+    const now = Date.now();
+    for (const key of this.#presence.remove(id)) {
+      if (this.#store.get(key) === undefined) continue;
+      this.#stats.purged++;
+      this.#applyAndPublish(Buffer.from(key, 'latin1'), key, EMPTY, PURGED_PROPS, EMPTY, 0, now);
+    }
+  }
+
+  #purgeSilentPeers(): void {
+    for (const id of this.#presence.expired(Date.now(), this.#settings.peerTimeout)) this.#removePeer(id);
   }
 
   // ---- writes -----------------------------------------------------------------------------
@@ -407,7 +483,13 @@ export class Forwarder implements AsyncDisposable {
         return { status: 'conflict', current };
       }
     }
+    const owner = msg.body.length > 0 ? msg.properties.get(Prop.Owner) : undefined;
+    if (owner !== undefined && !this.#presence.has(owner)) {
+      // An owner the forwarder has not heard from: present from now on, purged if it never beats.
+      this.#registerPeer({ id: owner, name: 'unknown', subtree: '', version: 0 });
+    }
     const seq = this.#applyAndPublish(msg.key, key, msg.uuid, msg.rawProperties, msg.body, ttlMs, Date.now());
+    this.#presence.written(key, owner);
     return { status: 'ok', seq };
   }
 
@@ -541,6 +623,7 @@ export class Forwarder implements AsyncDisposable {
     for (const key of this.#store.dueForExpiry(now)) {
       this.#stats.expired++;
       this.#applyAndPublish(Buffer.from(key, 'latin1'), key, EMPTY, EXPIRED_PROPS, EMPTY, 0, now);
+      this.#presence.written(key, undefined);
     }
     const next = this.#store.nextExpiry();
     if (next !== undefined) this.#scheduleExpiry(next);

@@ -18,7 +18,7 @@ import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
 import { intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, unpackBatch } from '../protocol/batch.ts';
-import { Command, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, Prop } from '../protocol/commands.ts';
+import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
 import { decodeMessage, snapshotRequestFrames } from '../protocol/message.ts';
@@ -44,6 +44,7 @@ import { WatchQueue } from './watch-queue.ts';
 
 const EMPTY = Buffer.alloc(0);
 const HUGZ = Command.Heartbeat;
+const PRESENCE = Buffer.from(PRESENCE_PREFIX);
 
 /** Events of a {@link Peer}. */
 export interface PeerEvents {
@@ -70,7 +71,10 @@ interface Settings {
   maxRetryDelay: number;
   maxValueBytes: number;
   subscriberHwm: { send: number; receive: number };
+  requestHwm: { send: number; receive: number };
+  publisherHwm: { send: number; receive: number };
   maxBufferedUpdates: number;
+  heartbeatInterval: number;
 }
 
 const KNOWN_OPTIONS = [
@@ -84,7 +88,10 @@ const KNOWN_OPTIONS = [
   'maxRetryDelay',
   'maxValueBytes',
   'subscriberHwm',
+  'requestHwm',
+  'publisherHwm',
   'maxBufferedUpdates',
+  'heartbeatInterval',
 ] as const;
 
 /** Turns `tcp://HOST:P` into the three endpoints P, P+1, P+2. */
@@ -121,7 +128,16 @@ function peerSettings(options: PeerOptions): Settings {
       send: intOption('subscriberHwm.send', options.subscriberHwm?.send, 1000, 0),
       receive: intOption('subscriberHwm.receive', options.subscriberHwm?.receive, 100_000, 0),
     },
+    requestHwm: {
+      send: intOption('requestHwm.send', options.requestHwm?.send, 10_000, 0),
+      receive: intOption('requestHwm.receive', options.requestHwm?.receive, 10_000, 0),
+    },
+    publisherHwm: {
+      send: intOption('publisherHwm.send', options.publisherHwm?.send, 10_000, 0),
+      receive: 0,
+    },
     maxBufferedUpdates: intOption('maxBufferedUpdates', options.maxBufferedUpdates, 1_000_000, 1),
+    heartbeatInterval: intOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
   };
 }
 
@@ -161,6 +177,8 @@ interface PendingWrite {
   readonly frames: Buffer[];
   /** The expected version of a conditional write. */
   readonly ifVersion: number | undefined;
+  /** Whether the write is owned by this peer (ephemeral). */
+  readonly ephemeral: boolean;
   readonly inSubtree: boolean;
   readonly resolve: (seq: number) => void;
   readonly reject: (err: Error) => void;
@@ -212,6 +230,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #lastHeard = Date.now();
   #silenceTimer: NodeJS.Timeout;
   #retryTimer: NodeJS.Timeout;
+  #beatTimer: NodeJS.Timeout;
+  /** Stable id: the owner of this peer's ephemeral keys and its presence entry. */
+  readonly #id = randomBytes(8).toString('hex');
   #pending = new Map<string, PendingWrite>();
   #watchers = new Set<{ push: (e: WatchEntry) => void; end: () => void }>();
   #readyPromise: Promise<void>;
@@ -258,6 +279,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#loops.push(receiveLoop(this.#sub, (f) => this.#onPublished(f), (e) => this.#report(ErrorCode.Transport, 'subscriber', e)));
     this.#silenceTimer = setInterval(() => this.#checkSilence(), Math.max(10, Math.floor(this.#s.silenceTimeout / 4)));
     this.#retryTimer = setInterval(() => this.#retryWrites(), this.#s.writeRetryInterval);
+    this.#beatTimer = setInterval(() => this.#sendBeat(), this.#s.heartbeatInterval);
     this.#startSync(undefined);
   }
 
@@ -266,6 +288,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   /** Where the peer stands: `syncing` until the first snapshot, then `live`, or `stale` while resyncing. */
   get status(): PeerStatus {
     return this.#status;
+  }
+
+  /** This peer's stable id: its presence key is `$peers/<id>`, and it owns its ephemeral keys. */
+  get id(): string {
+    return this.#id;
   }
 
   /** The subtree this peer holds (`''` = everything). */
@@ -356,6 +383,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       );
     }
     const props: Array<[string, string]> = [[Prop.Encoding, MSGPACK_ENCODING]];
+    if (options.ephemeral) props.push([Prop.Owner, this.#id]);
     if (options.ttl !== undefined) {
       if (typeof options.ttl !== 'number' || !Number.isFinite(options.ttl) || options.ttl <= 0) {
         return Promise.reject(new InvalidOptionError('ttl', `expected a positive number of seconds, got ${String(options.ttl)}`));
@@ -379,8 +407,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (typeof key !== 'string' || keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
       return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `invalid key ${JSON.stringify(key)}: keys are 1 to 255 bytes of UTF-8`));
     }
-    if (key === HUGZ || key === Command.SnapshotEnd || key === Command.SnapshotRequest || key.startsWith(JOIN_TOPIC_PREFIX)) {
-      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `key "${key}" is reserved by the protocol`));
+    if (isReservedKey(key)) {
+      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `key "${key}" is reserved by the protocol (commands and $peers/)`));
     }
     if (ifVersion !== undefined) {
       if (!Number.isSafeInteger(ifVersion) || ifVersion < 0) {
@@ -401,6 +429,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         keyBytes,
         frames: [keyBytes, ZERO_SEQUENCE, uuid, encodeProperties(props), body],
         ifVersion,
+        ephemeral: props.some(([name]) => name === Prop.Owner),
         inSubtree: this.#inSubtree(keyBytes),
         resolve: (seq) => {
           clearTimeout(timer);
@@ -430,12 +459,16 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       if (!this.#dealer) return;
       this.#dealer.sends.send(pw.frames);
     } else {
-      if (pw.ifVersion !== undefined || !pw.inSubtree) {
+      if (pw.ifVersion !== undefined || pw.ephemeral || !pw.inSubtree) {
         pw.reject(
           new ClonekvError(
             ErrorCode.Unsupported,
             `cannot confirm the write to "${pw.key}": the server at ${this.#s.endpoints.snapshot} is a plain CHP server, ` +
-              (pw.ifVersion !== undefined ? 'which cannot check ifVersion' : "and the key is outside this peer's subtree"),
+              (pw.ifVersion !== undefined
+                ? 'which cannot check ifVersion'
+                : pw.ephemeral
+                  ? 'which has no ephemeral (owned) values'
+                  : "and the key is outside this peer's subtree"),
           ),
         );
         return;
@@ -454,7 +487,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   #publisher(): { socket: zmq.Publisher; sends: SendQueue } {
     if (!this.#pub) {
-      const socket = connectPublisher(this.#s.endpoints.collector, { send: 10_000, receive: 0 });
+      const socket = connectPublisher(this.#s.endpoints.collector, this.#s.publisherHwm);
       this.#pub = { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#report(ErrorCode.Transport, 'publisher', e)) };
     }
     return this.#pub;
@@ -522,6 +555,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#status = 'closed';
       clearInterval(this.#silenceTimer);
       clearInterval(this.#retryTimer);
+      clearInterval(this.#beatTimer);
+      if (this.#kind === 'clonekv' && this.#dealer) {
+        // Leave cleanly: the forwarder deletes our ephemeral keys at once instead of after the
+        // peer timeout. Best effort: wait briefly for the message to go out.
+        this.#dealer.sends.send(this.#beatFrames(Command.PeerBye));
+        await Promise.race([this.#dealer.sends.drained(), new Promise((r) => setTimeout(r, 100).unref())]);
+      }
       this.#readyReject(new ClosedError('peer'));
       for (const pw of [...this.#pending.values()]) pw.reject(new ClosedError('peer'));
       this.#endSync();
@@ -569,9 +609,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     // A fresh routing id per attempt: a late answer to an abandoned request can never mix in.
     const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
-    const dealer = connectDealer(this.#s.endpoints.snapshot, id, { send: 10_000, receive: 100_000 });
+    const dealer = connectDealer(this.#s.endpoints.snapshot, id, this.#s.requestHwm);
     const sends = new SendQueue(dealer, 100_000, () => {}, (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e));
     this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
+    if (this.#kind === 'clonekv') sends.send(this.#beatFrames(Command.PeerBeat));
     const attempt: SyncAttempt = {
       dealer,
       sends,
@@ -639,7 +680,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if ((attempt.digest.count & 0xffff) === 0 && this.listenerCount('progress') > 0) {
       this.emit('progress', { received: attempt.digest.count });
     }
-    if (!this.#inSubtree(keyBytes) || body.length === 0) return;
+    if (!this.#inSubtree(keyBytes) || body.length === 0 || this.#isHidden(keyBytes)) return;
     try {
       const props = rawProps.length === 0 ? NO_PROPS : parseProperties(rawProps);
       const value = decodeBody(body, props.get(Prop.Encoding) === MSGPACK_ENCODING);
@@ -694,6 +735,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     if (this.#sync) return;
     this.#settleWrites();
+    this.#sendBeat();
     for (const pw of this.#pending.values()) this.#sendWrite(pw);
     if (first) this.#readyResolve();
     if (this.listenerCount('synced') > 0) {
@@ -754,6 +796,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #onHeartbeat(seq: number, props: Map<string, string>): void {
     if (props.has(Prop.Version) && this.#kind === 'unknown') {
       this.#kind = 'clonekv';
+      this.#sendBeat();
       for (const pw of this.#pending.values()) this.#sendWrite(pw);
     }
     const epoch = props.get(Prop.Epoch);
@@ -800,6 +843,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       const pw = this.#pending.get(u.uuid.toString('latin1'));
       if (pw && pw.seq === 0) pw.seq = u.seq;
     }
+    if (this.#isHidden(u.key)) return;
     const key = u.key.toString('utf8');
     const before = this.#map.get(key);
     if (u.body.length === 0) {
@@ -863,12 +907,35 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   // ---- health --------------------------------------------------------------------------------
 
+  #beatFrames(command: string): Buffer[] {
+    const props = encodeProperties([
+      [Prop.Owner, this.#id],
+      [Prop.Name, this.#s.name.replace(/[=\n]/g, '_')],
+      [Prop.Subtree, this.#subtreeBytes.toString('base64url')],
+      [Prop.Applied, String(this.#last)],
+    ]);
+    return [Buffer.from(command), ZERO_SEQUENCE, EMPTY, props, EMPTY];
+  }
+
+  /** Tells the forwarder this peer is alive (clonekv forwarders only; plain servers have no presence). */
+  #sendBeat(): void {
+    if (this.#kind === 'clonekv' && this.#dealer) this.#dealer.sends.send(this.#beatFrames(Command.PeerBeat));
+  }
+
   #checkSilence(): void {
     if (this.#closing || this.#sync) return;
     if (Date.now() - this.#lastHeard > this.#s.silenceTimeout) {
       this.#lastHeard = Date.now();
       this.#startSync('silence');
     }
+  }
+
+  /**
+   * The forwarder's presence keys (`$peers/...`) are metadata: a full-tree peer applies their
+   * sequence numbers but does not hold them; a peer whose subtree names them does.
+   */
+  #isHidden(key: Buffer): boolean {
+    return this.#subtreeBytes.length === 0 && key.length > PRESENCE.length && key.compare(PRESENCE, 0, PRESENCE.length, 0, PRESENCE.length) === 0;
   }
 
   #inSubtree(key: Buffer): boolean {

@@ -17,7 +17,35 @@ export const Command = {
   SnapshotBatch: 'KVBATCH',
   /** clonekv extension: the forwarder's answer to a write sent on the snapshot socket. */
   WriteAck: 'KVACK',
+  /** clonekv extension: a peer's heartbeat to the forwarder (presence). */
+  PeerBeat: 'KVBEAT',
+  /** clonekv extension: a peer leaving cleanly; its owned keys are deleted at once. */
+  PeerBye: 'KVBYE',
+  /** clonekv extension: a request for the forwarder's counters, answered with a JSON body. */
+  Stats: 'KVSTATS',
 } as const;
+
+/** Keys a clonekv peer may not write: commands, and the forwarder's presence subtree. */
+export function isReservedKey(key: string): boolean {
+  return (
+    key === Command.Heartbeat ||
+    key === Command.SnapshotEnd ||
+    key === Command.SnapshotRequest ||
+    key === Command.SnapshotBatch ||
+    key === Command.WriteAck ||
+    key === Command.PeerBeat ||
+    key === Command.PeerBye ||
+    key === Command.Stats ||
+    key.startsWith(PRESENCE_PREFIX) ||
+    key.startsWith(JOIN_TOPIC_PREFIX)
+  );
+}
+
+/**
+ * The forwarder publishes one key per live clonekv peer under this subtree (value: name, id,
+ * subtree, since) and deletes it (reason `purged`) when the peer leaves or stops beating.
+ */
+export const PRESENCE_PREFIX = '$peers/';
 
 /** Property names clonekv reads or writes. Values never contain `=` or `\n`. */
 export const Prop = {
@@ -47,6 +75,14 @@ export const Prop = {
   Current: 'current',
   /** KVACK for a rejection: a short explanation (no `=` or newline). */
   Detail: 'detail',
+  /** KVSET: the stable id of the peer that owns an ephemeral value; KVBEAT/KVBYE: the peer's id. */
+  Owner: 'owner',
+  /** KVBEAT: the peer's name. */
+  Name: 'name',
+  /** KVBEAT: the peer's subtree, base64url. */
+  Subtree: 'subtree',
+  /** KVBEAT: the last sequence the peer applied. */
+  Applied: 'applied',
   /** KTHXBAI: `1` when the forwarder saw the peer's subscription before taking the snapshot. */
   Joined: 'joined',
 } as const;
