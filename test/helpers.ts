@@ -3,6 +3,7 @@
  * test still closes its sockets, timers and child processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
@@ -106,4 +107,65 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, ms = 2
   const [code] = (await once(child, 'exit')) as [number | null];
   clearTimeout(timer);
   return { code, stdout, stderr };
+}
+
+/** A digest of a peer's whole map, comparable across processes. */
+export function mapDigest(p: Peer): string {
+  const h = createHash('sha256');
+  for (const e of [...p.entries()].sort((a, b) => (a.key < b.key ? -1 : 1))) h.update(`${e.key}\u0000${JSON.stringify(e.value)}\u0000`);
+  return h.digest('hex');
+}
+
+/** Path of the child-process peer fixture. */
+export const PEER_CHILD = fileURLToPath(new URL('./fixtures/peer-child.ts', import.meta.url));
+
+/** A peer in a child process (see fixtures/peer-child.ts), killed after the test. */
+export interface ChildPeer {
+  readonly child: ChildProcess;
+  readonly id: string;
+  /** Sends a command line and resolves with the first JSON reply that `match` accepts. */
+  ask<T>(line: string, match: (o: Record<string, unknown>) => T | undefined, ms?: number): Promise<T>;
+}
+
+/** Starts a peer in a child process and waits until it is ready. */
+export async function childPeer(t: TestContext, endpoint: string, options: PeerOptions = {}): Promise<ChildPeer> {
+  const child = spawn(process.execPath, ['--import', 'tsx', PEER_CHILD, endpoint, JSON.stringify(options)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+  });
+  const replies: Array<Record<string, unknown>> = [];
+  let buf = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      replies.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
+      buf = buf.slice(nl + 1);
+    }
+  });
+  const take = <T>(match: (o: Record<string, unknown>) => T | undefined, what: string, ms: number): Promise<T> =>
+    waitFor(what, () => {
+      for (let i = 0; i < replies.length; i++) {
+        const v = match(replies[i]!);
+        if (v !== undefined) {
+          replies.splice(i, 1);
+          return v;
+        }
+      }
+      return undefined;
+    }, ms);
+  const ready = await take((o) => (o.ready ? (o as { id: string }) : undefined), 'child peer ready', 15_000);
+  return {
+    child,
+    id: ready.id,
+    ask: (line, match, ms = 10_000) => {
+      child.stdin!.write(line + '\n');
+      return take(match, `reply to "${line}"`, ms);
+    },
+  };
 }

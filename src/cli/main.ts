@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ClonekvError, ErrorCode } from '../errors.ts';
 import { Forwarder } from '../forwarder/forwarder.ts';
 import { Peer } from '../peer/peer.ts';
+import { PRESENCE_PREFIX } from '../protocol/commands.ts';
 import type { ForwarderOptions, WatchEntry } from '../types.ts';
 
 /** Exit codes, documented in the README. */
@@ -39,7 +40,8 @@ Commands:
   dump [PREFIX]         print every key under PREFIX
   load FILE             write every key of a JSON object file (with progress)
   watch [PREFIX]        print changes under PREFIX as they happen
-  stats                 print a peer's view: sequence, keys, epoch, status
+  peers                 list the live peers (presence)
+  stats                 print the forwarder's counters
 
 Common options:
   --server tcp://HOST:PORT   the forwarder (env CLONEKV_SERVER; default ${DEFAULT_SERVER})
@@ -84,7 +86,12 @@ Prints the current entries under PREFIX, then every change, until Ctrl-C:
 "put key value" / "del key (reason)" lines, or JSON lines with --json.`,
   stats: `Usage: clonekv stats [--json] [--server URL]
 
-Joins the forwarder and prints what a peer sees: sequence, keys, epoch, status.`,
+Prints the forwarder's counters: sequence, keys, live peers, published, duplicates, conflicts,
+rejected, malformed (by reason), expired, purged, dropped, snapshots served.`,
+  peers: `Usage: clonekv peers [--json] [--server URL]
+
+Lists the live clonekv peers (the forwarder's presence table under $peers/):
+"id<TAB>name<TAB>subtree<TAB>since" lines, or a JSON array with --json.`,
 };
 
 interface Io {
@@ -123,6 +130,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await watch(rest, io);
       case 'stats':
         return await stats(rest, io);
+      case 'peers':
+        return await peers(rest, io);
     }
     return Exit.Usage;
   } catch (err) {
@@ -373,11 +382,32 @@ function formatWatch(e: WatchEntry, json: boolean): string {
 async function stats(args: string[], io: Io): Promise<number> {
   const { values } = parse(args, {}, [0, 0]);
   const url = server(values);
-  const peer = await joinedPeer(url, '', intArg('timeout', values.timeout, 30_000, 1), io);
+  const timeout = intArg('timeout', values.timeout, 5000, 1);
+  const peer = await joinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io);
   try {
-    const s = { server: url, epoch: peer.epoch ?? null, status: peer.status, sequence: peer.sequence, keys: peer.size, peer: peer.stats() };
-    if (values.json) io.out(JSON.stringify(s));
-    else io.out(`server ${url}\nepoch ${s.epoch ?? '(plain CHP server)'}\nstatus ${s.status}\nsequence ${s.sequence}\nkeys ${s.keys}`);
+    const s = await peer.serverStats(timeout);
+    delete s.peerList;
+    if (values.json) {
+      io.out(JSON.stringify({ server: url, ...s }));
+    } else {
+      io.out(`server ${url}`);
+      for (const [k, v] of Object.entries(s)) io.out(`${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+    }
+    return Exit.Ok;
+  } finally {
+    await peer.close();
+  }
+}
+
+async function peers(args: string[], io: Io): Promise<number> {
+  const { values } = parse(args, {}, [0, 0]);
+  const peer = await joinedPeer(server(values), PRESENCE_PREFIX, intArg('timeout', values.timeout, 5000, 1), io);
+  try {
+    const list = [...peer.entries<{ id: string; name: string; subtree: string; since: string }>(PRESENCE_PREFIX)]
+      .map((e) => e.value)
+      .filter((v) => v.id !== peer.id);
+    if (values.json) io.out(JSON.stringify(list));
+    else for (const v of list) io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`);
     return Exit.Ok;
   } finally {
     await peer.close();

@@ -18,7 +18,7 @@ import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
 import { intOption, rejectUnknown, stringOption } from '../options.ts';
 import { entrySize, packBatch, type WireEntry } from '../protocol/batch.ts';
-import { Command, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
+import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { encodeHeads, encodePrevious } from '../protocol/gaps.ts';
 import { decodeMessage, type ChpMessage, type MalformedReason } from '../protocol/message.ts';
@@ -42,6 +42,7 @@ const ZERO_SEQ = Buffer.alloc(8);
 const EXPIRED_PROPS = encodeProperties([[Prop.Reason, 'expired']]);
 const PURGED_PROPS = encodeProperties([[Prop.Reason, 'purged']]);
 const KVSTATS = Buffer.from(Command.Stats);
+const NEWLINE = Buffer.from('\n');
 const BATCH_BYTES = 256 * 1024;
 
 /** Options with defaults applied. */
@@ -155,7 +156,7 @@ export class Forwarder implements AsyncDisposable {
     'uuid-size': 0,
     properties: 0,
     'value-too-large': 0,
-    'unknown-command': 0,
+    'reserved-key': 0,
     'snapshot-request': 0,
     subscription: 0,
   };
@@ -458,6 +459,13 @@ export class Forwarder implements AsyncDisposable {
       return { status: 'rejected', detail: `value of ${msg.body.length} bytes is over the limit of ${this.#settings.maxValueBytes}` };
     }
     const key = msg.key.toString('latin1');
+    if (isReservedKey(key)) {
+      // Stored, a key such as KTHXBAI would end a plain client's snapshot early; $peers/ is the
+      // forwarder's own.
+      this.#countMalformed('reserved-key');
+      this.#stats.rejected++;
+      return { status: 'rejected', detail: `key ${JSON.stringify(key)} is reserved (protocol commands and $peers/)` };
+    }
     let ttlMs = 0;
     const ttl = msg.properties.get(Prop.Ttl);
     if (ttl !== undefined && msg.body.length > 0) {
@@ -488,7 +496,12 @@ export class Forwarder implements AsyncDisposable {
       // An owner the forwarder has not heard from: present from now on, purged if it never beats.
       this.#registerPeer({ id: owner, name: 'unknown', subtree: '', version: 0 });
     }
-    const seq = this.#applyAndPublish(msg.key, key, msg.uuid, msg.rawProperties, msg.body, ttlMs, Date.now());
+    // Every property line must end in a newline (RFC 12); a writer that left the last one bare is
+    // fixed here, once, so snapshots and live updates carry the same well-formed frame.
+    const props = msg.rawProperties.length > 0 && msg.rawProperties[msg.rawProperties.length - 1] !== 0x0a
+      ? Buffer.concat([msg.rawProperties, NEWLINE])
+      : msg.rawProperties;
+    const seq = this.#applyAndPublish(msg.key, key, msg.uuid, props, msg.body, ttlMs, Date.now());
     this.#presence.written(key, owner);
     return { status: 'ok', seq };
   }

@@ -493,6 +493,41 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     return this.#pub;
   }
 
+  #statsWaiters: Array<{ resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }> = [];
+
+  /**
+   * Asks the forwarder for its counters and presence table (what `clonekv stats` prints).
+   *
+   * @param timeout - ms to wait for the answer, default the peer's `writeTimeout`
+   * @throws `CLONEKV_UNSUPPORTED` against a plain CHP server, `CLONEKV_TIMEOUT` if no answer
+   */
+  async serverStats(timeout = this.#s.writeTimeout): Promise<Record<string, unknown>> {
+    if (this.#closing) throw new ClosedError('peer');
+    if (this.#status === 'syncing') await this.ready();
+    if (this.#kind !== 'clonekv' || !this.#dealer) {
+      throw new ClonekvError(ErrorCode.Unsupported, `the server at ${this.#s.endpoints.snapshot} is a plain CHP server: it has no counters to report`);
+    }
+    const dealer = this.#dealer;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#statsWaiters = this.#statsWaiters.filter((w) => w !== waiter);
+        reject(new ClonekvError(ErrorCode.Timeout, `no stats from the forwarder at ${this.#s.endpoints.snapshot} within ${timeout} ms`));
+      }, timeout);
+      const waiter = {
+        resolve: (v: Record<string, unknown>) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      this.#statsWaiters.push(waiter);
+      dealer.sends.send([Buffer.from(Command.Stats), ZERO_SEQUENCE, EMPTY, EMPTY, EMPTY]);
+    });
+  }
+
   // ---- watch ---------------------------------------------------------------------------------
 
   /**
@@ -564,6 +599,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       this.#readyReject(new ClosedError('peer'));
       for (const pw of [...this.#pending.values()]) pw.reject(new ClosedError('peer'));
+      for (const w of this.#statsWaiters.splice(0)) w.reject(new ClosedError('peer'));
       this.#endSync();
       this.#closeDealer();
       for (const w of [...this.#watchers]) w.end();
@@ -653,6 +689,15 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#lastHeard = Date.now();
     const command = frames[0]?.toString('latin1');
     if (command === Command.WriteAck) return this.#onAck(frames);
+    if (command === Command.Stats) {
+      const waiter = this.#statsWaiters.shift();
+      try {
+        waiter?.resolve(JSON.parse(frames[4]?.toString('utf8') ?? 'null') as Record<string, unknown>);
+      } catch (err) {
+        waiter?.reject(new ClonekvError(ErrorCode.Malformed, 'unreadable stats reply', { cause: err }));
+      }
+      return;
+    }
     if (this.#sync !== attempt) return; // an abandoned attempt
     this.#armSyncTimer(attempt);
     if (command === Command.SnapshotBatch && frames.length === 5) {
@@ -807,7 +852,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     if (this.#sync || this.#status !== 'live') return;
     if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) return this.#startSync('epoch');
-    if (epoch !== undefined) {
+    // A clonekv HUGZ always carries the current sequence; a plain server's may carry 0 (as
+    // RFC 12 says) or its sequence (as the reference servers do): only a non-zero one counts.
+    if (epoch !== undefined || seq > 0) {
       if (seq < this.#lastFromSub) return this.#startSync('sequence');
       this.#lastFromSub = seq;
     }
@@ -837,7 +884,6 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     this.#last = u.seq;
     this.#subtreeLast = u.seq;
-    this.#stats.updates++;
     if (u.uuid.length === 16 && this.#pending.size > 0) {
       // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
       const pw = this.#pending.get(u.uuid.toString('latin1'));
@@ -849,6 +895,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (u.body.length === 0) {
       if (!before) return;
       this.#map.delete(key);
+      this.#stats.updates++;
       const reason: DeleteReason = u.props.get(Prop.Reason) === 'expired' ? 'expired' : u.props.get(Prop.Reason) === 'purged' ? 'purged' : 'deleted';
       this.#emitChange({ key, operation: 'delete', value: undefined, previous: before.value, version: u.seq, isUpdate: true, reason, fromResync: false });
       return;
@@ -862,6 +909,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#report(ErrorCode.Malformed, `value of "${key}" at sequence ${u.seq} is not valid msgpack`, err);
       return;
     }
+    this.#stats.updates++;
     this.#map.set(key, { value, version: u.seq });
     this.#emitChange({ key, operation: 'put', value, previous: before?.value, version: u.seq, isUpdate: true, fromResync: false });
   }

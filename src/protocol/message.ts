@@ -37,7 +37,7 @@ export type MalformedReason =
   | 'uuid-size'
   | 'properties'
   | 'value-too-large'
-  | 'unknown-command';
+  | 'reserved-key';
 
 /**
  * Validates and decodes five frames.
