@@ -17,12 +17,12 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
 import { intOption, rejectUnknown, stringOption } from '../options.ts';
-import { entrySize, packBatch, type WireEntry } from '../protocol/batch.ts';
+import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { encodeHeads, encodePrevious } from '../protocol/gaps.ts';
 import { decodeMessage, type ChpMessage, type MalformedReason } from '../protocol/message.ts';
-import { appendProperty, encodeProperties } from '../protocol/properties.ts';
+import { appendProperty, encodeProperties, parseProperties, PropertiesError, type Properties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
@@ -103,7 +103,7 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
 type WriteOutcome = { status: 'ok'; seq: number } | { status: 'conflict'; current: number } | { status: 'rejected'; detail: string };
 
 /** Counters of malformed input, by reason. */
-export type MalformedCounts = Record<MalformedReason | 'snapshot-request' | 'subscription', number>;
+export type MalformedCounts = Record<MalformedReason | 'snapshot-request' | 'subscription' | 'batch', number>;
 
 /**
  * A CHP forwarder with clonekv's extensions. Start one with {@link Forwarder.start}.
@@ -157,6 +157,7 @@ export class Forwarder implements AsyncDisposable {
     properties: 0,
     'value-too-large': 0,
     'reserved-key': 0,
+    batch: 0,
     'snapshot-request': 0,
     subscription: 0,
   };
@@ -328,7 +329,7 @@ export class Forwarder implements AsyncDisposable {
   #onCollector(frames: Buffer[]): void {
     const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
     if (!d.ok) return this.#countMalformed(d.reason);
-    this.#write(d.message, undefined);
+    this.#write(d.message);
   }
 
   #onRouter(frames: Buffer[]): void {
@@ -339,6 +340,7 @@ export class Forwarder implements AsyncDisposable {
       return this.#onSnapshotRequest(id, frames[2]!);
     }
     const d = decodeMessage(frames.slice(1), Number.MAX_SAFE_INTEGER);
+    if (d.ok && d.message.key.length === WRITE_BATCH.length && d.message.key.equals(WRITE_BATCH)) return this.#onWriteBatch(id, d.message.body);
     if (d.ok && this.#onPeerCommand(id, d.message)) return;
     if (!d.ok) {
       this.#countMalformed(d.reason);
@@ -348,7 +350,37 @@ export class Forwarder implements AsyncDisposable {
       }
       return;
     }
-    this.#write(d.message, id);
+    this.#ack(id, d.message.uuid, this.#write(d.message));
+  }
+
+  /** A burst of writes from one clonekv peer, answered with one packed acknowledgement. */
+  #onWriteBatch(from: Buffer, body: Buffer): void {
+    const acks: WireEntry[] = [];
+    let bytes = 0;
+    try {
+      unpackBatch(body, (w) => {
+        let outcome: WriteOutcome;
+        let properties: Properties | undefined;
+        try {
+          properties = parseProperties(w.properties);
+        } catch (err) {
+          if (!(err instanceof PropertiesError)) throw err;
+        }
+        if (w.key.length === 0 || properties === undefined || (w.uuid.length !== 0 && w.uuid.length !== 16)) {
+          this.#countMalformed(w.key.length === 0 ? 'empty-key' : properties === undefined ? 'properties' : 'uuid-size');
+          outcome = { status: 'rejected', detail: 'malformed write' };
+        } else {
+          outcome = this.#write({ key: w.key, sequence: 0, uuid: w.uuid, rawProperties: w.properties, properties, body: w.body });
+        }
+        const ack: WireEntry = { key: w.key.length > 0 ? w.key : KVACK, sequence: outcome.status === 'ok' ? outcome.seq : 0, uuid: w.uuid, properties: ackProperties(outcome), body: EMPTY };
+        bytes += entrySize(ack);
+        acks.push(ack);
+      });
+    } catch (err) {
+      if (!(err instanceof BatchError)) throw err;
+      this.#countMalformed('batch');
+    }
+    if (acks.length > 0) this.#outbox.send(from, [ACK_BATCH, ZERO_SEQ, EMPTY, EMPTY, packBatch(acks, bytes)]);
   }
 
   #onSubscription(frames: Buffer[]): void {
@@ -437,19 +469,19 @@ export class Forwarder implements AsyncDisposable {
 
   // ---- writes -----------------------------------------------------------------------------
 
-  #write(msg: ChpMessage, replyTo: Buffer | undefined): void {
+  /** Applies a write once per uuid: a retry gets the outcome of the first attempt. */
+  #write(msg: ChpMessage): WriteOutcome {
     const uuidKey = msg.uuid.length === 16 ? msg.uuid.toString('latin1') : undefined;
     if (uuidKey !== undefined) {
       const earlier = this.#dedup.get(uuidKey);
       if (earlier) {
         this.#stats.duplicates++;
-        if (replyTo) this.#ack(replyTo, msg.uuid, earlier);
-        return;
+        return earlier;
       }
     }
     const outcome = this.#decide(msg);
     if (uuidKey !== undefined) this.#dedup.set(uuidKey, outcome);
-    if (replyTo) this.#ack(replyTo, msg.uuid, outcome);
+    return outcome;
   }
 
   #decide(msg: ChpMessage): WriteOutcome {
@@ -528,23 +560,8 @@ export class Forwarder implements AsyncDisposable {
   }
 
   #ack(to: Buffer, uuid: Buffer, outcome: WriteOutcome): void {
-    let props: Buffer;
-    let seq: Buffer = ZERO_SEQ;
-    if (outcome.status === 'ok') {
-      props = ACK_OK;
-      seq = encodeSequence(outcome.seq);
-    } else if (outcome.status === 'conflict') {
-      props = encodeProperties([
-        [Prop.Status, 'conflict'],
-        [Prop.Current, String(outcome.current)],
-      ]);
-    } else {
-      props = encodeProperties([
-        [Prop.Status, 'rejected'],
-        [Prop.Detail, outcome.detail.replace(/[=\n]/g, ' ')],
-      ]);
-    }
-    this.#outbox.send(to, [KVACK, seq, uuid, props, EMPTY]);
+    const seq = outcome.status === 'ok' ? encodeSequence(outcome.seq) : ZERO_SEQ;
+    this.#outbox.send(to, [KVACK, seq, uuid, ackProperties(outcome), EMPTY]);
   }
 
   // ---- snapshots ----------------------------------------------------------------------------
@@ -644,4 +661,21 @@ export class Forwarder implements AsyncDisposable {
 }
 
 const ACK_OK = encodeProperties([[Prop.Status, 'ok']]);
+const WRITE_BATCH = Buffer.from(Command.WriteBatch);
+const ACK_BATCH = Buffer.from(Command.AckBatch);
+
+/** The properties of an acknowledgement: `status`, and `current` or `detail`. */
+function ackProperties(outcome: WriteOutcome): Buffer {
+  if (outcome.status === 'ok') return ACK_OK;
+  if (outcome.status === 'conflict') {
+    return encodeProperties([
+      [Prop.Status, 'conflict'],
+      [Prop.Current, String(outcome.current)],
+    ]);
+  }
+  return encodeProperties([
+    [Prop.Status, 'rejected'],
+    [Prop.Detail, outcome.detail.replace(/[=\n]/g, ' ')],
+  ]);
+}
 const LOADED_PROPS = encodeProperties([[Prop.Encoding, 'msgpack']]);

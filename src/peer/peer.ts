@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
 import { intOption, rejectUnknown, stringOption } from '../options.ts';
-import { BatchError, unpackBatch } from '../protocol/batch.ts';
+import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
@@ -174,6 +174,8 @@ interface SyncAttempt {
 interface PendingWrite {
   readonly key: string;
   readonly keyBytes: Buffer;
+  /** The uuid as a map key. */
+  readonly uuidKey: string;
   readonly frames: Buffer[];
   /** The expected version of a conditional write. */
   readonly ifVersion: number | undefined;
@@ -417,7 +419,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       props.push([Prop.IfVersion, String(ifVersion)]);
     }
     const ms = timeout ?? this.#s.writeTimeout;
-    const uuid = randomBytes(16);
+    const uuid = this.#nextUuid();
     const uuidKey = uuid.toString('latin1');
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -426,6 +428,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }, ms);
       const pw: PendingWrite = {
         key,
+        uuidKey,
         keyBytes,
         frames: [keyBytes, ZERO_SEQUENCE, uuid, encodeProperties(props), body],
         ifVersion,
@@ -457,7 +460,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (this.#kind === 'unknown') return; // sent once the forwarder has told what it is
     if (this.#kind === 'clonekv') {
       if (!this.#dealer) return;
-      this.#dealer.sends.send(pw.frames);
+      // Writes issued in the same turn of the event loop go out together in one KVWRITE
+      // message (setImmediate rather than a microtask: a burst of incoming messages handled in
+      // one turn, each releasing a write, then still makes one message).
+      this.#outgoing.push(pw);
+      if (this.#outgoing.length === 1) setImmediate(() => this.#flushWrites());
     } else {
       if (pw.ifVersion !== undefined || pw.ephemeral || !pw.inSubtree) {
         pw.reject(
@@ -478,6 +485,47 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (pw.sent) this.#stats.writeRetries++;
     pw.sent = true;
     pw.sentAt = Date.now();
+  }
+
+  #outgoing: PendingWrite[] = [];
+  readonly #uuidPrefix = randomBytes(8);
+  #uuidCounter = 0;
+
+  /**
+   * A write's uuid: this peer's random 64-bit prefix and a counter. Unique across peers (random
+   * prefix) and within one (counter), at a fraction of the cost of 16 fresh random bytes.
+   */
+  #nextUuid(): Buffer {
+    const uuid = Buffer.allocUnsafe(16);
+    this.#uuidPrefix.copy(uuid, 0);
+    const n = ++this.#uuidCounter;
+    uuid.writeUInt32BE(Math.floor(n / 0x1_0000_0000), 8);
+    uuid.writeUInt32BE(n >>> 0, 12);
+    return uuid;
+  }
+
+  #flushWrites(): void {
+    const writes = this.#outgoing;
+    this.#outgoing = [];
+    const dealer = this.#dealer;
+    if (!dealer || this.#closing) return;
+    let batch: WireEntry[] = [];
+    let bytes = 0;
+    const flush = (): void => {
+      dealer.sends.send([WRITE_BATCH, ZERO_SEQUENCE, EMPTY, EMPTY, packBatch(batch, bytes)]);
+      batch = [];
+      bytes = 0;
+    };
+    for (const pw of writes) {
+      if (pw.seq > 0 || !this.#pending.has(pw.uuidKey)) continue; // settled meanwhile
+      const [key, , uuid, properties, body] = pw.frames as [Buffer, Buffer, Buffer, Buffer, Buffer];
+      const e: WireEntry = { key, sequence: 0, uuid, properties, body };
+      const size = entrySize(e);
+      if (batch.length > 0 && (batch.length >= WRITE_BATCH_MAX || bytes + size > WRITE_BATCH_BYTES)) flush();
+      batch.push(e);
+      bytes += size;
+    }
+    if (batch.length > 0) flush();
   }
 
   #retryWrites(): void {
@@ -688,6 +736,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #onDealer(attempt: SyncAttempt, frames: Buffer[]): void {
     this.#lastHeard = Date.now();
     const command = frames[0]?.toString('latin1');
+    if (command === Command.AckBatch) return this.#onAckBatch(frames);
     if (command === Command.WriteAck) return this.#onAck(frames);
     if (command === Command.Stats) {
       const waiter = this.#statsWaiters.shift();
@@ -887,7 +936,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (u.uuid.length === 16 && this.#pending.size > 0) {
       // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
       const pw = this.#pending.get(u.uuid.toString('latin1'));
-      if (pw && pw.seq === 0) pw.seq = u.seq;
+      if (pw && pw.seq === 0) {
+        pw.seq = u.seq;
+        this.#awaitApply(pw);
+      }
     }
     if (this.#isHidden(u.key)) return;
     const key = u.key.toString('utf8');
@@ -921,11 +973,25 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#stats.malformed++;
       return;
     }
-    const pw = this.#pending.get(frames[2]!.toString('latin1'));
+    this.#settleAck(frames[2]!, readSequence(frames[1]!), frames[3]!);
+  }
+
+  #onAckBatch(frames: Buffer[]): void {
+    try {
+      unpackBatch(frames[4] ?? EMPTY, (a) => this.#settleAck(a.uuid, a.sequence, a.properties));
+    } catch (err) {
+      if (!(err instanceof BatchError)) throw err;
+      this.#stats.malformed++;
+    }
+  }
+
+  /** Applies one acknowledgement: resolves (once applied locally) or rejects the pending write. */
+  #settleAck(uuid: Buffer, seq: number, rawProps: Buffer): void {
+    const pw = uuid.length === 16 ? this.#pending.get(uuid.toString('latin1')) : undefined;
     if (!pw) return; // a duplicate ack for a write already settled
     let props: Map<string, string>;
     try {
-      props = parseProperties(frames[3]!);
+      props = rawProps.equals(ACK_OK) ? ACK_OK_PROPS : parseProperties(rawProps);
     } catch (err) {
       if (!(err instanceof PropertiesError)) throw err;
       this.#stats.malformed++;
@@ -933,11 +999,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     const status = props.get(Prop.Status);
     if (status === 'ok') {
-      const seq = readSequence(frames[1]!);
       if (seq <= 0) return;
-      pw.seq = seq;
       // Read-your-writes: resolve only once the local map has caught up with the write.
       if (!pw.inSubtree || (this.#last >= seq && !this.#sync)) pw.resolve(seq);
+      else if (pw.seq === 0) {
+        pw.seq = seq;
+        this.#awaitApply(pw);
+      }
     } else if (status === 'conflict') {
       pw.reject(new ConflictError(pw.key, pw.ifVersion ?? 0, Number(props.get(Prop.Current) ?? 0)));
     } else {
@@ -945,11 +1013,35 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
   }
 
-  /** Resolves writes whose sequence the local map has reached (or whose uuid came back). */
+  /**
+   * Acknowledged writes under the subtree, waiting for the local map to reach them, in sequence
+   * order (acknowledgements mostly arrive in order, so insertion is almost always an append).
+   */
+  #awaitingApply: PendingWrite[] = [];
+  #awaitingHead = 0;
+
+  #awaitApply(pw: PendingWrite): void {
+    const a = this.#awaitingApply;
+    let i = a.length;
+    while (i > this.#awaitingHead && a[i - 1]!.seq > pw.seq) i--;
+    if (i === a.length) a.push(pw);
+    else a.splice(i, 0, pw);
+  }
+
+  /** Resolves writes whose sequence the local map has reached. */
   #settleWrites(): void {
-    if (this.#pending.size === 0 || this.#sync) return;
-    for (const pw of this.#pending.values()) {
-      if (pw.seq > 0 && this.#last >= pw.seq) pw.resolve(pw.seq);
+    const a = this.#awaitingApply;
+    if (this.#awaitingHead === a.length || this.#sync) return;
+    while (this.#awaitingHead < a.length && a[this.#awaitingHead]!.seq <= this.#last) {
+      const pw = a[this.#awaitingHead++]!;
+      if (this.#pending.has(pw.uuidKey)) pw.resolve(pw.seq);
+    }
+    if (this.#awaitingHead === a.length) {
+      this.#awaitingApply = [];
+      this.#awaitingHead = 0;
+    } else if (this.#awaitingHead > 1024) {
+      this.#awaitingApply = a.slice(this.#awaitingHead);
+      this.#awaitingHead = 0;
     }
   }
 
@@ -999,3 +1091,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 }
 
 const NO_PROPS: Map<string, string> = new Map();
+const ACK_OK = encodeProperties([[Prop.Status, 'ok']]);
+const ACK_OK_PROPS: Map<string, string> = new Map([[Prop.Status, 'ok']]);
+const WRITE_BATCH = Buffer.from(Command.WriteBatch);
+/** Most writes packed in one KVWRITE message, and most bytes. */
+const WRITE_BATCH_MAX = 512;
+const WRITE_BATCH_BYTES = 256 * 1024;

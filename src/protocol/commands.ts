@@ -17,6 +17,13 @@ export const Command = {
   SnapshotBatch: 'KVBATCH',
   /** clonekv extension: the forwarder's answer to a write sent on the snapshot socket. */
   WriteAck: 'KVACK',
+  /**
+   * clonekv extension: many KVSETs packed in one body (KVBATCH layout), sent by clonekv peers on
+   * the snapshot socket: one zeromq message for a burst of writes instead of one each.
+   */
+  WriteBatch: 'KVWRITE',
+  /** clonekv extension: the answers to a KVWRITE, packed the same way (sequence, uuid, status). */
+  AckBatch: 'KVACKS',
   /** clonekv extension: a peer's heartbeat to the forwarder (presence). */
   PeerBeat: 'KVBEAT',
   /** clonekv extension: a peer leaving cleanly; its owned keys are deleted at once. */
@@ -33,6 +40,8 @@ export function isReservedKey(key: string): boolean {
     key === Command.SnapshotRequest ||
     key === Command.SnapshotBatch ||
     key === Command.WriteAck ||
+    key === Command.WriteBatch ||
+    key === Command.AckBatch ||
     key === Command.PeerBeat ||
     key === Command.PeerBye ||
     key === Command.Stats ||
