@@ -109,7 +109,7 @@ export interface ForwarderOptions {
   dedupWindow?: number;
   /** Keys per snapshot batch message sent to clonekv peers. Default 512. */
   snapshotBatch?: number;
-  /** High-water marks of the publisher socket. Default send 100,000. */
+  /** High-water marks of the publisher socket (per subscriber). Default send 10,000, receive 1,000. */
   publisherHwm?: HighWaterMarks;
   /** High-water marks of the snapshot ROUTER socket. Default send 1,000, receive 10,000. */
   snapshotHwm?: HighWaterMarks;
@@ -147,7 +147,7 @@ export interface PeerOptions {
   maxRetryDelay?: number;
   /** Largest value body accepted locally before sending, bytes. Default 1 MiB. */
   maxValueBytes?: number;
-  /** High-water marks of the update subscriber. Default receive 100,000. */
+  /** High-water marks of the update subscriber. Default receive 10,000. */
   subscriberHwm?: HighWaterMarks;
   /** High-water marks of the DEALER to the snapshot socket (requests, writes). Default 10,000 each way. */
   requestHwm?: HighWaterMarks;

@@ -93,7 +93,7 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     snapshotBatch: intOption('snapshotBatch', options.snapshotBatch, 512, 1, 65_536),
     joinWait: intOption('joinWait', options.joinWait, 2000, 0),
     peerTimeout: intOption('peerTimeout', options.peerTimeout, 3000, 10),
-    publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 100_000, 1000),
+    publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 10_000, 1000),
     snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
   };

@@ -126,7 +126,7 @@ function peerSettings(options: PeerOptions): Settings {
     maxValueBytes: intOption('maxValueBytes', options.maxValueBytes, 1024 * 1024, 1),
     subscriberHwm: {
       send: intOption('subscriberHwm.send', options.subscriberHwm?.send, 1000, 0),
-      receive: intOption('subscriberHwm.receive', options.subscriberHwm?.receive, 100_000, 0),
+      receive: intOption('subscriberHwm.receive', options.subscriberHwm?.receive, 10_000, 0),
     },
     requestHwm: {
       send: intOption('requestHwm.send', options.requestHwm?.send, 10_000, 0),
