@@ -9,6 +9,8 @@
  *   clonekv set/get/... child ───────────┼──► clonekv serve child :P :P+1 :P+2
  *   clonekv watch child ─────────────────┘
  *
+ * Usage errors and --help are checked on a few real processes and, for the full matrix, through
+ * the CLI's own `run()` in this process (each child costs about half a second of CPU to start).
  * Children are SIGKILLed in teardown if still alive; peers are closed by their fixtures.
  */
 import assert from 'node:assert/strict';
@@ -21,7 +23,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { run } from '../src/cli/main.ts';
 import type { WatchEntry } from '../src/index.ts';
-import { contents, readyPeer, runCli, spawnCli, waitFor, within, type CliProcess } from './helpers.ts';
+import { readyPeer, runCli, spawnCli, waitFor, within, type CliProcess } from './helpers.ts';
 
 const COMMANDS = ['serve', 'get', 'set', 'del', 'dump', 'load', 'watch', 'stats'] as const;
 
@@ -93,34 +95,23 @@ test('clonekv commands against a `clonekv serve --port 0 --json` child', { concu
   const subtests: Promise<void>[] = [];
 
   subtests.push(t.test('set prints the sequence and exits 0 only once the write is sequenced', async (t) => {
-    const r = await runCli(['set', 'greeting', 'hello world', '--server', s.endpoint]);
+    // Without --json the value is a string, even one that looks like JSON.
+    const r = await runCli(['set', 'greeting', '{"hello": 42}', '--server', s.endpoint]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^\d+\n$/);
     const seq = Number(r.stdout.trim());
     // A peer joining right after the exit gets a snapshot that already holds the write.
-    const check = await readyPeer(t, s.endpoint);
-    assert.equal(check.get('greeting'), 'hello world');
+    const check = await readyPeer(t, s.endpoint, { subtree: 'greeting' });
+    assert.equal(check.get('greeting'), '{"hello": 42}');
     assert.equal(check.version('greeting'), seq, 'the printed sequence is the version of the write');
-
-    // The next write gets the next sequence; without --json a JSON-looking value stays a string.
-    const r2 = await runCli(['set', 'n', '42', '--server', s.endpoint]);
-    assert.equal(r2.code, 0, r2.stderr);
-    const seq2 = Number(r2.stdout.trim());
-    assert.ok(seq2 > seq, `${seq2} follows ${seq}`);
-    await waitFor('the peer to see n', () => check.has('n'));
-    assert.equal(check.get('n'), '42');
-    assert.equal(check.version('n'), seq2);
   }));
 
   subtests.push(t.test('set --json parses the value as JSON', async (t) => {
-    const cases: Array<[string, string, unknown]> = [
-      ['j/object', '{"a":1,"b":[true,null,"x"],"c":{"d":"e"}}', { a: 1, b: [true, null, 'x'], c: { d: 'e' } }],
-      ['j/number', '42', 42],
-    ];
-    const results = await Promise.all(cases.map(([key, raw]) => runCli(['set', key, raw, '--json', '--server', s.endpoint])));
-    for (const [i, r] of results.entries()) assert.equal(r.code, 0, `${cases[i]![0]}: ${r.stderr}`);
+    const r = await runCli(['set', 'j/object', '{"a":1,"b":[true,null,"x"],"c":{"d":"e"}}', '--json', '--server', s.endpoint]);
+    assert.equal(r.code, 0, r.stderr);
     const check = await readyPeer(t, s.endpoint, { subtree: 'j/' });
-    for (const [key, , value] of cases) assert.deepEqual(check.get(key), value, key);
+    assert.deepEqual(check.get('j/object'), { a: 1, b: [true, null, 'x'], c: { d: 'e' } });
+    assert.equal(check.version('j/object'), Number(r.stdout.trim()));
   }));
 
   subtests.push(t.test('get prints strings raw and other values as JSON; --json always JSON; a missing key exits 3', async (t) => {
@@ -146,13 +137,12 @@ test('clonekv commands against a `clonekv serve --port 0 --json` child', { concu
   }));
 
   subtests.push(t.test('del deletes a key and prints the sequence of the delete', async (t) => {
-    const watcher = await readyPeer(t, s.endpoint);
-    const set = await runCli(['set', 'd/key', 'v', '--server', s.endpoint]);
-    assert.equal(set.code, 0, set.stderr);
+    const watcher = await readyPeer(t, s.endpoint, { subtree: 'd/' });
+    const setSeq = await watcher.set('d/key', 'v');
     const del = await runCli(['del', 'd/key', '--server', s.endpoint]);
     assert.equal(del.code, 0, del.stderr);
-    const [setSeq, delSeq] = [Number(set.stdout.trim()), Number(del.stdout.trim())];
     assert.match(del.stdout, /^\d+\n$/);
+    const delSeq = Number(del.stdout.trim());
     assert.ok(delSeq > setSeq, `the delete (${delSeq}) is sequenced after the set (${setSeq})`);
     await waitFor('the peer to see the delete', () => watcher.sequence >= delSeq);
     assert.equal(watcher.has('d/key'), false);
@@ -164,23 +154,15 @@ test('clonekv commands against a `clonekv serve --port 0 --json` child', { concu
     await writer.set('cfg/b', { n: 1 });
     await writer.set('cfg/c', 3);
     await writer.set('other/z', 'not shown');
-    const [lines, json, all] = await Promise.all([
+    const [lines, json] = await Promise.all([
       runCli(['dump', 'cfg/', '--server', s.endpoint]),
       runCli(['dump', 'cfg/', '--json', '--server', s.endpoint]),
-      runCli(['dump', '--json', '--server', s.endpoint]),
     ]);
     assert.equal(lines.code, 0, lines.stderr);
     assert.deepEqual(lines.stdout.split('\n').filter(Boolean).sort(), ['cfg/a\tx', 'cfg/b\t{"n":1}', 'cfg/c\t3']);
     assert.equal(json.code, 0, json.stderr);
     assert.equal(json.stdout.trim().split('\n').length, 1, 'a single line');
     assert.deepEqual(JSON.parse(json.stdout), { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3 });
-    assert.equal(all.code, 0, all.stderr);
-    // Without a prefix: everything (other subtests write their own keys concurrently).
-    const everything = JSON.parse(all.stdout) as Record<string, unknown>;
-    assert.deepEqual(
-      Object.fromEntries(Object.entries(everything).filter(([k]) => k.startsWith('cfg/') || k.startsWith('other/'))),
-      { 'cfg/a': 'x', 'cfg/b': { n: 1 }, 'cfg/c': 3, 'other/z': 'not shown' },
-    );
   }));
 
   subtests.push(t.test('set --ttl: the forwarder deletes the key (reason expired) once the time runs out', async (t) => {
@@ -205,8 +187,6 @@ test('clonekv commands against a `clonekv serve --port 0 --json` child', { concu
     // The forwarder stamped the write after `started`, so it cannot expire sooner than 0.3 s after.
     assert.ok(deletedAt - started >= 290, `expired after ${Math.round(deletedAt - started)} ms`);
     assert.equal(watcher.has('session/abc'), false);
-    const get = await runCli(['get', 'session/abc', '--server', s.endpoint]);
-    assert.equal(get.code, 3, get.stderr);
   }));
 
   subtests.push(t.test('--if-version: a lost conditional write exits 4 naming the key and its current version', async (t) => {
@@ -219,9 +199,6 @@ test('clonekv commands against a `clonekv serve --port 0 --json` child', { concu
     assert.equal(stale.stdout, '');
     assert.match(stale.stderr, /"cas\/key"/);
     assert.match(stale.stderr, new RegExp(`current version is ${v1}\\b`));
-
-    const staleDel = await runCli(['del', 'cas/key', '--if-version', String(v1 + 1), '--server', s.endpoint]);
-    assert.equal(staleDel.code, 4, staleDel.stderr);
 
     const ok = await runCli(['set', 'cas/key', 'v2', '--if-version', String(v1), '--server', s.endpoint]);
     assert.equal(ok.code, 0, ok.stderr);
