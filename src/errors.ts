@@ -74,7 +74,7 @@ export class TimeoutError extends ClonekvError {
     super(
       ErrorCode.Timeout,
       `write to "${key}" was not sequenced by the forwarder at ${endpoint} within ${ms} ms; ` +
-        'check that the forwarder is running and reachable, or raise writeTimeout',
+        'check that the forwarder is running and reachable, or allow more time (the writeTimeout option; --timeout in the CLI)',
     );
     this.key = key;
   }

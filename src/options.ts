@@ -22,6 +22,13 @@ export function stringOption(name: string, value: unknown, fallback: string): st
   return value;
 }
 
+/** Returns `value` if it is a boolean, `fallback` if undefined; throws otherwise. */
+export function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new InvalidOptionError(name, `expected true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
 /** Rejects option names that are not in `known` (catches typos such as `heartbeatIntervall`). */
 export function rejectUnknown(options: object, known: readonly string[]): void {
   for (const name of Object.keys(options)) {

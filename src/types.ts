@@ -157,6 +157,11 @@ export interface PeerOptions {
   maxBufferedUpdates?: number;
   /** Interval of this peer's heartbeats to the forwarder (presence, ownership), ms. Default 1000. */
   heartbeatInterval?: number;
+  /**
+   * Announce this peer in the forwarder's presence table (`$peers/<id>`). Default `true`.
+   * Short-lived tools turn it off; a peer that does not announce itself cannot own ephemeral keys.
+   */
+  presence?: boolean;
 }
 
 /** Where a peer stands. */

@@ -95,6 +95,7 @@ async function closePeers(peers: readonly BenchPeer[]): Promise<void> {
 class ClonekvAdapter implements Adapter {
   readonly system = 'clonekv' as const;
   readonly serialWrites = false;
+  readonly latestOnly = false;
   readonly #keys: string[];
   #mod: ClonekvModule | undefined;
   #child: ForwarderChild | undefined;

@@ -29,6 +29,7 @@ function newClient(): Etcd3 {
 class EtcdAdapter implements Adapter {
   readonly system = 'etcd' as const;
   readonly serialWrites = false;
+  readonly latestOnly = false;
   readonly #keys: string[];
   #client: Etcd3 | undefined;
 
@@ -42,10 +43,10 @@ class EtcdAdapter implements Adapter {
     await c.delete().prefix(PREFIX);
   }
 
-  write(key: number, value: string): PromiseLike<unknown> {
+  write(key: number, value: string): Promise<unknown> {
     const c = this.#client;
     if (c === undefined) throw new Error('etcd: not open');
-    return c.put(this.#keys[key] ?? '').value(value);
+    return c.put(this.#keys[key] ?? '').value(value).exec();
   }
 
   async watch(count: number, onValue: OnValue): Promise<WatchGroup> {

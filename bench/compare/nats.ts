@@ -26,6 +26,7 @@ const JOIN_BUCKET = 'clonekv_bench_join';
 class NatsAdapter implements Adapter {
   readonly system = 'nats' as const;
   readonly serialWrites = false;
+  readonly latestOnly = false;
   readonly #keys: string[];
   #nc: NatsConnection | undefined;
   #kv: KV | undefined;

@@ -1,8 +1,9 @@
 /**
  * Redis at 127.0.0.1:6379, measured two ways.
  *
- * - `redis`: the writer pipelines `SET key value` + `PUBLISH bench:updates key\tvalue`; each
- *   watcher is a connection SUBSCRIBEd to the channel. A write is acknowledged by PUBLISH's reply.
+ * - `redis`: the writer pipelines `SET key value` + `PUBLISH clonekv-bench:updates key\tvalue`
+ *   (`multi().set().publish().execAsPipeline()`: one pipeline, no MULTI/EXEC); each watcher is a
+ *   connection SUBSCRIBEd to the channel. A write is acknowledged by the pipeline's replies.
  * - `redis-csc`: client-side caching. Each watcher is a RESP3 connection with the client's
  *   tracking cache (`CLIENT TRACKING ON`); it reads every key once, then on each invalidation
  *   push it GETs the key again (a miss, so it goes to the server) and sees the new value. A cache
@@ -35,7 +36,14 @@ function client(): Client {
   return createClient({ socket: { host: HOST, port: PORT, reconnectStrategy: false } });
 }
 
-async function closeQuietly(c: Client): Promise<void> {
+/** The part of a client (RESP2 or RESP3) needed to close it. */
+interface Closable {
+  readonly isOpen: boolean;
+  close(): Promise<void>;
+  destroy(): void;
+}
+
+async function closeQuietly(c: Closable): Promise<void> {
   try {
     if (c.isOpen) await c.close();
   } catch {
@@ -45,6 +53,9 @@ async function closeQuietly(c: Client): Promise<void> {
 
 class RedisAdapter implements Adapter {
   readonly serialWrites = false;
+  get latestOnly(): boolean {
+    return this.system === 'redis-csc';
+  }
   readonly #keys: string[];
   #writer: Client | undefined;
   #onError = (err: unknown): void => {
@@ -73,8 +84,9 @@ class RedisAdapter implements Adapter {
     if (w === undefined) throw new Error('redis: not open');
     const k = this.#keys[key] ?? '';
     if (this.system === 'redis-csc') return w.set(k, value);
-    w.set(k, value).catch(this.#onError);
-    return w.publish(CHANNEL, `${k}\t${value}`);
+    // One pipeline (no MULTI/EXEC) per update: node-redis's cost is per promise, so this is
+    // ~4x faster than two separately awaited commands, and it is what "pipelined" means.
+    return w.multi().set(k, value).publish(CHANNEL, `${k}\t${value}`).execAsPipeline();
   }
 
   async watch(count: number, onValue: OnValue): Promise<WatchGroup> {
@@ -99,7 +111,7 @@ class RedisAdapter implements Adapter {
   }
 
   async #caches(count: number, onValue: OnValue): Promise<WatchGroup> {
-    const clients: Client[] = [];
+    const clients: Closable[] = [];
     try {
       for (let w = 0; w < count; w++) {
         const cache = new BasicClientSideCache({ ttl: 0, maxEntries: 0 });

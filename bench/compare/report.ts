@@ -48,14 +48,25 @@ function present(input: ReportInput): SystemName[] {
   );
 }
 
+function anyTrue(list: unknown, test: (x: unknown) => boolean): boolean {
+  return Array.isArray(list) && list.some(test);
+}
+
+function saturated(f: Figure): boolean {
+  return anyTrue(f['saturated'], (x) => x === true);
+}
+
 function cell(input: ReportInput, system: SystemName, workload: string): string {
   const f = find(input.figures, system, workload);
   if (f !== undefined) {
     const range = f.runs.length > 1 ? ` (${fmt(f.spread.min)}–${fmt(f.spread.max)})` : '';
-    const lost = Array.isArray(f['lost']) && (f['lost'] as number[]).some((x) => x > 0) ? ' †' : '';
-    return `${fmt(f.value)}${range}${lost}`;
+    const lost = anyTrue(f['lost'], (x) => typeof x === 'number' && x > 0) ? ' †' : '';
+    const saturated = anyTrue(f['saturated'], (x) => x === true) ? ' ‡' : '';
+    return `${fmt(f.value)}${range}${lost}${saturated}`;
   }
-  const skip = input.skips.find((k) => k.system === system && (k.workload === workload || k.workload === 'all'));
+  const skip = input.skips.find(
+    (k) => k.system === system && (k.workload === 'all' || workload.startsWith(k.workload)),
+  );
   return skip !== undefined ? 'skipped' : '–';
 }
 
@@ -76,7 +87,9 @@ export function renderMarkdown(input: ReportInput): string {
   lines.push(
     'Each cell is the median of the runs with the spread (min–max) in brackets. ' +
       'Machines are noisy: compare the ratios below (taken run by run in the same invocation) ' +
-      'rather than absolute numbers. † = some updates were not seen (see `lost` in the JSON lines).',
+      'rather than absolute numbers. † = some updates were not seen (see `lost` in the JSON lines). ' +
+      '‡ = the system could not take the offered rate in at least one run (see `latency-*-achieved`): ' +
+      'its latencies then include its own backlog, bounded by the 256-write ack window.',
   );
   lines.push('');
   lines.push(`![chart](report.svg)`);
@@ -160,7 +173,7 @@ const PANELS: Panel[] = [
     log: false,
   },
   {
-    title: 'p99 write→visible latency, ms, log scale (lower is better)',
+    title: 'p99 write→visible latency, ms, log scale (lower is better; * = offered rate not achieved)',
     unit: 'ms',
     groups: [
       { workload: 'latency-1k-p99', label: '1k/s' },
@@ -203,6 +216,7 @@ function niceMax(v: number): number {
 function short(v: number): string {
   if (v >= 1e6) return `${(v / 1e6).toFixed(v >= 1e7 ? 0 : 1)}M`;
   if (v >= 1e3) return `${(v / 1e3).toFixed(v >= 1e4 ? 0 : 1)}k`;
+  if (v === 0) return '0';
   if (v >= 10) return v.toFixed(0);
   if (v >= 1) return v.toFixed(1);
   return v.toFixed(2);
@@ -210,13 +224,16 @@ function short(v: number): string {
 
 /** The SVG chart: one panel per kind of figure, bars = medians, whiskers = min–max. */
 export function renderSvg(input: ReportInput): string {
-  const systems = present(input).filter((s) => input.figures.some((f) => f.system === s));
+  const all = present(input).filter((s) => input.figures.some((f) => f.system === s));
   const width = 960;
   const panelH = 260;
   const top = 40;
   const left = 70;
   const right = 20;
-  const panels = PANELS.filter((p) => p.groups.some((g) => input.figures.some((f) => f.workload === g.workload)));
+  const has = (workload: string): boolean => input.figures.some((f) => f.workload === workload);
+  const panels = PANELS.map((p) => ({ ...p, groups: p.groups.filter((g) => has(g.workload)) })).filter(
+    (p) => p.groups.length > 0,
+  );
   const height = top + panels.length * (panelH + 40) + 20;
   const out: string[] = [];
   out.push(
@@ -225,7 +242,7 @@ export function renderSvg(input: ReportInput): string {
   out.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
   // Legend.
   let lx = left;
-  for (const s of systems) {
+  for (const s of all) {
     out.push(`<rect x="${lx}" y="12" width="12" height="12" fill="${COLORS[s]}"/>`);
     out.push(`<text x="${lx + 16}" y="22">${esc(s)}</text>`);
     lx += 24 + s.length * 7;
@@ -237,6 +254,8 @@ export function renderSvg(input: ReportInput): string {
     const plotBottom = plotTop + plotH;
     const plotW = width - left - right;
     out.push(`<text x="${left}" y="${y0}" font-size="13" font-weight="bold">${esc(panel.title)}</text>`);
+    // Only the systems with a figure in this panel get a bar slot.
+    const systems = all.filter((s) => panel.groups.some((g) => find(input.figures, s, g.workload) !== undefined));
     const values: number[] = [];
     for (const g of panel.groups) {
       for (const s of systems) {
@@ -290,7 +309,7 @@ export function renderSvg(input: ReportInput): string {
           out.push(`<line x1="${(x + barW / 2 - 3).toFixed(1)}" x2="${(x + barW / 2 + 3).toFixed(1)}" y1="${ya}" y2="${ya}" stroke="#000"/>`);
         }
         out.push(
-          `<text x="${(x + barW / 2).toFixed(1)}" y="${(Math.min(y, scale(f.spread.max)) - 3).toFixed(1)}" text-anchor="middle" font-size="9">${short(f.value)}</text>`,
+          `<text x="${(x + barW / 2).toFixed(1)}" y="${(Math.min(y, scale(f.spread.max)) - 3).toFixed(1)}" text-anchor="middle" font-size="9">${short(f.value)}${saturated(f) ? '*' : ''}</text>`,
         );
       });
     });

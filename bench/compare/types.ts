@@ -45,6 +45,11 @@ export interface Adapter {
    * pending send); otherwise writes are issued concurrently up to the ack window.
    */
   readonly serialWrites: boolean;
+  /**
+   * `true` for a cache that only promises the latest value of a key (redis-csc): a watcher may
+   * never see a write overwritten before it re-read the key. `false` for a change feed.
+   */
+  readonly latestOnly: boolean;
   /** Connect the writer (and start a server child, for clonekv). */
   open(): Promise<void>;
   /**

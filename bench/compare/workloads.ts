@@ -58,8 +58,12 @@ class Flow {
   inflight = 0;
   errors = 0;
   firstError: unknown = undefined;
+  /** Highest index seen, per watcher (drives the lag window). */
   readonly last: Float64Array;
+  /** Distinct indices seen, per watcher. */
   readonly count: Float64Array;
+  /** Which indices each watcher has seen: concurrent writes may be applied out of order. */
+  readonly seen: Uint8Array[];
   readonly warm: Uint8Array;
   lastReceiveAt = 0;
   #blocked: Waker | undefined;
@@ -67,10 +71,29 @@ class Flow {
   constructor(
     readonly run: number,
     readonly watchers: number,
+    readonly total: number,
   ) {
     this.last = new Float64Array(watchers).fill(-1);
     this.count = new Float64Array(watchers);
+    this.seen = Array.from({ length: watchers }, () => new Uint8Array(total));
     this.warm = new Uint8Array(watchers);
+  }
+
+  /** Fewest distinct indices seen by any watcher. */
+  minCount(): number {
+    let min = Number.POSITIVE_INFINITY;
+    for (const v of this.count) if (v < min) min = v;
+    return min;
+  }
+
+  /**
+   * Whether the watchers may still be waiting for something: a change feed must deliver every
+   * acknowledged write; a cache (`latestOnly`) is done once the last write is visible.
+   */
+  pending(latestOnly: boolean): boolean {
+    if (this.inflight > 0) return true;
+    if (latestOnly) return this.minLast() < this.sent - 1;
+    return this.minCount() < this.acked;
   }
 
   /** Highest index seen by the slowest watcher. */
@@ -140,12 +163,13 @@ function receive(flow: Flow, watcher: number, text: string): number {
     flow.warm[watcher] = 1;
     return -2;
   }
-  // Count a value once, in order: a cache (redis-csc) can hand the same latest value twice.
-  if (d.index > (flow.last[watcher] ?? -1)) {
-    flow.last[watcher] = d.index;
-    flow.count[watcher] = (flow.count[watcher] ?? 0) + 1;
-    flow.lastReceiveAt = now();
-  }
+  const seen = flow.seen[watcher];
+  // Count a value once: a cache (redis-csc) can hand the same latest value twice.
+  if (seen === undefined || d.index >= flow.total || seen[d.index] === 1) return -2;
+  seen[d.index] = 1;
+  flow.count[watcher] = (flow.count[watcher] ?? 0) + 1;
+  if (d.index > (flow.last[watcher] ?? -1)) flow.last[watcher] = d.index;
+  flow.lastReceiveAt = now();
   return d.index;
 }
 
@@ -153,7 +177,7 @@ function receive(flow: Flow, watcher: number, text: string): number {
  * Sustained updates: one writer, `watchers` watchers, `total` writes with bounded windows.
  */
 export async function throughput(adapter: Adapter, o: ThroughputOptions): Promise<ThroughputResult> {
-  const flow = new Flow(o.run, o.watchers);
+  const flow = new Flow(o.run, o.watchers, o.total);
   const group = await adapter.watch(o.watchers, (w, text) => {
     receive(flow, w, text);
     flow.kick();
@@ -196,15 +220,12 @@ export async function throughput(adapter: Adapter, o: ThroughputOptions): Promis
     // Drain: every ack back and every watcher at the last index, or the deadline (+2 s grace).
     const drainUntil = Math.max(deadline, now()) + 2000;
     const lastIndex = flow.sent - 1;
-    while ((flow.inflight > 0 || flow.minLast() < lastIndex) && now() < drainUntil) await flow.pause(5);
+    while (flow.pending(adapter.latestOnly) && now() < drainUntil) await flow.pause(5);
     if (flow.errors > 0) throw new Error(`${flow.errors} writes failed: ${String(flow.firstError)}`);
     const elapsedMs = Math.max(1, flow.lastReceiveAt - t0);
-    let minCount = Number.POSITIVE_INFINITY;
+    const minCount = flow.minCount();
     let sum = 0;
-    for (const c of flow.count) {
-      sum += c;
-      if (c < minCount) minCount = c;
-    }
+    for (const c of flow.count) sum += c;
     return {
       perWatcher: (minCount / elapsedMs) * 1000,
       aggregate: (sum / elapsedMs) * 1000,
@@ -258,10 +279,10 @@ export interface LatencyResult {
  */
 export async function latency(adapter: Adapter, o: LatencyOptions): Promise<LatencyResult> {
   const total = Math.round((o.rate * o.durationMs) / 1000);
-  const flow = new Flow(o.run, 1);
+  const flow = new Flow(o.run, 1, total);
   const lat = new Float64Array(total);
   const sched = new Float64Array(total);
-  const seen = new Uint8Array(total);
+  const seen = flow.seen[0] ?? new Uint8Array(total);
   let received = 0;
   let t0 = 0;
   const interval = 1000 / o.rate;
@@ -276,6 +297,7 @@ export async function latency(adapter: Adapter, o: LatencyOptions): Promise<Late
     if (d.index >= total || seen[d.index] === 1) return;
     seen[d.index] = 1;
     if (d.index > (flow.last[0] ?? -1)) flow.last[0] = d.index;
+    flow.count[0] = received + 1;
     lat[received] = t - d.sentAt;
     sched[received] = t - (t0 + d.index * interval);
     received++;
@@ -284,7 +306,8 @@ export async function latency(adapter: Adapter, o: LatencyOptions): Promise<Late
   try {
     await warmUp(adapter, flow, o.valueSize);
     t0 = now();
-    const stopAt = t0 + o.durationMs + 1000;
+    // A little grace for timer granularity: the last writes are due just before the end.
+    const stopAt = t0 + o.durationMs + Math.min(250, o.durationMs / 10);
     let lastSendAt = t0;
     while (flow.sent < total) {
       const t = now();
@@ -312,11 +335,7 @@ export async function latency(adapter: Adapter, o: LatencyOptions): Promise<Late
       }
     }
     const drainUntil = now() + o.drainMs;
-    // Ordered systems are done when the last write shows up; a cache (redis-csc) may never show
-    // every write, so it waits for the last one (or the deadline) too.
-    while ((flow.inflight > 0 || (received < flow.acked && flow.minLast() < flow.sent - 1)) && now() < drainUntil) {
-      await flow.pause(5);
-    }
+    while (flow.pending(adapter.latestOnly) && now() < drainUntil) await flow.pause(5);
     if (flow.errors > 0) throw new Error(`${flow.errors} writes failed: ${String(flow.firstError)}`);
     const samples = lat.subarray(0, received).sort();
     const scheduled = sched.subarray(0, received).sort();

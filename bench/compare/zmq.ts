@@ -18,6 +18,7 @@ import type { Adapter, AdapterOptions, OnValue, SystemModule, WatchGroup } from 
 
 class ZmqAdapter implements Adapter {
   readonly serialWrites = true;
+  readonly latestOnly = false;
   readonly #frames: 1 | 5;
   readonly #keys: Buffer[];
   readonly #keyText: string[];

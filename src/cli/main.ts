@@ -73,8 +73,8 @@ forwarder assigned. Exits 0 only once the write is sequenced.
 Deletes KEY and prints the sequence of the delete.`,
   dump: `Usage: clonekv dump [PREFIX] [--json] [--server URL]
 
-Prints every key under PREFIX: "key<TAB>value" lines, or with --json one JSON object
-{ key: value }. Shows progress on stderr for large snapshots.`,
+Prints every key under PREFIX: "key<TAB>value" lines (a value holding a tab or newline is
+JSON-quoted), or with --json one JSON object { key: value }. Shows progress on stderr for large snapshots.`,
   load: `Usage: clonekv load FILE [--prefix PREFIX] [--server URL]
 
 Writes every key of FILE, a JSON object { key: value } (nested objects are written as
@@ -181,7 +181,7 @@ function server(values: { server?: string | undefined }): string {
 
 /** Opens a peer and waits for its snapshot, with a clear error if the forwarder is not there. */
 async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io): Promise<Peer> {
-  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs });
+  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false });
   if (io.progress) peer.on('progress', ({ received }) => io.err(`receiving snapshot: ${received} keys…`));
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -287,7 +287,7 @@ async function write(args: string[], io: Io, op: 'set' | 'del'): Promise<number>
     if (!Number.isFinite(ttl) || ttl <= 0) throw new UsageError(`--ttl expects a positive number of seconds, got "${values.ttl}"`);
   }
   const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0);
-  const peer = new Peer({ server: url, subtree: WRITE_ONLY_SUBTREE, name: 'clonekv-cli', writeTimeout: timeout });
+  const peer = new Peer({ server: url, subtree: WRITE_ONLY_SUBTREE, name: 'clonekv-cli', writeTimeout: timeout, presence: false });
   try {
     const seq =
       op === 'set'
@@ -310,7 +310,11 @@ async function dump(args: string[], io: Io): Promise<number> {
       for (const e of peer.entries(prefix)) obj[e.key] = e.value;
       io.out(JSON.stringify(obj, (_k, v: unknown) => (v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v)));
     } else {
-      for (const e of peer.entries(prefix)) io.out(`${e.key}\t${formatValue(e.value, false)}`);
+      for (const e of peer.entries(prefix)) {
+        const text = formatValue(e.value, false);
+        // A value with a tab or newline would break the line format: print it JSON-quoted.
+        io.out(`${e.key}\t${/[\t\n\r]/.test(text) ? JSON.stringify(text) : text}`);
+      }
     }
     return Exit.Ok;
   } finally {
@@ -330,8 +334,13 @@ async function load(args: string[], io: Io): Promise<number> {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new UsageError(`${file} must hold a JSON object { key: value }`);
   const prefix = values.prefix ?? '';
   const entries = Object.entries(data as Record<string, unknown>);
+  // Check every key first: a bad one found half-way would leave the load half done.
+  for (const [k] of entries) {
+    const bytes = Buffer.byteLength(prefix + k);
+    if (bytes === 0 || bytes > 255) throw new UsageError(`${file}: key ${JSON.stringify(prefix + k)} must be 1 to 255 bytes; nothing was written`);
+  }
   const url = server(values);
-  const peer = new Peer({ server: url, subtree: WRITE_ONLY_SUBTREE, name: 'clonekv-cli', writeTimeout: intArg('timeout', values.timeout, 30_000, 1) });
+  const peer = new Peer({ server: url, subtree: WRITE_ONLY_SUBTREE, name: 'clonekv-cli', writeTimeout: intArg('timeout', values.timeout, 30_000, 1), presence: false });
   try {
     const window = 256;
     let done = 0;

@@ -16,7 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
-import { intOption, rejectUnknown, stringOption } from '../options.ts';
+import { booleanOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
@@ -75,6 +75,7 @@ interface Settings {
   publisherHwm: { send: number; receive: number };
   maxBufferedUpdates: number;
   heartbeatInterval: number;
+  presence: boolean;
 }
 
 const KNOWN_OPTIONS = [
@@ -92,6 +93,7 @@ const KNOWN_OPTIONS = [
   'publisherHwm',
   'maxBufferedUpdates',
   'heartbeatInterval',
+  'presence',
 ] as const;
 
 /** Turns `tcp://HOST:P` into the three endpoints P, P+1, P+2. */
@@ -138,6 +140,7 @@ function peerSettings(options: PeerOptions): Settings {
     },
     maxBufferedUpdates: intOption('maxBufferedUpdates', options.maxBufferedUpdates, 1_000_000, 1),
     heartbeatInterval: intOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
+    presence: booleanOption('presence', options.presence, true),
   };
 }
 
@@ -385,7 +388,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       );
     }
     const props: Array<[string, string]> = [[Prop.Encoding, MSGPACK_ENCODING]];
-    if (options.ephemeral) props.push([Prop.Owner, this.#id]);
+    if (options.ephemeral) {
+      if (!this.#s.presence) {
+        return Promise.reject(new InvalidOptionError('ephemeral', 'a peer created with presence: false cannot own keys'));
+      }
+      props.push([Prop.Owner, this.#id]);
+    }
     if (options.ttl !== undefined) {
       if (typeof options.ttl !== 'number' || !Number.isFinite(options.ttl) || options.ttl <= 0) {
         return Promise.reject(new InvalidOptionError('ttl', `expected a positive number of seconds, got ${String(options.ttl)}`));
@@ -639,7 +647,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       clearInterval(this.#silenceTimer);
       clearInterval(this.#retryTimer);
       clearInterval(this.#beatTimer);
-      if (this.#kind === 'clonekv' && this.#dealer) {
+      if (this.#kind === 'clonekv' && this.#dealer && this.#s.presence) {
         // Leave cleanly: the forwarder deletes our ephemeral keys at once instead of after the
         // peer timeout. Best effort: wait briefly for the message to go out.
         this.#dealer.sends.send(this.#beatFrames(Command.PeerBye));
@@ -696,7 +704,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const dealer = connectDealer(this.#s.endpoints.snapshot, id, this.#s.requestHwm);
     const sends = new SendQueue(dealer, 100_000, () => {}, (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e));
     this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
-    if (this.#kind === 'clonekv') sends.send(this.#beatFrames(Command.PeerBeat));
+    if (this.#kind === 'clonekv' && this.#s.presence) sends.send(this.#beatFrames(Command.PeerBeat));
     const attempt: SyncAttempt = {
       dealer,
       sends,
@@ -1059,7 +1067,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** Tells the forwarder this peer is alive (clonekv forwarders only; plain servers have no presence). */
   #sendBeat(): void {
-    if (this.#kind === 'clonekv' && this.#dealer) this.#dealer.sends.send(this.#beatFrames(Command.PeerBeat));
+    if (this.#kind === 'clonekv' && this.#dealer && this.#s.presence) this.#dealer.sends.send(this.#beatFrames(Command.PeerBeat));
   }
 
   #checkSilence(): void {
