@@ -606,8 +606,8 @@ export class Forwarder implements AsyncDisposable {
         let bytes = 0;
         while (i < entries.length && batch.length < batchMax && bytes < BATCH_BYTES) {
           const [key, e] = entries[i++]!;
-          const w: WireEntry = { key: Buffer.from(key, 'latin1'), sequence: e.seq, uuid: e.uuid, properties: e.properties, body: e.body };
-          digest.add(w.key, e.seq);
+          const w: WireEntry = { key, sequence: e.seq, uuid: e.uuid, properties: e.properties, body: e.body };
+          digest.add(key, e.seq);
           bytes += entrySize(w);
           batch.push(w);
         }

@@ -784,13 +784,24 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     if (!this.#inSubtree(keyBytes) || body.length === 0 || this.#isHidden(keyBytes)) return;
     try {
-      const props = rawProps.length === 0 ? NO_PROPS : parseProperties(rawProps);
-      const value = decodeBody(body, props.get(Prop.Encoding) === MSGPACK_ENCODING);
+      const value = decodeBody(body, this.#isMsgpack(rawProps));
       attempt.entries.set(keyBytes.toString('utf8'), { value, version: seq });
     } catch {
       this.#stats.malformed++;
       attempt.malformed = true;
     }
+  }
+
+  #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY, msgpack: false };
+
+  /** Whether properties mark a msgpack body; snapshots repeat the same few frames, so remember the last. */
+  #isMsgpack(raw: Buffer): boolean {
+    if (raw.length === 0) return false;
+    const last = this.#lastProps;
+    if (raw.length === last.raw.length && raw.equals(last.raw)) return last.msgpack;
+    const msgpack = parseProperties(raw).get(Prop.Encoding) === MSGPACK_ENCODING;
+    this.#lastProps = { raw: Buffer.from(raw), msgpack };
+    return msgpack;
   }
 
   #finishSync(attempt: SyncAttempt, snapshotSeq: number, props: Map<string, string>): void {
@@ -1098,7 +1109,6 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   }
 }
 
-const NO_PROPS: Map<string, string> = new Map();
 const ACK_OK = encodeProperties([[Prop.Status, 'ok']]);
 const ACK_OK_PROPS: Map<string, string> = new Map([[Prop.Status, 'ok']]);
 const WRITE_BATCH = Buffer.from(Command.WriteBatch);

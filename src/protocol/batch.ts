@@ -10,7 +10,8 @@ import { readSequence, writeSequence } from './sequence.ts';
 
 /** One snapshot entry as carried on the wire. */
 export interface WireEntry {
-  readonly key: Buffer;
+  /** The key: bytes, or a latin1 string holding them (one character per byte, no copy needed). */
+  readonly key: Buffer | string;
   readonly sequence: number;
   readonly uuid: Buffer;
   readonly properties: Buffer;
@@ -28,7 +29,8 @@ export function packBatch(entries: readonly WireEntry[], size: number): Buffer {
   let o = 0;
   for (const e of entries) {
     out[o++] = e.key.length;
-    e.key.copy(out, o);
+    if (typeof e.key === 'string') out.write(e.key, o, 'latin1');
+    else e.key.copy(out, o);
     o += e.key.length;
     writeSequence(out, o, e.sequence);
     o += 8;
@@ -47,6 +49,11 @@ export function packBatch(entries: readonly WireEntry[], size: number): Buffer {
   return out;
 }
 
+/** One unpacked entry: every field a view into the batch buffer. */
+export interface UnpackedEntry extends WireEntry {
+  readonly key: Buffer;
+}
+
 /** Thrown for a batch that does not parse. */
 export class BatchError extends Error {}
 
@@ -54,7 +61,7 @@ export class BatchError extends Error {}
  * Unpacks a batch, calling `onEntry` for each entry. Frames given to `onEntry` are views into
  * `buf` (no copies). Throws {@link BatchError} on a truncated or inconsistent buffer.
  */
-export function unpackBatch(buf: Buffer, onEntry: (e: WireEntry) => void): number {
+export function unpackBatch(buf: Buffer, onEntry: (e: UnpackedEntry) => void): number {
   let o = 0;
   let n = 0;
   const need = (k: number): void => {

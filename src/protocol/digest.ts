@@ -6,12 +6,22 @@
  * @module
  */
 
-/** FNV-1a over the key bytes, then the sequence's low and high 32 bits. */
-export function pairHash(key: Uint8Array, sequence: number): number {
+/**
+ * FNV-1a over the key bytes, then the sequence's low and high 32 bits. The key is bytes, or a
+ * latin1 string of them (the forwarder's form).
+ */
+export function pairHash(key: Uint8Array | string, sequence: number): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key[i]!;
-    h = Math.imul(h, 0x01000193);
+  if (typeof key === 'string') {
+    for (let i = 0; i < key.length; i++) {
+      h ^= key.charCodeAt(i);
+      h = Math.imul(h, 0x01000193);
+    }
+  } else {
+    for (let i = 0; i < key.length; i++) {
+      h ^= key[i]!;
+      h = Math.imul(h, 0x01000193);
+    }
   }
   h ^= sequence >>> 0;
   h = Math.imul(h, 0x01000193);
@@ -26,7 +36,7 @@ export class SnapshotDigest {
   #count = 0;
 
   /** Adds one (key, sequence) pair. */
-  add(key: Uint8Array, sequence: number): void {
+  add(key: Uint8Array | string, sequence: number): void {
     this.#sum = (this.#sum + pairHash(key, sequence)) >>> 0;
     this.#count++;
   }
