@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import type * as zmq from 'zeromq';
 import { Forwarder, Peer, type ForwarderOptions, type PeerOptions } from '../src/index.ts';
 
 /** Path of the CLI entry. */
@@ -168,4 +169,41 @@ export async function childPeer(t: TestContext, endpoint: string, options: PeerO
       return take(match, `reply to "${line}"`, ms);
     },
   };
+}
+
+/** Reads every message of a socket into an array until the socket closes. */
+export class Inbox {
+  readonly all: Buffer[][] = [];
+  #read = 0;
+  readonly done: Promise<void>;
+
+  constructor(socket: zmq.Readable<Buffer[]>) {
+    this.done = (async () => {
+      for (;;) {
+        try {
+          this.all.push(await socket.receive());
+        } catch {
+          return; // closed
+        }
+      }
+    })();
+  }
+
+  /** The next unread message, waiting up to `ms`. */
+  async next(what: string, ms = 5000): Promise<Buffer[]> {
+    await waitFor(what, () => this.#read < this.all.length, ms);
+    return this.all[this.#read++]!;
+  }
+
+  /** How many messages are unread. */
+  get unread(): number {
+    return this.all.length - this.#read;
+  }
+
+  /** Unread messages, marked read. */
+  drain(): Buffer[][] {
+    const out = this.all.slice(this.#read);
+    this.#read = this.all.length;
+    return out;
+  }
 }

@@ -14,7 +14,7 @@ import { test, type TestContext } from 'node:test';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import type { ResyncReason } from '../src/index.ts';
-import { contents, forwarder, readyPeer, waitFor, within } from './helpers.ts';
+import { contents, forwarder, readyPeer, waitFor, within, Inbox } from './helpers.ts';
 
 const EMPTY = Buffer.alloc(0);
 const ZERO_SEQ = Buffer.alloc(8);
@@ -53,37 +53,6 @@ function propMap(frame: Buffer): Map<string, string> {
   return m;
 }
 
-/** Reads every message of a socket into an array until the socket closes. */
-class Inbox {
-  readonly all: Buffer[][] = [];
-  #read = 0;
-  readonly done: Promise<void>;
-
-  constructor(socket: zmq.Readable<Buffer[]>) {
-    this.done = (async () => {
-      for (;;) {
-        try {
-          this.all.push(await socket.receive());
-        } catch {
-          return; // closed
-        }
-      }
-    })();
-  }
-
-  /** The next unread message, waiting up to `ms`. */
-  async next(what: string, ms = 5000): Promise<Buffer[]> {
-    await waitFor(what, () => this.#read < this.all.length, ms);
-    return this.all[this.#read++]!;
-  }
-
-  /** Unread messages, marked read. */
-  drain(): Buffer[][] {
-    const out = this.all.slice(this.#read);
-    this.#read = this.all.length;
-    return out;
-  }
-}
 
 /** Serializes sends on one socket (zeromq.js allows one pending send per socket). */
 function serialSender(socket: zmq.Writable<Buffer[]>): (frames: Buffer[]) => Promise<void> {

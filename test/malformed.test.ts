@@ -10,7 +10,7 @@ import { test, type TestContext } from 'node:test';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import type { Forwarder, MalformedCounts, Peer } from '../src/index.ts';
-import { contents, forwarder, readyPeer, waitFor, within } from './helpers.ts';
+import { contents, forwarder, readyPeer, waitFor, within, Inbox } from './helpers.ts';
 
 const EMPTY = Buffer.alloc(0);
 const ZERO_SEQ = Buffer.alloc(8);
@@ -22,33 +22,6 @@ function seqFrame(n: number): Buffer {
   return b;
 }
 
-/** Reads every message of a socket into an array until the socket closes. */
-class Inbox {
-  readonly all: Buffer[][] = [];
-  #read = 0;
-  readonly done: Promise<void>;
-
-  constructor(socket: zmq.Readable<Buffer[]>) {
-    this.done = (async () => {
-      for (;;) {
-        try {
-          this.all.push(await socket.receive());
-        } catch {
-          return; // closed
-        }
-      }
-    })();
-  }
-
-  async next(what: string, ms = 5000): Promise<Buffer[]> {
-    await waitFor(what, () => this.#read < this.all.length, ms);
-    return this.all[this.#read++]!;
-  }
-
-  get unread(): number {
-    return this.all.length - this.#read;
-  }
-}
 
 function propMap(frame: Buffer): Map<string, string> {
   const m = new Map<string, string>();

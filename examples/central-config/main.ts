@@ -11,6 +11,7 @@
  */
 import { deepStrictEqual } from 'node:assert/strict';
 import { ConflictError, Forwarder, Peer } from '../../src/index.ts';
+import { check, until } from '../support.ts';
 
 const HARD_TIMEOUT_MS = 10_000;
 setTimeout(() => {
@@ -47,19 +48,7 @@ function flatten(tree: Tree, prefix: string): Map<string, unknown> {
   return out;
 }
 
-function check(ok: boolean, what: string): asserts ok {
-  if (!ok) throw new Error(`check failed: ${what}`);
-  console.log(`  ok: ${what}`);
-}
 
-/** Polls `done` on the event loop until it holds, failing after `ms`. */
-async function until(what: string, done: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** A peer's keys under the subtree, as a plain object sorted by key. */
 function tree(p: Peer): Record<string, unknown> {

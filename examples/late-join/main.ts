@@ -12,6 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Forwarder, Peer, type WatchEntry } from '../../src/index.ts';
+import { check, until } from '../support.ts';
 
 const HARD_TIMEOUT_MS = 10_000;
 setTimeout(() => {
@@ -26,19 +27,7 @@ const WINDOW = 256;
 /** A namespace of its own, so runs against a shared server do not see each other. */
 const NS = `late-join/${randomBytes(4).toString('hex')}/`;
 
-function check(ok: boolean, what: string): asserts ok {
-  if (!ok) throw new Error(`check failed: ${what}`);
-  console.log(`  ok: ${what}`);
-}
 
-/** Polls `done` on the event loop until it holds, failing after `ms`. */
-async function until(what: string, done: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** A peer's entries under NS, as `key → [value, version]`, sorted by key. */
 function state(p: Peer): string {

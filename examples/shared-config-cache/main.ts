@@ -9,6 +9,7 @@
  * starts its own forwarder on a free port). Exits 0 when every check passed.
  */
 import { Forwarder, Peer } from '../../src/index.ts';
+import { check, until } from '../support.ts';
 
 const HARD_TIMEOUT_MS = 10_000;
 setTimeout(() => {
@@ -21,19 +22,7 @@ const FLAG = `${PREFIX}features/new-checkout`;
 const DB_URL = `${PREFIX}db/url`;
 const BANNER = `${PREFIX}banner`;
 
-function check(ok: boolean, what: string): asserts ok {
-  if (!ok) throw new Error(`check failed: ${what}`);
-  console.log(`  ok: ${what}`);
-}
 
-/** Polls `done` on the event loop until it holds, failing after `ms`. */
-async function until(what: string, done: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** A service whose configuration lives in a clonekv subtree. */
 class Service {

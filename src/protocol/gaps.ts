@@ -24,7 +24,11 @@ export function encodePrevious(pairs: ReadonlyArray<readonly [number, number]>):
 
 /** Finds the previous sequence for a prefix of `length` bytes; `undefined` if not listed or malformed. */
 export function previousFor(prop: string, length: number): number | undefined {
-  const want = `${length}:`;
+  return listedSequence(prop, `${length}:`);
+}
+
+/** In a `name:sequence,…` list, the sequence after `want` (which ends in `:`). */
+function listedSequence(prop: string, want: string): number | undefined {
   let i = 0;
   while (i < prop.length) {
     let end = prop.indexOf(',', i);
@@ -49,16 +53,5 @@ export function encodeHeads(heads: Iterable<readonly [string, number]>): string 
 
 /** Finds the head for `prefix` (bytes) in a `heads` property; `undefined` if not listed. */
 export function headFor(prop: string, prefix: Buffer): number | undefined {
-  const want = prefix.toString('base64url') + ':';
-  let i = 0;
-  while (i < prop.length) {
-    let end = prop.indexOf(',', i);
-    if (end < 0) end = prop.length;
-    if (prop.startsWith(want, i)) {
-      const n = Number(prop.slice(i + want.length, end));
-      return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-    }
-    i = end + 1;
-  }
-  return undefined;
+  return listedSequence(prop, prefix.toString('base64url') + ':');
 }
