@@ -6,6 +6,7 @@
  * Usage:
  *   npx tsx bench/compare.ts [--quick] [--only=clonekv,nats,redis,redis-csc,etcd,zmq-5f,zmq-1f]
  *                            [--runs=N] [--no-report]
+ *   (`--only=zmq` means both zmq variants; `redis` is pub/sub, `redis-csc` client-side caching.)
  *
  * Prints one JSON line per figure on stdout (progress goes to stderr), e.g.
  *   {"system":"redis","workload":"throughput-1w1r","value":115000,"unit":"updates/s",
@@ -114,7 +115,11 @@ watchdog.unref();
 
 const selected: SystemName[] = (() => {
   if (flags.only === undefined) return [...SYSTEMS];
-  const names = flags.only.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const names = flags.only
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .flatMap((s) => (s === 'zmq' ? ['zmq-5f', 'zmq-1f'] : [s]));
   for (const n of names) {
     if (!(SYSTEMS as readonly string[]).includes(n)) {
       process.stderr.write(`--only: unknown system "${n}" (known: ${SYSTEMS.join(', ')})\n`);
