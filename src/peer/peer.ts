@@ -248,7 +248,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #closedPromise = new Promise<void>((resolve) => {
     this.#closedResolve = resolve;
   });
-  readonly #loops: Promise<void>[] = [];
+  /** Receive loops still running (a loop removes itself when its socket closes). */
+  readonly #loops = new Set<Promise<void>>();
   readonly #stats: PeerStats = {
     updates: 0,
     snapshots: 0,
@@ -281,7 +282,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     // sees it, these are live too.
     this.#sub.subscribe(this.#subtreeBytes);
     if (!HUGZ.startsWith(this.#s.subtree)) this.#sub.subscribe(HUGZ);
-    this.#loops.push(receiveLoop(this.#sub, (f) => this.#onPublished(f), (e) => this.#report(ErrorCode.Transport, 'subscriber', e)));
+    this.#track(receiveLoop(this.#sub, (f) => this.#onPublished(f), (e) => this.#report(ErrorCode.Transport, 'subscriber', e)));
     this.#silenceTimer = setInterval(() => this.#checkSilence(), Math.max(10, Math.floor(this.#s.silenceTimeout / 4)));
     this.#retryTimer = setInterval(() => this.#retryWrites(), this.#s.writeRetryInterval);
     this.#beatTimer = setInterval(() => this.#sendBeat(), this.#s.heartbeatInterval);
@@ -661,10 +662,15 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       for (const w of [...this.#watchers]) w.end();
       this.#sub.close();
       this.#pub?.socket.close();
-      await Promise.allSettled(this.#loops);
+      await Promise.allSettled([...this.#loops]);
       this.#closedResolve();
     })();
     return this.#closing;
+  }
+
+  #track(loop: Promise<void>): void {
+    this.#loops.add(loop);
+    void loop.finally(() => this.#loops.delete(loop));
   }
 
   /** Resolves once closed. Never rejects. */
@@ -719,7 +725,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     };
     this.#sync = attempt;
     this.#dealer = { socket: dealer, sends, id };
-    this.#loops.push(receiveLoop(dealer, (f) => this.#onDealer(attempt, f), (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e)));
+    this.#track(receiveLoop(dealer, (f) => this.#onDealer(attempt, f), (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e)));
     sends.send(snapshotRequestFrames(this.#subtreeBytes));
     this.#armSyncTimer(attempt);
     // Writes not yet acknowledged may have been lost with the previous DEALER.
