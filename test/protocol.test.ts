@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../src/protocol/batch.ts';
 import { SnapshotDigest } from '../src/protocol/digest.ts';
-import { encodeHeads, encodePrevious, headFor, previousFor } from '../src/protocol/gaps.ts';
+import { addPrevious, encodeHeads, headFor, previousFor } from '../src/protocol/gaps.ts';
 import { decodeMessage } from '../src/protocol/message.ts';
-import { appendProperty, encodeProperties, parseProperties, PropertiesError } from '../src/protocol/properties.ts';
+import { appendProperty, encodeProperties, parseProperties, PropertiesError, PropertyView } from '../src/protocol/properties.ts';
 import { encodeSequence, readSequence } from '../src/protocol/sequence.ts';
 import { decodeValue, encodeValue } from '../src/protocol/values.ts';
 
@@ -26,6 +26,30 @@ test('properties: lenient where the reference was fragile, strict where input is
   assert.equal(appendProperty(b('a=1'), 'prev', '0:1').toString(), 'a=1\nprev=0:1\n');
   assert.equal(appendProperty(b('a=1\n'), 'prev', '0:1').toString(), 'a=1\nprev=0:1\n');
   assert.equal(appendProperty(Buffer.alloc(0), 'prev', '0:1').toString(), 'prev=0:1\n');
+});
+
+test('PropertyView validates like parseProperties and reads values in place', () => {
+  const frames = ['ttl=5\nenc=msgpack\n', 'a=1\nlast=no-newline', 'url=x?a=b&c=d\n', 'empty=\n\n', '', 'no-equals\n', '=value\n', 'ok=1\nbad\n'];
+  for (const text of frames) {
+    const frame = b(text);
+    let parsed: Map<string, string> | undefined;
+    try {
+      parsed = parseProperties(frame);
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === undefined) {
+      assert.throws(() => new PropertyView(frame), PropertiesError, text);
+      continue;
+    }
+    const view = new PropertyView(frame);
+    for (const [name, value] of parsed) assert.equal(view.get(name), value, `${text}: ${name}`);
+    assert.equal(view.get('missing'), undefined);
+    assert.equal(view.has('missing'), false);
+  }
+  assert.throws(() => new PropertyView(Buffer.from([0x61, 0x3d, 0xff])), PropertiesError);
+  assert.equal(new PropertyView(b('enc=msgpack\nprev=0:1\n')).get('enc'), 'msgpack');
+  assert.equal(new PropertyView(b('encx=1\nenc=2\n')).get('enc'), '2');
 });
 
 test('sequence: 8 bytes big-endian, negative and oversized refused', () => {
@@ -105,7 +129,7 @@ test('digest is order independent and sensitive to loss and to sequences', () =>
 });
 
 test('gap properties: prev by prefix length, heads by prefix', () => {
-  const prev = encodePrevious([[0, 41], [4, 7], [10, 0]]);
+  const prev = addPrevious(addPrevious(addPrevious('', 0, 41), 4, 7), 10, 0);
   assert.equal(prev, '0:41,4:7,10:0');
   assert.equal(previousFor(prev, 0), 41);
   assert.equal(previousFor(prev, 4), 7);

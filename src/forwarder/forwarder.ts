@@ -20,9 +20,9 @@ import { intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
-import { encodeHeads, encodePrevious } from '../protocol/gaps.ts';
+import { addPrevious, encodeHeads } from '../protocol/gaps.ts';
 import { decodeMessage, type ChpMessage, type MalformedReason } from '../protocol/message.ts';
-import { appendProperty, encodeProperties, parseProperties, PropertiesError, type Properties } from '../protocol/properties.ts';
+import { appendProperty, encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
@@ -360,9 +360,9 @@ export class Forwarder implements AsyncDisposable {
     try {
       unpackBatch(body, (w) => {
         let outcome: WriteOutcome;
-        let properties: Properties | undefined;
+        let properties: PropertyReader | undefined;
         try {
-          properties = parseProperties(w.properties);
+          properties = new PropertyView(w.properties);
         } catch (err) {
           if (!(err instanceof PropertiesError)) throw err;
         }
@@ -545,17 +545,18 @@ export class Forwarder implements AsyncDisposable {
     if (ttlMs > 0) this.#scheduleExpiry(now + ttlMs);
     const lengths = this.#prefixLengths;
     if (lengths.length === 0) return seq; // nobody subscribed: XPUB would drop it anyway
-    const prev: Array<[number, number]> = [];
+    // The `prev` list (see protocol/gaps.ts), built as a string directly: this runs per write.
+    let prev = '';
     for (const len of lengths) {
       if (len > key.length) break;
       const prefix = len === key.length ? key : key.slice(0, len);
       const last = this.#heads.get(prefix);
       if (last === undefined) continue;
-      prev.push([len, last]);
+      prev = addPrevious(prev, len, last);
       this.#heads.set(prefix, seq);
     }
     if (prev.length === 0) return seq;
-    this.#publish.send([keyBytes, encodeSequence(seq), uuid, appendProperty(props, Prop.Previous, encodePrevious(prev)), body]);
+    this.#publish.send([keyBytes, encodeSequence(seq), uuid, appendProperty(props, Prop.Previous, prev), body]);
     return seq;
   }
 

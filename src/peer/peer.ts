@@ -22,7 +22,7 @@ import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCOD
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
 import { decodeMessage, snapshotRequestFrames } from '../protocol/message.ts';
-import { encodeProperties, parseProperties, PropertiesError } from '../protocol/properties.ts';
+import { encodeProperties, parseProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { decodeBody, encodeValue } from '../protocol/values.ts';
 import { SendQueue } from '../transport/send-queue.ts';
@@ -155,7 +155,7 @@ interface Update {
   readonly key: Buffer;
   readonly seq: number;
   readonly uuid: Buffer;
-  readonly props: Map<string, string>;
+  readonly props: PropertyReader;
   readonly body: Buffer;
 }
 
@@ -187,7 +187,9 @@ interface PendingWrite {
   readonly inSubtree: boolean;
   readonly resolve: (seq: number) => void;
   readonly reject: (err: Error) => void;
-  readonly timer: NodeJS.Timeout;
+  /** When it times out (Date.now clock), and the timeout it was given (ms). */
+  readonly deadline: number;
+  readonly timeout: number;
   sent: boolean;
   /** When it was last handed to a socket (ms). */
   sentAt: number;
@@ -431,10 +433,6 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const uuid = this.#nextUuid();
     const uuidKey = uuid.toString('latin1');
     return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(uuidKey);
-        reject(new TimeoutError(key, ms, this.#s.endpoints.snapshot));
-      }, ms);
       const pw: PendingWrite = {
         key,
         uuidKey,
@@ -444,24 +442,50 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         ephemeral: props.some(([name]) => name === Prop.Owner),
         inSubtree: this.#inSubtree(keyBytes),
         resolve: (seq) => {
-          clearTimeout(timer);
           this.#pending.delete(uuidKey);
           resolve(seq);
         },
         reject: (err) => {
-          clearTimeout(timer);
           this.#pending.delete(uuidKey);
           reject(err);
         },
-        timer,
+        deadline: Date.now() + ms,
+        timeout: ms,
         sent: false,
         sentAt: 0,
         seq: 0,
       };
       this.#pending.set(uuidKey, pw);
       this.#stats.writes++;
+      this.#armWriteTimer(pw.deadline);
       this.#sendWrite(pw);
     });
+  }
+
+  /**
+   * One timer for every pending write's deadline (not one per write: at tens of thousands of
+   * writes a second, per-write timers were a large share of the garbage), armed for the earliest.
+   */
+  #writeTimer: NodeJS.Timeout | undefined;
+  #writeTimerAt = Infinity;
+
+  #armWriteTimer(deadline: number): void {
+    if (deadline >= this.#writeTimerAt || this.#closing) return;
+    if (this.#writeTimer) clearTimeout(this.#writeTimer);
+    this.#writeTimerAt = deadline;
+    this.#writeTimer = setTimeout(() => this.#expireWrites(), Math.max(0, deadline - Date.now()));
+  }
+
+  #expireWrites(): void {
+    this.#writeTimer = undefined;
+    this.#writeTimerAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const pw of [...this.#pending.values()]) {
+      if (pw.deadline <= now) pw.reject(new TimeoutError(pw.key, pw.timeout, this.#s.endpoints.snapshot));
+      else next = Math.min(next, pw.deadline);
+    }
+    if (next < Infinity) this.#armWriteTimer(next);
   }
 
   #sendWrite(pw: PendingWrite): void {
@@ -639,6 +663,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (this.listenerCount('update') > 0) this.emit('update', e);
   }
 
+  /** Whether anyone listens for changes (if not, no change object is built). */
+  get #observed(): boolean {
+    return this.#watchers.size > 0 || this.listenerCount('update') > 0;
+  }
+
   // ---- lifecycle -----------------------------------------------------------------------------
 
   /** Closes sockets and timers, rejects pending writes and ends watches. Idempotent. */
@@ -648,6 +677,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       clearInterval(this.#silenceTimer);
       clearInterval(this.#retryTimer);
       clearInterval(this.#beatTimer);
+      if (this.#writeTimer) clearTimeout(this.#writeTimer);
       if (this.#kind === 'clonekv' && this.#dealer && this.#s.presence) {
         // Leave cleanly: the forwarder deletes our ephemeral keys at once instead of after the
         // peer timeout. Best effort: wait briefly for the message to go out.
@@ -810,7 +840,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     return msgpack;
   }
 
-  #finishSync(attempt: SyncAttempt, snapshotSeq: number, props: Map<string, string>): void {
+  #finishSync(attempt: SyncAttempt, snapshotSeq: number, props: PropertyReader): void {
     this.#endSync();
     const count = props.get(Prop.Count);
     const digest = props.get(Prop.Digest);
@@ -912,7 +942,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#settleWrites();
   }
 
-  #onHeartbeat(seq: number, props: Map<string, string>): void {
+  #onHeartbeat(seq: number, props: PropertyReader): void {
     if (props.has(Prop.Version) && this.#kind === 'unknown') {
       this.#kind = 'clonekv';
       this.#sendBeat();
@@ -973,8 +1003,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       if (!before) return;
       this.#map.delete(key);
       this.#stats.updates++;
-      const reason: DeleteReason = u.props.get(Prop.Reason) === 'expired' ? 'expired' : u.props.get(Prop.Reason) === 'purged' ? 'purged' : 'deleted';
-      this.#emitChange({ key, operation: 'delete', value: undefined, previous: before.value, version: u.seq, isUpdate: true, reason, fromResync: false });
+      const why = u.props.get(Prop.Reason);
+      const reason: DeleteReason = why === 'expired' || why === 'purged' ? why : 'deleted';
+      if (this.#observed) this.#emitChange({ key, operation: 'delete', value: undefined, previous: before.value, version: u.seq, isUpdate: true, reason, fromResync: false });
       return;
     }
     let value: unknown;
@@ -988,7 +1019,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     this.#stats.updates++;
     this.#map.set(key, { value, version: u.seq });
-    this.#emitChange({ key, operation: 'put', value, previous: before?.value, version: u.seq, isUpdate: true, fromResync: false });
+    if (this.#observed) this.#emitChange({ key, operation: 'put', value, previous: before?.value, version: u.seq, isUpdate: true, fromResync: false });
   }
 
   // ---- acknowledgements ----------------------------------------------------------------------
@@ -1014,9 +1045,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #settleAck(uuid: Buffer, seq: number, rawProps: Buffer): void {
     const pw = uuid.length === 16 ? this.#pending.get(uuid.toString('latin1')) : undefined;
     if (!pw) return; // a duplicate ack for a write already settled
-    let props: Map<string, string>;
+    let props: PropertyReader;
     try {
-      props = rawProps.equals(ACK_OK) ? ACK_OK_PROPS : parseProperties(rawProps);
+      props = rawProps.equals(ACK_OK) ? ACK_OK_PROPS : new PropertyView(rawProps);
     } catch (err) {
       if (!(err instanceof PropertiesError)) throw err;
       this.#stats.malformed++;

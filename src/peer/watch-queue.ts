@@ -9,7 +9,7 @@ import { ClonekvError, ErrorCode } from '../errors.ts';
 
 /** An async iterator with a push side. */
 export class WatchQueue<T> implements AsyncIterableIterator<T> {
-  #items: T[] = [];
+  #items: Array<T | undefined> = [];
   #head = 0;
   #waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined;
   #done = false;
@@ -87,6 +87,7 @@ export class WatchQueue<T> implements AsyncIterableIterator<T> {
   next(): Promise<IteratorResult<T>> {
     if (this.pending > 0) {
       const value = this.#items[this.#head]!;
+      this.#items[this.#head] = undefined;
       this.#head++;
       if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
         this.#items = this.#items.slice(this.#head);

@@ -15,11 +15,9 @@
  * @module
  */
 
-/** Encodes `prev` pairs. */
-export function encodePrevious(pairs: ReadonlyArray<readonly [number, number]>): string {
-  let s = '';
-  for (const [len, seq] of pairs) s += (s.length === 0 ? '' : ',') + len + ':' + seq;
-  return s;
+/** Adds one (prefix length, previous sequence) pair to a `prev` list (`''` when empty). */
+export function addPrevious(list: string, length: number, previous: number): string {
+  return (list.length === 0 ? '' : list + ',') + length + ':' + previous;
 }
 
 /** Finds the previous sequence for a prefix of `length` bytes; `undefined` if not listed or malformed. */

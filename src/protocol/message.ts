@@ -5,7 +5,7 @@
  * @module
  */
 import { MAX_KEY_BYTES } from './commands.ts';
-import { parseProperties, PropertiesError, type Properties } from './properties.ts';
+import { PropertiesError, PropertyView, type PropertyReader } from './properties.ts';
 import { readSequence, ZERO_SEQUENCE } from './sequence.ts';
 
 /** A decoded CHP message. Byte frames are kept as received (no copies). */
@@ -18,8 +18,8 @@ export interface ChpMessage {
   readonly uuid: Buffer;
   /** Frame 3, raw, as received (republished unchanged). */
   readonly rawProperties: Buffer;
-  /** Frame 3, parsed. */
-  readonly properties: Properties;
+  /** Frame 3, validated, read in place. */
+  readonly properties: PropertyReader;
   /** Frame 4: the body; empty means delete. */
   readonly body: Buffer;
 }
@@ -55,9 +55,9 @@ export function decodeMessage(frames: readonly Buffer[], maxBodyBytes: number): 
   if (sequence < 0) return { ok: false, reason: 'sequence-range' };
   if (uuid.length !== 0 && uuid.length !== 16) return { ok: false, reason: 'uuid-size' };
   if (body.length > maxBodyBytes) return { ok: false, reason: 'value-too-large' };
-  let properties: Properties;
+  let properties: PropertyReader;
   try {
-    properties = parseProperties(props);
+    properties = new PropertyView(props);
   } catch (err) {
     if (err instanceof PropertiesError) return { ok: false, reason: 'properties' };
     throw err;

@@ -16,7 +16,7 @@ export class SendQueue {
   readonly #limit: number;
   readonly #onOverflow: OverflowHandler;
   readonly #onError: (err: unknown) => void;
-  #queue: Buffer[][] = [];
+  #queue: Array<Buffer[] | undefined> = [];
   #head = 0;
   #pumping = false;
   #idle: Array<() => void> = [];
@@ -74,6 +74,9 @@ export class SendQueue {
           break;
         }
         const frames = this.#queue[this.#head]!;
+        // Release the slot at once: a sent message must not stay reachable (and be copied by
+        // every young-generation GC) until the next compaction.
+        this.#queue[this.#head] = undefined;
         this.#head++;
         if (this.#head >= 4096 && this.#head * 2 >= this.#queue.length) {
           this.#queue = this.#queue.slice(this.#head);
