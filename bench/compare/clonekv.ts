@@ -26,6 +26,7 @@ import type { Adapter, AdapterOptions, JoinSeed, OnValue, SystemModule, WatchGro
 
 const CHILD = fileURLToPath(new URL('./forwarder-child.ts', import.meta.url));
 const SUBTREE = 'bench/';
+const WRITER_SUBTREE = 'bench-writer/';
 const JOIN_PREFIX = 'join/';
 
 /** A forwarder child process and the way to talk to it. */
@@ -111,7 +112,10 @@ class ClonekvAdapter implements Adapter {
     const { child, endpoint } = await ForwarderChild.start();
     this.#child = child;
     this.#endpoint = endpoint;
-    const writer = new this.#mod.Peer({ server: endpoint, subtree: SUBTREE });
+    // The writer only writes (like the Redis and NATS writers): it holds a subtree no bench key
+    // is under, so its writes resolve on the forwarder's acknowledgement instead of waiting for
+    // the update to come back to it as well.
+    const writer = new this.#mod.Peer({ server: endpoint, subtree: WRITER_SUBTREE });
     this.#writer = writer;
     await writer.ready();
   }

@@ -121,7 +121,8 @@ export class Forwarder implements AsyncDisposable {
   readonly #epoch = randomBytes(8).toString('hex');
   readonly #publish: SendQueue;
   readonly #outbox: RouterOutbox;
-  readonly #dedup: LRUCache<string, WriteOutcome>;
+  /** Outcomes of recent writes by uuid: a sequence number for a success (no object to keep). */
+  readonly #dedup: LRUCache<string, WriteOutcome | number>;
   /** Subscribed prefixes (latin1) → sequence of the last update under each (0 = none yet). */
   readonly #heads = new Map<string, number>();
   /** Distinct lengths of subscribed prefixes, for the `prev` lookup. */
@@ -474,13 +475,13 @@ export class Forwarder implements AsyncDisposable {
     const uuidKey = msg.uuid.length === 16 ? msg.uuid.toString('latin1') : undefined;
     if (uuidKey !== undefined) {
       const earlier = this.#dedup.get(uuidKey);
-      if (earlier) {
+      if (earlier !== undefined) {
         this.#stats.duplicates++;
-        return earlier;
+        return typeof earlier === 'number' ? { status: 'ok', seq: earlier } : earlier;
       }
     }
     const outcome = this.#decide(msg);
-    if (uuidKey !== undefined) this.#dedup.set(uuidKey, outcome);
+    if (uuidKey !== undefined) this.#dedup.set(uuidKey, outcome.status === 'ok' ? outcome.seq : outcome);
     return outcome;
   }
 
