@@ -298,6 +298,14 @@ export class Forwarder implements AsyncDisposable {
       this.#parked.clear();
       this.#outbox.close();
       this.#publish.clear();
+      // Unbind first and wait for it: close() alone releases the ports later, in the background,
+      // and a forwarder started again on the same ports at once would find them taken.
+      const e = this.endpoints;
+      await Promise.allSettled([
+        this.#sockets.router.unbind(e.snapshot),
+        this.#sockets.publisher.unbind(e.publisher),
+        this.#sockets.collector.unbind(e.collector),
+      ]);
       this.#sockets.router.close();
       this.#sockets.publisher.close();
       this.#sockets.collector.close();
