@@ -17,12 +17,12 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
 import { booleanOption, intOption, rejectUnknown, stringOption } from '../options.ts';
-import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
+import { BatchError, entrySize, packBatch, scanBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
 import { decodeMessage, snapshotRequestFrames } from '../protocol/message.ts';
-import { encodeProperties, parseProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
+import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { decodeBody, encodeValue } from '../protocol/values.ts';
 import { SendQueue } from '../transport/send-queue.ts';
@@ -795,7 +795,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#armSyncTimer(attempt);
     if (command === Command.SnapshotBatch && frames.length === 5) {
       try {
-        unpackBatch(frames[4]!, (w) => this.#addSnapshotEntry(attempt, w.key, w.sequence, w.properties, w.body));
+        scanBatch(frames[4]!, (b, s) =>
+          this.#addSnapshotEntry(attempt, b, s.keyStart, s.keyLength, s.sequence, b, s.propertiesStart, s.propertiesLength, b, s.bodyStart, s.bodyLength),
+        );
       } catch (err) {
         if (!(err instanceof BatchError)) throw err;
         attempt.malformed = true;
@@ -810,18 +812,34 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     const m = d.message;
     if (command === Command.SnapshotEnd) return this.#finishSync(attempt, m.sequence, m.properties);
-    this.#addSnapshotEntry(attempt, m.key, m.sequence, m.rawProperties, m.body);
+    this.#addSnapshotEntry(attempt, m.key, 0, m.key.length, m.sequence, m.rawProperties, 0, m.rawProperties.length, m.body, 0, m.body.length);
   }
 
-  #addSnapshotEntry(attempt: SyncAttempt, keyBytes: Buffer, seq: number, rawProps: Buffer, body: Buffer): void {
-    attempt.digest.add(keyBytes, seq);
+  /**
+   * Adds one snapshot entry given as byte ranges (key, properties, body), so a packed batch is
+   * read without a view per field: a large join is bound by allocations.
+   */
+  #addSnapshotEntry(
+    attempt: SyncAttempt,
+    kb: Buffer,
+    ks: number,
+    kl: number,
+    seq: number,
+    pb: Buffer,
+    ps: number,
+    pl: number,
+    bb: Buffer,
+    bs: number,
+    bl: number,
+  ): void {
+    attempt.digest.addRange(kb, ks, ks + kl, seq);
     if ((attempt.digest.count & 0xffff) === 0 && this.listenerCount('progress') > 0) {
       this.emit('progress', { received: attempt.digest.count });
     }
-    if (!this.#inSubtree(keyBytes) || body.length === 0 || this.#isHidden(keyBytes)) return;
+    if (bl === 0 || !this.#inSubtree(kb, ks, kl) || this.#isHidden(kb, ks, kl)) return;
     try {
-      const value = decodeBody(body, this.#isMsgpack(rawProps));
-      attempt.entries.set(keyBytes.toString('utf8'), { value, version: seq });
+      const value = decodeBody(bb.subarray(bs, bs + bl), this.#isMsgpack(pb, ps, pl));
+      attempt.entries.set(kb.toString('utf8', ks, ks + kl), { value, version: seq });
     } catch {
       this.#stats.malformed++;
       attempt.malformed = true;
@@ -830,13 +848,17 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY, msgpack: false };
 
-  /** Whether properties mark a msgpack body; snapshots repeat the same few frames, so remember the last. */
-  #isMsgpack(raw: Buffer): boolean {
-    if (raw.length === 0) return false;
+  /**
+   * Whether properties `buf[start, start + length)` mark a msgpack body; snapshots repeat the
+   * same few frames, so the last answer is remembered.
+   */
+  #isMsgpack(buf: Buffer, start: number, length: number): boolean {
+    if (length === 0) return false;
     const last = this.#lastProps;
-    if (raw.length === last.raw.length && raw.equals(last.raw)) return last.msgpack;
-    const msgpack = parseProperties(raw).get(Prop.Encoding) === MSGPACK_ENCODING;
-    this.#lastProps = { raw: Buffer.from(raw), msgpack };
+    if (length === last.raw.length && buf.compare(last.raw, 0, length, start, start + length) === 0) return last.msgpack;
+    const raw = Buffer.from(buf.subarray(start, start + length));
+    const msgpack = new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING;
+    this.#lastProps = { raw, msgpack };
     return msgpack;
   }
 
@@ -1130,13 +1152,19 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * The forwarder's presence keys (`$peers/...`) are metadata: a full-tree peer applies their
    * sequence numbers but does not hold them; a peer whose subtree names them does.
    */
-  #isHidden(key: Buffer): boolean {
-    return this.#subtreeBytes.length === 0 && key.length > PRESENCE.length && key.compare(PRESENCE, 0, PRESENCE.length, 0, PRESENCE.length) === 0;
+  #isHidden(key: Buffer, start = 0, length = key.length): boolean {
+    return (
+      this.#subtreeBytes.length === 0 &&
+      length > PRESENCE.length &&
+      key[start] === PRESENCE[0] && // '$': most keys are ruled out without a compare
+      key.compare(PRESENCE, 0, PRESENCE.length, start, start + PRESENCE.length) === 0
+    );
   }
 
-  #inSubtree(key: Buffer): boolean {
+  /** Whether the key `key[start, start + length)` is under this peer's subtree. */
+  #inSubtree(key: Buffer, start = 0, length = key.length): boolean {
     const p = this.#subtreeBytes;
-    return p.length === 0 || (key.length >= p.length && key.compare(p, 0, p.length, 0, p.length) === 0);
+    return p.length === 0 || (length >= p.length && key.compare(p, 0, p.length, start, start + p.length) === 0);
   }
 
   #report(code: ErrorCode, what: string, cause?: unknown): void {

@@ -57,11 +57,27 @@ export interface UnpackedEntry extends WireEntry {
 /** Thrown for a batch that does not parse. */
 export class BatchError extends Error {}
 
+/** Where one entry lies in a batch buffer: offsets and lengths, no views. */
+export interface EntrySpan {
+  keyStart: number;
+  keyLength: number;
+  sequence: number;
+  uuidStart: number;
+  uuidLength: number;
+  propertiesStart: number;
+  propertiesLength: number;
+  bodyStart: number;
+  bodyLength: number;
+}
+
 /**
- * Unpacks a batch, calling `onEntry` for each entry. Frames given to `onEntry` are views into
- * `buf` (no copies). Throws {@link BatchError} on a truncated or inconsistent buffer.
+ * Walks a batch, calling `visit` with the span of each entry. The span object is reused from one
+ * entry to the next (a 1,000,000-key snapshot would otherwise allocate a million of them): read
+ * it inside `visit`, do not keep it. Throws {@link BatchError} on a truncated or inconsistent
+ * buffer.
  */
-export function unpackBatch(buf: Buffer, onEntry: (e: UnpackedEntry) => void): number {
+export function scanBatch(buf: Buffer, visit: (buf: Buffer, span: Readonly<EntrySpan>) => void): number {
+  const span: EntrySpan = { keyStart: 0, keyLength: 0, sequence: 0, uuidStart: 0, uuidLength: 0, propertiesStart: 0, propertiesLength: 0, bodyStart: 0, bodyLength: 0 };
   let o = 0;
   let n = 0;
   const need = (k: number): void => {
@@ -69,29 +85,45 @@ export function unpackBatch(buf: Buffer, onEntry: (e: UnpackedEntry) => void): n
   };
   while (o < buf.length) {
     need(1);
-    const kl = buf[o++]!;
-    need(kl + 9);
-    const key = buf.subarray(o, o + kl);
-    o += kl;
-    const sequence = readSequence(buf, o);
-    if (sequence < 0) throw new BatchError('sequence out of range in snapshot batch');
+    span.keyLength = buf[o++]!;
+    need(span.keyLength + 9);
+    span.keyStart = o;
+    o += span.keyLength;
+    span.sequence = readSequence(buf, o);
+    if (span.sequence < 0) throw new BatchError('sequence out of range in snapshot batch');
     o += 8;
-    const ul = buf[o++]!;
-    need(ul + 2);
-    const uuid = buf.subarray(o, o + ul);
-    o += ul;
-    const pl = buf.readUInt16BE(o);
+    span.uuidLength = buf[o++]!;
+    need(span.uuidLength + 2);
+    span.uuidStart = o;
+    o += span.uuidLength;
+    span.propertiesLength = buf.readUInt16BE(o);
     o += 2;
-    need(pl + 4);
-    const properties = buf.subarray(o, o + pl);
-    o += pl;
-    const bl = buf.readUInt32BE(o);
+    need(span.propertiesLength + 4);
+    span.propertiesStart = o;
+    o += span.propertiesLength;
+    span.bodyLength = buf.readUInt32BE(o);
     o += 4;
-    need(bl);
-    const body = buf.subarray(o, o + bl);
-    o += bl;
-    onEntry({ key, sequence, uuid, properties, body });
+    need(span.bodyLength);
+    span.bodyStart = o;
+    o += span.bodyLength;
+    visit(buf, span);
     n++;
   }
   return n;
+}
+
+/**
+ * Unpacks a batch, calling `onEntry` for each entry. Frames given to `onEntry` are views into
+ * `buf` (no copies). Throws {@link BatchError} on a truncated or inconsistent buffer.
+ */
+export function unpackBatch(buf: Buffer, onEntry: (e: UnpackedEntry) => void): number {
+  return scanBatch(buf, (b, s) =>
+    onEntry({
+      key: b.subarray(s.keyStart, s.keyStart + s.keyLength),
+      sequence: s.sequence,
+      uuid: b.subarray(s.uuidStart, s.uuidStart + s.uuidLength),
+      properties: b.subarray(s.propertiesStart, s.propertiesStart + s.propertiesLength),
+      body: b.subarray(s.bodyStart, s.bodyStart + s.bodyLength),
+    }),
+  );
 }

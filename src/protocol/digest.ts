@@ -23,6 +23,12 @@ export function pairHash(key: Uint8Array | string, sequence: number): number {
       h = Math.imul(h, 0x01000193);
     }
   }
+  return finishPair(h, sequence);
+}
+
+/** Mixes the sequence into a key's FNV-1a state. */
+function finishPair(keyHash: number, sequence: number): number {
+  let h = keyHash;
   h ^= sequence >>> 0;
   h = Math.imul(h, 0x01000193);
   h ^= Math.floor(sequence / 0x1_0000_0000);
@@ -34,6 +40,17 @@ export function pairHash(key: Uint8Array | string, sequence: number): number {
 export class SnapshotDigest {
   #sum = 0;
   #count = 0;
+
+  /** Adds one pair whose key is `buf[start, end)`. */
+  addRange(buf: Uint8Array, start: number, end: number, sequence: number): void {
+    let h = 0x811c9dc5;
+    for (let i = start; i < end; i++) {
+      h ^= buf[i]!;
+      h = Math.imul(h, 0x01000193);
+    }
+    this.#sum = (this.#sum + finishPair(h, sequence)) >>> 0;
+    this.#count++;
+  }
 
   /** Adds one (key, sequence) pair. */
   add(key: Uint8Array | string, sequence: number): void {
