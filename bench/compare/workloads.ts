@@ -197,18 +197,7 @@ export async function throughput(adapter: Adapter, o: ThroughputOptions): Promis
         continue;
       }
       const i = flow.sent++;
-      const p = adapter.write(i % o.keySpace, encodeValue(o.run, i, now(), o.valueSize));
-      if (p !== undefined) {
-        if (adapter.serialWrites) {
-          await p;
-          flow.acked++;
-        } else {
-          flow.inflight++;
-          p.then(flow.onAck, flow.onError);
-        }
-      } else {
-        flow.acked++;
-      }
+      await issueWrite(adapter, flow, i % o.keySpace, encodeValue(o.run, i, now(), o.valueSize));
       if ((i & 255) === 255) {
         if (now() > deadline) {
           truncated = true;
@@ -316,18 +305,7 @@ export async function latency(adapter: Adapter, o: LatencyOptions): Promise<Late
       while (flow.sent < due && flow.inflight < o.ackWindow && flow.sent - 1 - flow.minLast() < o.lagWindow) {
         const i = flow.sent++;
         lastSendAt = now();
-        const p = adapter.write(i % o.keySpace, encodeValue(o.run, i, lastSendAt, o.valueSize));
-        if (p !== undefined) {
-          if (adapter.serialWrites) {
-            await p;
-            flow.acked++;
-          } else {
-            flow.inflight++;
-            p.then(flow.onAck, flow.onError);
-          }
-        } else {
-          flow.acked++;
-        }
+        await issueWrite(adapter, flow, i % o.keySpace, encodeValue(o.run, i, lastSendAt, o.valueSize));
       }
       if (flow.sent < total) {
         if (flow.sent < due) await flow.pause(1); // blocked by a window: wait for an ack or a delivery
@@ -416,4 +394,26 @@ function runChild(args: string[], timeoutMs: number): Promise<JoinResult> {
       }
     });
   });
+}
+
+/**
+ * Issues one write and accounts for it: awaited at once for adapters whose writes must be
+ * serial, otherwise counted in flight until its acknowledgement.
+ */
+async function issueWrite(
+  adapter: Adapter,
+  flow: Flow,
+  key: number,
+  value: string,
+): Promise<void> {
+  const p = adapter.write(key, value);
+  if (p === undefined) {
+    flow.acked++;
+  } else if (adapter.serialWrites) {
+    await p;
+    flow.acked++;
+  } else {
+    flow.inflight++;
+    p.then(flow.onAck, flow.onError);
+  }
 }
