@@ -45,7 +45,9 @@ test('a stalled peer neither grows the forwarder nor slows the others, and heals
   let writes = 0;
   const inflight = new Set<Promise<unknown>>();
   while (Date.now() < until) {
-    const p = writer.set(`${writes % 2 === 0 ? 'a' : 'b'}/${writes % 1000}`, `${writes}:${value}`).finally(() => inflight.delete(p));
+    const key = `${writes % 2 === 0 ? 'a' : 'b'}/${writes % 1000}`;
+    // Every 7th write is a delete, so the frozen peers also miss deletes.
+    const p = (writes % 7 === 6 ? writer.delete(key) : writer.set(key, `${writes}:${value}`)).finally(() => inflight.delete(p));
     inflight.add(p);
     writes++;
     if (inflight.size >= 256) await Promise.race(inflight);
@@ -73,7 +75,7 @@ test('a stalled peer neither grows the forwarder nor slows the others, and heals
   const resumedAt = Date.now();
   stalledFull.child.kill('SIGCONT');
   stalledSub.child.kill('SIGCONT');
-  type State = { digest: string; stats: { resyncs: number; gaps: number }; status: string };
+  type State = { digest: string; shadowDigest: string; resyncChanges: number; stats: { resyncs: number; gaps: number }; status: string };
   const healed = async (c: typeof stalledFull, truth: string): Promise<State> => {
     for (;;) {
       const s = await c.ask('state', (o) => o.state as State | undefined, 20_000);
@@ -87,5 +89,11 @@ test('a stalled peer neither grows the forwarder nor slows the others, and heals
   t.diagnostic(`stalled peers healed ${recovery} ms after resume`);
   assert.ok(full.stats.gaps + full.stats.resyncs > 0, 'the full-tree peer detected what it missed');
   assert.ok(sub.stats.gaps + sub.stats.resyncs > 0, 'the subtree peer detected what it missed');
+  // Their watchers saw the net changes as ordinary puts and deletes: a copy kept from change
+  // events alone matches the forwarder's map too.
+  for (const s of [full, sub]) {
+    assert.equal(s.shadowDigest, s.digest, 'change events add up to the map');
+    assert.ok(s.resyncChanges > 0, 'the resync was reported as changes');
+  }
   assert.ok(recovery <= 2 * HEARTBEAT, `healed within two heartbeats: ${recovery} ms`);
 });

@@ -111,7 +111,7 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, ms = 2
 }
 
 /** A digest of a peer's whole map, comparable across processes. */
-export function mapDigest(p: Peer): string {
+export function mapDigest(p: { entries(): Iterable<{ key: string; value: unknown }> }): string {
   const h = createHash('sha256');
   for (const e of [...p.entries()].sort((a, b) => (a.key < b.key ? -1 : 1))) h.update(`${e.key}\u0000${JSON.stringify(e.value)}\u0000`);
   return h.digest('hex');
