@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
 import { intOption, rejectUnknown, stringOption } from '../options.ts';
-import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
+import { BatchError, contiguousEntrySize, entrySize, packBatch, packContiguous, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { addPrevious, encodeHeads } from '../protocol/gaps.ts';
@@ -612,16 +612,14 @@ export class Forwarder implements AsyncDisposable {
           digest.add(keyBytes, e.seq);
           return [keyBytes, encodeSequence(e.seq), e.uuid, e.properties, e.body];
         }
-        const batch: WireEntry[] = [];
+        const from = i;
         let bytes = 0;
-        while (i < entries.length && batch.length < batchMax && bytes < BATCH_BYTES) {
+        while (i < entries.length && i - from < batchMax && bytes < BATCH_BYTES) {
           const [key, e] = entries[i++]!;
-          const w: WireEntry = { key, sequence: e.seq, uuid: e.uuid, properties: e.properties, body: e.body };
           digest.add(key, e.seq);
-          bytes += entrySize(w);
-          batch.push(w);
+          bytes += contiguousEntrySize(key, e);
         }
-        return [KVBATCH, ZERO_SEQ, EMPTY, encodeProperties([[Prop.Count, String(batch.length)]]), packBatch(batch, bytes)];
+        return [KVBATCH, ZERO_SEQ, EMPTY, encodeProperties([[Prop.Count, String(i - from)]]), packContiguous(entries, from, i, bytes)];
       }
       if (ended) return undefined;
       ended = true;

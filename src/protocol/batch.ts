@@ -28,25 +28,73 @@ export function packBatch(entries: readonly WireEntry[], size: number): Buffer {
   const out = Buffer.allocUnsafe(size);
   let o = 0;
   for (const e of entries) {
-    out[o++] = e.key.length;
-    if (typeof e.key === 'string') out.write(e.key, o, 'latin1');
-    else e.key.copy(out, o);
-    o += e.key.length;
-    writeSequence(out, o, e.sequence);
-    o += 8;
-    out[o++] = e.uuid.length;
-    e.uuid.copy(out, o);
-    o += e.uuid.length;
-    out.writeUInt16BE(e.properties.length, o);
-    o += 2;
-    e.properties.copy(out, o);
-    o += e.properties.length;
-    out.writeUInt32BE(e.body.length, o);
-    o += 4;
-    e.body.copy(out, o);
-    o += e.body.length;
+    o = writeEntry(out, o, e.key, e.sequence, e.uuid, 0, e.uuid.length, e.properties, 0, e.properties.length, e.body, 0, e.body.length);
   }
   return out;
+}
+
+/**
+ * An entry whose uuid, properties and body lie back to back in one buffer (the forwarder's
+ * stored form), packed without a view per field.
+ */
+export interface ContiguousEntry {
+  readonly seq: number;
+  readonly data: Buffer;
+  readonly uuidLength: number;
+  readonly propertiesLength: number;
+}
+
+/** Size in a batch of `key` (latin1 string of bytes) with a {@link ContiguousEntry}. */
+export function contiguousEntrySize(key: string, e: ContiguousEntry): number {
+  return 16 + key.length + e.data.length;
+}
+
+/** Packs `[key, entry]` pairs `from` to `to` (exclusive) into one buffer of exactly `size` bytes. */
+export function packContiguous(pairs: ReadonlyArray<readonly [string, ContiguousEntry]>, from: number, to: number, size: number): Buffer {
+  const out = Buffer.allocUnsafe(size);
+  let o = 0;
+  for (let i = from; i < to; i++) {
+    const [key, e] = pairs[i]!;
+    const ul = e.uuidLength;
+    const pl = e.propertiesLength;
+    o = writeEntry(out, o, key, e.seq, e.data, 0, ul, e.data, ul, pl, e.data, ul + pl, e.data.length - ul - pl);
+  }
+  return out;
+}
+
+/** Writes one entry at `o` (fields given as source ranges); returns the offset after it. */
+function writeEntry(
+  out: Buffer,
+  o: number,
+  key: Buffer | string,
+  sequence: number,
+  uuid: Buffer,
+  us: number,
+  ul: number,
+  props: Buffer,
+  ps: number,
+  pl: number,
+  body: Buffer,
+  bs: number,
+  bl: number,
+): number {
+  out[o++] = key.length;
+  if (typeof key === 'string') out.write(key, o, 'latin1');
+  else key.copy(out, o);
+  o += key.length;
+  writeSequence(out, o, sequence);
+  o += 8;
+  out[o++] = ul;
+  uuid.copy(out, o, us, us + ul);
+  o += ul;
+  out.writeUInt16BE(pl, o);
+  o += 2;
+  props.copy(out, o, ps, ps + pl);
+  o += pl;
+  out.writeUInt32BE(bl, o);
+  o += 4;
+  body.copy(out, o, bs, bs + bl);
+  return o + bl;
 }
 
 /** One unpacked entry: every field a view into the batch buffer. */

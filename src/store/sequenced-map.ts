@@ -20,9 +20,12 @@ export class StoredEntry {
   readonly seq: number;
   /** Absolute expiry time in ms (Date.now clock), or 0 for none. */
   readonly expiresAt: number;
-  readonly #data: Buffer;
-  readonly #uuidLength: number;
-  readonly #propertiesLength: number;
+  /** uuid, properties and body, back to back. */
+  readonly data: Buffer;
+  /** Length of the uuid at the start of `data`. */
+  readonly uuidLength: number;
+  /** Length of the properties after it; the body is the rest. */
+  readonly propertiesLength: number;
 
   constructor(seq: number, uuid: Uint8Array, properties: Uint8Array, body: Uint8Array, expiresAt: number) {
     this.seq = seq;
@@ -31,24 +34,24 @@ export class StoredEntry {
     data.set(uuid, 0);
     data.set(properties, uuid.length);
     data.set(body, uuid.length + properties.length);
-    this.#data = data;
-    this.#uuidLength = uuid.length;
-    this.#propertiesLength = properties.length;
+    this.data = data;
+    this.uuidLength = uuid.length;
+    this.propertiesLength = properties.length;
   }
 
   /** uuid of that update (0 or 16 bytes). */
   get uuid(): Buffer {
-    return this.#data.subarray(0, this.#uuidLength);
+    return this.data.subarray(0, this.uuidLength);
   }
 
   /** Properties as written. */
   get properties(): Buffer {
-    return this.#data.subarray(this.#uuidLength, this.#uuidLength + this.#propertiesLength);
+    return this.data.subarray(this.uuidLength, this.uuidLength + this.propertiesLength);
   }
 
   /** Body (never empty: an empty body deletes). */
   get body(): Buffer {
-    return this.#data.subarray(this.#uuidLength + this.#propertiesLength);
+    return this.data.subarray(this.uuidLength + this.propertiesLength);
   }
 }
 
