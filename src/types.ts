@@ -184,6 +184,8 @@ export interface PeerStats {
   updates: number;
   /** Snapshots applied (the first join plus every resync). */
   snapshots: number;
+  /** Snapshot requests sent, retries included (a peer retries with backoff for as long as it is open). */
+  snapshotRequests: number;
   /** Resyncs started, by any reason. */
   resyncs: number;
   /** Gaps detected (missed updates). */

@@ -74,6 +74,19 @@ test('a write pending while the forwarder is down is retried with the same uuid 
   assert.equal(reader.version('survives'), seq);
 });
 
+test('a peer started before its forwarder keeps asking and syncs once the forwarder is up', async (t) => {
+  // Reference failure 7: the guide's client asks each server at most twice, then stalls.
+  const probe = await serve(t, 0);
+  const port = probe.port;
+  await kill(probe); // a port triple known to be free now
+  const p = peer(t, `tcp://127.0.0.1:${port}`, { snapshotRetryDelay: 20, maxRetryDelay: 50 });
+  await waitFor('several unanswered snapshot requests', () => p.stats().snapshotRequests >= 5, 5000);
+  assert.equal(p.status, 'syncing');
+  const late = await serve(t, port);
+  await within('ready once the forwarder is up', p.ready(), 10_000);
+  assert.equal(p.epoch, late.epoch);
+});
+
 test('a peer whose forwarder goes silent keeps serving its last state, marked stale', async (t) => {
   const first = await serve(t, 0);
   const p = peer(t, first.endpoint, { silenceTimeout: 300, snapshotRetryDelay: 100, maxRetryDelay: 200 });

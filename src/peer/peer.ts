@@ -255,6 +255,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #stats: PeerStats = {
     updates: 0,
     snapshots: 0,
+    snapshotRequests: 0,
     resyncs: 0,
     gaps: 0,
     malformed: 0,
@@ -757,6 +758,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#dealer = { socket: dealer, sends, id };
     this.#track(receiveLoop(dealer, (f) => this.#onDealer(attempt, f), (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e)));
     sends.send(snapshotRequestFrames(this.#subtreeBytes));
+    this.#stats.snapshotRequests++;
     this.#armSyncTimer(attempt);
     // Writes not yet acknowledged may have been lost with the previous DEALER.
     for (const pw of this.#pending.values()) this.#sendWrite(pw);
