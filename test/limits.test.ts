@@ -28,10 +28,13 @@ test('live updates beyond maxBufferedUpdates during a snapshot restart the sync 
   await fwd.load(Array.from({ length: 200_000 }, (_, i) => [`big/${i}`, i] as const));
   const writer = await readyPeer(t, fwd.endpoint, { subtree: 'writer-only/' });
   let writing = true;
+  t.after(() => {
+    writing = false;
+  });
   let n = 0;
   const stream = (async () => {
     while (writing) await Promise.all(Array.from({ length: 64 }, () => writer.set(`live/${n++ % 100}`, n)));
-  })();
+  })().catch(() => {}); // the writer closes at teardown
   const p = peer(t, fwd.endpoint, { maxBufferedUpdates: 5 });
   const reasons: string[] = [];
   p.on('resync', ({ reason }) => reasons.push(reason));

@@ -146,6 +146,9 @@ export class RouterOutbox {
           if (q.items.length === 0 && q.sources.length === 0 && this.#queues.get(k) === q) this.#queues.delete(k);
         }
         if (this.#queues.size === 0) return;
+        // Sends that never block would otherwise keep this loop in microtasks for a whole
+        // snapshot, starving the receive loops (writes, subscriptions) for its duration.
+        if (sent > 0) await new Promise<void>((resolve) => setImmediate(resolve));
         if (sent === 0) {
           if (earliest === Infinity) continue;
           await new Promise<void>((resolve) => {

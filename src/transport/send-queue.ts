@@ -82,6 +82,8 @@ export class SendQueue {
           this.#queue = this.#queue.slice(this.#head);
           this.#head = 0;
         }
+        // Yield to the event loop now and then, so a long burst does not starve the receivers.
+        if ((this.#head & 1023) === 0) await new Promise<void>((resolve) => setImmediate(resolve));
         try {
           await this.#socket.send(frames);
         } catch (err) {
