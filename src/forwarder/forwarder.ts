@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
+import { DeadlineTimer } from '../deadline-timer.ts';
 import { intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, contiguousEntrySize, entrySize, packBatch, packContiguous, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
@@ -163,8 +164,7 @@ export class Forwarder implements AsyncDisposable {
     subscription: 0,
   };
   #heartbeat: NodeJS.Timeout;
-  #expiryTimer: NodeJS.Timeout | undefined;
-  #expiryAt = Infinity;
+  readonly #expiryTimer = new DeadlineTimer(() => this.#expire());
   #closing: Promise<void> | undefined;
   #closedResolve!: () => void;
   readonly #closedPromise = new Promise<void>((resolve) => {
@@ -293,7 +293,7 @@ export class Forwarder implements AsyncDisposable {
     this.#closing ??= (async () => {
       clearInterval(this.#heartbeat);
       clearInterval(this.#purgeTimer);
-      if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
+      this.#expiryTimer.stop();
       for (const p of this.#parked.values()) clearTimeout(p.timer);
       this.#parked.clear();
       this.#outbox.close();
@@ -551,7 +551,7 @@ export class Forwarder implements AsyncDisposable {
   #applyAndPublish(keyBytes: Buffer, key: string, uuid: Buffer, props: Buffer, body: Buffer, ttlMs: number, now: number): number {
     const seq = this.#store.apply(key, uuid, props, body, ttlMs, now);
     this.#stats.published++;
-    if (ttlMs > 0) this.#scheduleExpiry(now + ttlMs);
+    if (ttlMs > 0) this.#expiryTimer.arm(now + ttlMs);
     const lengths = this.#prefixLengths;
     if (lengths.length === 0) return seq; // nobody subscribed: XPUB would drop it anyway
     // The `prev` list (see protocol/gaps.ts), built as a string directly: this runs per write.
@@ -647,16 +647,7 @@ export class Forwarder implements AsyncDisposable {
     this.#publish.send([HUGZ, encodeSequence(this.#store.sequence), EMPTY, props, EMPTY]);
   }
 
-  #scheduleExpiry(at: number): void {
-    if (at >= this.#expiryAt || this.#closing) return;
-    if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
-    this.#expiryAt = at;
-    this.#expiryTimer = setTimeout(() => this.#expire(), Math.max(0, at - Date.now()));
-  }
-
   #expire(): void {
-    this.#expiryTimer = undefined;
-    this.#expiryAt = Infinity;
     const now = Date.now();
     for (const key of this.#store.dueForExpiry(now)) {
       this.#stats.expired++;
@@ -664,7 +655,7 @@ export class Forwarder implements AsyncDisposable {
       this.#presence.written(key, undefined);
     }
     const next = this.#store.nextExpiry();
-    if (next !== undefined) this.#scheduleExpiry(next);
+    if (next !== undefined) this.#expiryTimer.arm(next);
   }
 }
 

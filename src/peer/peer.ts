@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
+import { DeadlineTimer } from '../deadline-timer.ts';
 import { booleanOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, entrySize, packBatch, scanBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
@@ -458,7 +459,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       };
       this.#pending.set(uuidKey, pw);
       this.#stats.writes++;
-      this.#armWriteTimer(pw.deadline);
+      this.#writeTimer.arm(pw.deadline);
       this.#sendWrite(pw);
     });
   }
@@ -467,26 +468,16 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * One timer for every pending write's deadline (not one per write: at tens of thousands of
    * writes a second, per-write timers were a large share of the garbage), armed for the earliest.
    */
-  #writeTimer: NodeJS.Timeout | undefined;
-  #writeTimerAt = Infinity;
-
-  #armWriteTimer(deadline: number): void {
-    if (deadline >= this.#writeTimerAt || this.#closing) return;
-    if (this.#writeTimer) clearTimeout(this.#writeTimer);
-    this.#writeTimerAt = deadline;
-    this.#writeTimer = setTimeout(() => this.#expireWrites(), Math.max(0, deadline - Date.now()));
-  }
+  readonly #writeTimer = new DeadlineTimer(() => this.#expireWrites());
 
   #expireWrites(): void {
-    this.#writeTimer = undefined;
-    this.#writeTimerAt = Infinity;
     const now = Date.now();
     let next = Infinity;
     for (const pw of [...this.#pending.values()]) {
       if (pw.deadline <= now) pw.reject(new TimeoutError(pw.key, pw.timeout, this.#s.endpoints.snapshot));
       else next = Math.min(next, pw.deadline);
     }
-    if (next < Infinity) this.#armWriteTimer(next);
+    if (next < Infinity) this.#writeTimer.arm(next);
   }
 
   #sendWrite(pw: PendingWrite): void {
@@ -678,7 +669,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       clearInterval(this.#silenceTimer);
       clearInterval(this.#retryTimer);
       clearInterval(this.#beatTimer);
-      if (this.#writeTimer) clearTimeout(this.#writeTimer);
+      this.#writeTimer.stop();
       if (this.#kind === 'clonekv' && this.#dealer && this.#s.presence) {
         // Leave cleanly: the forwarder deletes our ephemeral keys at once instead of after the
         // peer timeout. Best effort: wait briefly for the message to go out.
