@@ -873,6 +873,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       return;
     }
     const epoch = props.get(Prop.Epoch);
+    if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) {
+      // Writes the previous forwarder run sequenced but this peer had not applied yet can never
+      // be applied now (that run's map is gone): they were sequenced, so they resolve.
+      for (const pw of this.#awaitingApply.slice(this.#awaitingHead)) if (this.#pending.has(pw.uuidKey)) pw.resolve(pw.seq);
+      this.#awaitingApply = [];
+      this.#awaitingHead = 0;
+    }
     if (epoch !== undefined) this.#epoch = epoch;
     this.#retryDelay = this.#s.snapshotRetryDelay;
     this.#stats.snapshots++;
