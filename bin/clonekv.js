@@ -1,7 +1,16 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx's loader, so the package needs no build step.
-import { register } from 'tsx/esm/api';
+// In a checkout, run the TypeScript sources through tsx (no build step); in an installed
+// package, run the compiled dist/ (built by `npm run build`, which `npm pack` runs first).
+import { existsSync } from 'node:fs';
 
-register();
-const { main } = await import('../src/cli/main.ts');
+const source = new URL('../src/cli/main.ts', import.meta.url);
+let entry;
+if (existsSync(source)) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  entry = source;
+} else {
+  entry = new URL('../dist/cli/main.js', import.meta.url);
+}
+const { main } = await import(entry.href);
 await main();
