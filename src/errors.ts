@@ -100,10 +100,3 @@ export class ConflictError extends ClonekvError {
     this.currentVersion = current;
   }
 }
-
-/** Wraps an unknown thrown value into a {@link ClonekvError}. */
-export function wrapError(code: ErrorCode, message: string, cause: unknown): ClonekvError {
-  if (cause instanceof ClonekvError) return cause;
-  const detail = cause instanceof Error ? cause.message : String(cause);
-  return new ClonekvError(code, `${message}: ${detail}`, { cause });
-}

@@ -7,7 +7,7 @@ import { addPrevious, encodeHeads, headFor, previousFor } from '../src/protocol/
 import { decodeMessage } from '../src/protocol/message.ts';
 import { appendProperty, encodeProperties, parseProperties, PropertiesError, PropertyView } from '../src/protocol/properties.ts';
 import { encodeSequence, readSequence } from '../src/protocol/sequence.ts';
-import { decodeValue, encodeValue } from '../src/protocol/values.ts';
+import { decodeBody, encodeValue } from '../src/protocol/values.ts';
 
 const b = (s: string): Buffer => Buffer.from(s);
 
@@ -88,8 +88,8 @@ test('message validation names each malformed case', () => {
 
 test('values: msgpack with the mark, raw bytes without', () => {
   const body = encodeValue({ a: [1, 'x'] });
-  assert.deepEqual(decodeValue(body, new Map([['enc', 'msgpack']])), { a: [1, 'x'] });
-  const raw = decodeValue(b('plain'), new Map());
+  assert.deepEqual(decodeBody(body, true), { a: [1, 'x'] });
+  const raw = decodeBody(b('plain'), false);
   assert.ok(raw instanceof Uint8Array);
   assert.equal(Buffer.from(raw as Uint8Array).toString(), 'plain');
   assert.throws(() => encodeValue(undefined), TypeError);

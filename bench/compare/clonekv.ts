@@ -21,7 +21,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { clonekvMissing, loadClonekv, type BenchPeer, type ClonekvModule } from './clonekv-api.ts';
+import { Peer } from '../../src/index.ts';
 import type { Adapter, AdapterOptions, JoinSeed, OnValue, SystemModule, WatchGroup } from './types.ts';
 
 const CHILD = fileURLToPath(new URL('./forwarder-child.ts', import.meta.url));
@@ -89,7 +89,7 @@ class ForwarderChild {
   }
 }
 
-async function closePeers(peers: readonly BenchPeer[]): Promise<void> {
+async function closePeers(peers: readonly Peer[]): Promise<void> {
   await Promise.allSettled(peers.map((p) => p.close()));
 }
 
@@ -98,24 +98,22 @@ class ClonekvAdapter implements Adapter {
   readonly serialWrites = false;
   readonly latestOnly = false;
   readonly #keys: string[];
-  #mod: ClonekvModule | undefined;
   #child: ForwarderChild | undefined;
   #endpoint = '';
-  #writer: BenchPeer | undefined;
+  #writer: Peer | undefined;
 
   constructor(options: AdapterOptions) {
     this.#keys = Array.from({ length: options.keySpace }, (_, i) => `${SUBTREE}k${i}`);
   }
 
   async open(): Promise<void> {
-    this.#mod = await loadClonekv();
     const { child, endpoint } = await ForwarderChild.start();
     this.#child = child;
     this.#endpoint = endpoint;
     // The writer only writes (like the Redis and NATS writers): it holds a subtree no bench key
     // is under, so its writes resolve on the forwarder's acknowledgement instead of waiting for
     // the update to come back to it as well.
-    const writer = new this.#mod.Peer({ server: endpoint, subtree: WRITER_SUBTREE });
+    const writer = new Peer({ server: endpoint, subtree: WRITER_SUBTREE });
     this.#writer = writer;
     await writer.ready();
   }
@@ -127,12 +125,11 @@ class ClonekvAdapter implements Adapter {
   }
 
   async watch(count: number, onValue: OnValue): Promise<WatchGroup> {
-    const mod = this.#mod;
-    if (mod === undefined) throw new Error('clonekv: not open');
-    const peers: BenchPeer[] = [];
+    if (this.#endpoint === '') throw new Error('clonekv: not open');
+    const peers: Peer[] = [];
     try {
       for (let w = 0; w < count; w++) {
-        const peer = new mod.Peer({ server: this.#endpoint, subtree: SUBTREE });
+        const peer = new Peer({ server: this.#endpoint, subtree: SUBTREE });
         peers.push(peer);
         peer.on('update', (e) => {
           if (typeof e.value === 'string') onValue(w, e.value);
@@ -176,6 +173,6 @@ class ClonekvAdapter implements Adapter {
 
 /** clonekv Peer.set → forwarder child → Peer 'update'. */
 export const clonekv: SystemModule = {
-  probe: clonekvMissing,
+  probe: () => Promise.resolve(null), // the core is part of this repository: always there
   create: (options) => new ClonekvAdapter(options),
 };

@@ -14,10 +14,9 @@
 
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
-import { loadClonekv } from './clonekv-api.ts';
+import { Forwarder } from '../../src/index.ts';
 import { joinKey, joinValue } from './util.ts';
 
-const { Forwarder } = await loadClonekv();
 const fwd = await Forwarder.start({ port: 0, bind: '127.0.0.1' });
 
 let closing = false;

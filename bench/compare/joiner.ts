@@ -37,8 +37,7 @@ type Loader = (onConnected: () => number) => Promise<Loaded>;
 
 const loaders: Record<string, Loader> = {
   async clonekv(started) {
-    const { loadClonekv } = await import('./clonekv-api.ts');
-    const { Peer } = await loadClonekv();
+    const { Peer } = await import('../../src/index.ts');
     const prefix = config['prefix'] ?? 'join/';
     const t0 = started();
     const peer = new Peer({ server: config['endpoint'] ?? '', subtree: prefix });

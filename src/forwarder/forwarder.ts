@@ -83,7 +83,7 @@ function hwmOption(name: string, value: ForwarderOptions['publisherHwm'], send: 
 }
 
 /** Checks options and fills in defaults. Throws `CLONEKV_INVALID_OPTION` naming a bad one. */
-export function forwarderSettings(options: ForwarderOptions = {}): Settings {
+function forwarderSettings(options: ForwarderOptions = {}): Settings {
   rejectUnknown(options, KNOWN_OPTIONS);
   return {
     bind: stringOption('bind', options.bind, '127.0.0.1'),

@@ -162,9 +162,6 @@ interface Update {
 
 /** A snapshot being received. */
 interface SyncAttempt {
-  readonly dealer: zmq.Dealer;
-  readonly sends: SendQueue;
-  readonly id: string;
   readonly reason: ResyncReason | undefined;
   readonly entries: Map<string, LocalEntry>;
   readonly digest: SnapshotDigest;
@@ -734,9 +731,6 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
     if (this.#kind === 'clonekv' && this.#s.presence) sends.send(this.#beatFrames(Command.PeerBeat));
     const attempt: SyncAttempt = {
-      dealer,
-      sends,
-      id,
       reason,
       entries: new Map(),
       digest: new SnapshotDigest(),

@@ -6,7 +6,7 @@
  */
 import { MAX_KEY_BYTES } from './commands.ts';
 import { PropertiesError, PropertyView, type PropertyReader } from './properties.ts';
-import { readSequence, ZERO_SEQUENCE } from './sequence.ts';
+import { readSequence } from './sequence.ts';
 
 /** A decoded CHP message. Byte frames are kept as received (no copies). */
 export interface ChpMessage {
@@ -65,15 +65,7 @@ export function decodeMessage(frames: readonly Buffer[], maxBodyBytes: number): 
   return { ok: true, message: { key, sequence, uuid, rawProperties: props, properties, body } };
 }
 
-/** Builds the frames of a message. */
-export function messageFrames(key: Buffer, sequence: Buffer, uuid: Buffer, properties: Buffer, body: Buffer): Buffer[] {
-  return [key, sequence, uuid, properties, body];
-}
-
 /** Frames of a snapshot request for `subtree` (RFC 12: two frames). */
 export function snapshotRequestFrames(subtree: Buffer): Buffer[] {
   return [Buffer.from('ICANHAZ?'), subtree];
 }
-
-/** A zero sequence frame, re-exported for builders of KVSET messages. */
-export { ZERO_SEQUENCE };

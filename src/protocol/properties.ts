@@ -21,35 +21,22 @@ export interface PropertyReader {
 export const MAX_PROPERTIES_BYTES = 64 * 1024;
 
 const EMPTY = Buffer.alloc(0);
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Why a properties frame was refused. */
 export class PropertiesError extends Error {}
 
 /**
- * Parses a properties frame. Throws {@link PropertiesError} for a malformed frame.
+ * Parses a properties frame into a map (validated by the same rules as {@link PropertyView}).
+ * Throws {@link PropertiesError} for a malformed frame.
  */
 export function parseProperties(frame: Uint8Array): Properties {
+  new PropertyView(frame);
   const props: Properties = new Map();
-  if (frame.length === 0) return props;
-  if (frame.length > MAX_PROPERTIES_BYTES) throw new PropertiesError('properties frame too large');
-  let text: string;
-  try {
-    text = utf8.decode(frame);
-  } catch {
-    throw new PropertiesError('properties are not valid UTF-8');
-  }
-  let start = 0;
-  while (start < text.length) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    if (end > start) {
-      const eq = text.indexOf('=', start);
-      if (eq < 0 || eq > end) throw new PropertiesError(`property line without "=": ${JSON.stringify(text.slice(start, end))}`);
-      if (eq === start) throw new PropertiesError('property with an empty name');
-      props.set(text.slice(start, eq), text.slice(eq + 1, end));
-    }
-    start = end + 1;
+  const text = Buffer.from(frame.buffer, frame.byteOffset, frame.length).toString('utf8');
+  for (const line of text.split('\n')) {
+    if (line.length === 0) continue;
+    const eq = line.indexOf('=');
+    props.set(line.slice(0, eq), line.slice(eq + 1));
   }
   return props;
 }

@@ -5,8 +5,6 @@
  * @module
  */
 import { Packr } from 'msgpackr';
-import { MSGPACK_ENCODING, Prop } from './commands.ts';
-import type { Properties } from './properties.ts';
 
 // Records (msgpackr's extension for repeated object shapes) are off: every message must be
 // decodable on its own, by any msgpack implementation.
@@ -16,12 +14,6 @@ const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: tr
 export function encodeValue(value: unknown): Buffer {
   if (value === undefined) throw new TypeError('undefined cannot be stored; use delete()');
   return packr.pack(value);
-}
-
-/** Decodes a body according to its properties. Throws if a marked body is not valid msgpack. */
-export function decodeValue(body: Buffer, properties: Properties): unknown {
-  if (properties.get(Prop.Encoding) === MSGPACK_ENCODING) return packr.unpack(body);
-  return new Uint8Array(body.buffer, body.byteOffset, body.length);
 }
 
 /** Decodes a body given only whether it is marked msgpack. */
