@@ -8,6 +8,9 @@ import { MAX_KEY_BYTES } from './commands.ts';
 import { PropertiesError, PropertyView, type PropertyReader } from './properties.ts';
 import { readSequence } from './sequence.ts';
 
+/** An empty frame (uuid of a command, properties or body left empty); never written to. */
+export const EMPTY_FRAME: Buffer = Buffer.alloc(0);
+
 /** A decoded CHP message. Byte frames are kept as received (no copies). */
 export interface ChpMessage {
   /** Frame 0: the key, or a command such as `HUGZ`. */
