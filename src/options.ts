@@ -35,3 +35,21 @@ export function rejectUnknown(options: object, known: readonly string[]): void {
     if (!known.includes(name)) throw new InvalidOptionError(name, `unknown option; known options: ${known.join(', ')}`);
   }
 }
+
+/**
+ * Longest duration any option or argument takes, in ms (2^31 − 1, about 24.8 days): the most
+ * a Node.js timer can wait. A longer one would make a timer fire at once, again and again.
+ */
+export const MAX_DURATION_MS = 2_147_483_647;
+
+/** Longest ttl a write may carry, in seconds (one year); the forwarder refuses longer ones. */
+export const MAX_TTL_SECONDS = 365 * 24 * 3600;
+
+/**
+ * Returns `value` if it is a whole number of ms in [min, max] (max at most
+ * {@link MAX_DURATION_MS}), `fallback` if undefined; throws naming the option otherwise
+ * (NaN, negative, fractional and too large values included).
+ */
+export function durationOption(name: string, value: unknown, fallback: number, min: number, max = MAX_DURATION_MS): number {
+  return intOption(name, value, fallback, min, Math.min(max, MAX_DURATION_MS));
+}
