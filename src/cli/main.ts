@@ -1,23 +1,29 @@
 /**
  * The `clonekv` command line. The only module that reads argv, prints or exits.
  *
- * Exit codes: 0 success; 1 the forwarder could not be reached or refused the operation;
- * 2 bad usage; 3 key not found (`get`); 4 a conditional write lost (`--if-version`).
+ * Exit codes: 0 success (also when the reader of stdout went away: `clonekv dump | head`);
+ * 1 the forwarder could not be reached or refused the operation; 2 bad usage; 3 key not found
+ * (`get`); 4 a conditional write lost (`--if-version`).
+ *
+ * Every error is printed as one line naming what failed, the forwarder and what to do next;
+ * only a bug in clonekv itself prints a stack trace, and says so.
  *
  * @module
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ClonekvError, ErrorCode } from '../errors.ts';
-import { Forwarder } from '../forwarder/forwarder.ts';
-import { Peer } from '../peer/peer.ts';
-import { PRESENCE_PREFIX } from '../protocol/commands.ts';
-import type { ForwarderOptions, WatchEntry } from '../types.ts';
+import { parseArgs } from 'node:util';
+import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type ResyncReason, type WatchEntry } from '../index.ts';
+import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
+import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
 
 /** Exit codes, documented in the README. */
 export const Exit = { Ok: 0, Failed: 1, Usage: 2, NotFound: 3, Conflict: 4 } as const;
 
 const DEFAULT_SERVER = 'tcp://127.0.0.1:5556';
+
+/** The largest value the forwarder can be configured to take (its `maxValueBytes` bound). */
+const MAX_VALUE_BYTES = 256 * 1024 * 1024;
 
 class UsageError extends Error {}
 
@@ -27,7 +33,42 @@ class UsageError extends Error {}
  */
 const WRITE_ONLY_SUBTREE = '\u0000clonekv-writer';
 
-const HELP: Record<string, string> = {
+/** Every flag of every command, with its type; {@link TAKES} says which command takes which. */
+const FLAGS = {
+  server: { type: 'string' },
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+  ttl: { type: 'string' },
+  'if-version': { type: 'string' },
+  file: { type: 'string' },
+  prefix: { type: 'string' },
+  'updates-only': { type: 'boolean' },
+  port: { type: 'string' },
+  bind: { type: 'string' },
+  heartbeat: { type: 'string' },
+  'max-value-bytes': { type: 'string' },
+} as const;
+type Flag = keyof typeof FLAGS;
+
+const CLIENT = ['server', 'timeout'] as const satisfies readonly Flag[];
+
+/** The flags each command takes; any other flag is refused, naming it. */
+const TAKES = {
+  serve: ['port', 'bind', 'heartbeat', 'max-value-bytes', 'json'],
+  get: [...CLIENT, 'json'],
+  set: [...CLIENT, 'json', 'ttl', 'if-version', 'file'],
+  del: [...CLIENT, 'if-version'],
+  dump: [...CLIENT, 'json'],
+  load: [...CLIENT, 'prefix'],
+  watch: [...CLIENT, 'json', 'updates-only'],
+  stats: [...CLIENT, 'json'],
+  peers: [...CLIENT, 'json'],
+} as const satisfies Record<string, readonly Flag[]>;
+type Command = keyof typeof TAKES;
+
+const CLIENT_HELP = `  --server tcp://HOST:PORT   the forwarder (env CLONEKV_SERVER; default ${DEFAULT_SERVER})`;
+
+const HELP: Record<Command | 'main', string> = {
   main: `clonekv: a distributed key-value cache over ZeroMQ (Clustered Hashmap Protocol)
 
 Usage: clonekv <command> [options]
@@ -35,7 +76,8 @@ Usage: clonekv <command> [options]
 Commands:
   serve                 run a forwarder (the server)
   get KEY               print a key's value
-  set KEY VALUE         write a value; exits 0 once the forwarder has sequenced it
+  set KEY VALUE         write a value (VALUE "-" reads stdin; --file F reads a file);
+                        exits 0 once the forwarder has sequenced it
   del KEY               delete a key
   dump [PREFIX]         print every key under PREFIX
   load FILE             write every key of a JSON object file (with progress)
@@ -44,139 +86,316 @@ Commands:
   stats                 print the forwarder's counters
 
 Common options:
-  --server tcp://HOST:PORT   the forwarder (env CLONEKV_SERVER; default ${DEFAULT_SERVER})
-  --timeout MS               give up after MS milliseconds (default 5000)
+${CLIENT_HELP}
+  --timeout MS               give up after MS milliseconds (default 5000; 30000 for dump,
+                             load and watch; at most ${MAX_DURATION_MS})
   --help                     help for a command: clonekv <command> --help
+  --version                  print the version of clonekv
+
+Environment:
+  CLONEKV_SERVER      the forwarder, when --server is not given
+  CLONEKV_PROGRESS=1  progress lines on stderr (dump, load) even when it is not a terminal
+
+An argument that starts with "-" goes after "--": clonekv set KEY -- -5
 
 Exit codes: 0 ok, 1 forwarder unreachable or refused, 2 bad usage, 3 key not found,
-4 conditional write lost.`,
-  serve: `Usage: clonekv serve [--port P] [--bind ADDRESS] [--heartbeat MS] [--max-value-bytes N]
+4 conditional write lost. A closed output (clonekv dump | head) ends quietly with 0.`,
+  serve: `Usage: clonekv serve [--port P] [--bind ADDRESS] [--heartbeat MS] [--max-value-bytes N] [--json]
 
 Runs a forwarder: ROUTER on P (snapshots, acknowledged writes), PUB on P+1 (updates),
 SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
-  --port P              base port (default 5556; 0 picks a free triple)
+  --port P              base port (default 5556; 0 picks a free triple; at most 65533)
   --bind ADDRESS        address to bind (default 127.0.0.1; 0.0.0.0 for every interface)
-  --heartbeat MS        heartbeat interval (default 1000)
-  --max-value-bytes N   largest accepted value (default 1048576)`,
-  get: `Usage: clonekv get KEY [--json] [--server URL]
+  --heartbeat MS        heartbeat interval (default 1000; 10 to ${MAX_DURATION_MS}); peers
+                        resync after 3000 ms without one, so keep it well under that
+  --max-value-bytes N   largest accepted value (default 1048576; at most ${MAX_VALUE_BYTES})
+  --json                print the endpoints as one JSON line`,
+  get: `Usage: clonekv get KEY [--json] [--server URL] [--timeout MS]
 
 Prints the value of KEY (strings as they are, other values as JSON; --json: always JSON).
-Exits 3 if the key does not exist.`,
-  set: `Usage: clonekv set KEY VALUE [--ttl SECONDS] [--json] [--if-version N] [--server URL]
+Exits 3 if the key does not exist.
+${CLIENT_HELP}`,
+  set: `Usage: clonekv set KEY VALUE [--ttl SECONDS] [--json] [--if-version N] [--server URL] [--timeout MS]
+       clonekv set KEY - [options]          (the value is read from stdin)
+       clonekv set KEY --file FILE [options] (the value is read from FILE)
 
 Writes VALUE (a string; with --json, VALUE is parsed as JSON) and prints the sequence the
-forwarder assigned. Exits 0 only once the write is sequenced.
-  --ttl SECONDS     the forwarder deletes the key after this time
-  --if-version N    write only if the key's version is N (0 = only if absent); exits 4 otherwise`,
-  del: `Usage: clonekv del KEY [--if-version N] [--server URL]
+forwarder assigned. Exits 0 only once the write is sequenced. A value read from stdin or a
+file is taken exactly as it is (a trailing newline included) and must be UTF-8 text; it may be
+as large as the forwarder takes (clonekv serve --max-value-bytes, default 1 MiB).
+  --ttl SECONDS     the forwarder deletes the key after this time (at most ${MAX_TTL_SECONDS}, one year)
+  --if-version N    write only if the key's version is N (0 = only if absent); exits 4 otherwise
+  --file FILE       read the value from FILE
+${CLIENT_HELP}`,
+  del: `Usage: clonekv del KEY [--if-version N] [--server URL] [--timeout MS]
 
-Deletes KEY and prints the sequence of the delete.`,
-  dump: `Usage: clonekv dump [PREFIX] [--json] [--server URL]
+Deletes KEY and prints the sequence of the delete.
+${CLIENT_HELP}`,
+  dump: `Usage: clonekv dump [PREFIX] [--json] [--server URL] [--timeout MS]
 
-Prints every key under PREFIX: "key<TAB>value" lines (a value holding a tab or newline is
-JSON-quoted), or with --json one JSON object { key: value }. Shows progress on stderr for large snapshots.`,
-  load: `Usage: clonekv load FILE [--prefix PREFIX] [--server URL]
+Prints every key under PREFIX: "key<TAB>value" lines (a key or value holding a control
+character such as a tab or newline, or starting with ", is JSON-quoted), or with --json one
+JSON object { key: value }. Shows progress on stderr for large snapshots (CLONEKV_PROGRESS=1
+when stderr is not a terminal).
+${CLIENT_HELP}`,
+  load: `Usage: clonekv load FILE [--prefix PREFIX] [--server URL] [--timeout MS]
 
 Writes every key of FILE, a JSON object { key: value } (nested objects are written as
-values, not flattened), each under PREFIX + key. Shows progress on stderr; exits 0 once all
-writes are sequenced.`,
-  watch: `Usage: clonekv watch [PREFIX] [--json] [--updates-only] [--server URL]
+values, not flattened), each under PREFIX + key. Shows progress on stderr (CLONEKV_PROGRESS=1
+when stderr is not a terminal); exits 0 once all writes are sequenced.
+${CLIENT_HELP}`,
+  watch: `Usage: clonekv watch [PREFIX] [--json] [--updates-only] [--server URL] [--timeout MS]
 
 Prints the current entries under PREFIX, then every change, until Ctrl-C:
-"put key value" / "del key (reason)" lines, or JSON lines with --json.`,
-  stats: `Usage: clonekv stats [--json] [--server URL]
+"put key value" / "del key (reason)" lines (quoted as dump quotes them; a key holding a space
+is quoted too), or JSON lines with --json. When the forwarder goes silent (or restarts, or
+updates were missed) it says so on stderr and keeps the last known state; it says so again
+when it is back in sync.
+  --updates-only    skip the current entries; print only changes
+${CLIENT_HELP}`,
+  stats: `Usage: clonekv stats [--json] [--server URL] [--timeout MS]
 
 Prints the forwarder's counters: sequence, keys, live peers, published, duplicates, conflicts,
-rejected, malformed (by reason), expired, purged, dropped, snapshots served.`,
-  peers: `Usage: clonekv peers [--json] [--server URL]
+rejected, malformed (by reason), expired, purged, dropped, snapshots served.
+${CLIENT_HELP}`,
+  peers: `Usage: clonekv peers [--json] [--server URL] [--timeout MS]
 
 Lists the live clonekv peers (the forwarder's presence table under $peers/):
-"id<TAB>name<TAB>subtree<TAB>since" lines, or a JSON array with --json.`,
+"id<TAB>name<TAB>subtree<TAB>since" lines, or a JSON array with --json.
+${CLIENT_HELP}`,
 };
 
-interface Io {
-  out: (s: string) => void;
+/** Where the CLI reads and writes; tests pass their own. */
+export interface Io {
+  /** Prints a line on stdout; returns false once stdout is gone (its reader closed it). */
+  out: (s: string) => unknown;
+  /** Prints a line on stderr. */
   err: (s: string) => void;
+  /** Print progress lines on stderr. */
   progress: boolean;
+  /** Standard input, for `set KEY -` (default: process.stdin). */
+  stdin?: AsyncIterable<Uint8Array | string>;
+  /** Aborted when stdout is gone: long commands (watch, dump) stop quietly. */
+  outputClosed?: AbortSignal;
+}
+
+/** What a command has learnt so far, so an error can name the forwarder it concerns. */
+interface Context {
+  server?: string;
+}
+
+/** The version in package.json (next to both src/ and dist/). */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
 }
 
 /** Runs the CLI with `argv` (without `node` and the script) and returns the exit code. */
 export async function run(argv: string[], io: Io): Promise<number> {
   const [command, ...rest] = argv;
+  const ctx: Context = {};
   try {
     if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-      io.out(HELP.main!);
+      io.out(HELP.main);
       return command === undefined ? Exit.Usage : Exit.Ok;
     }
-    if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command "${command}"; try clonekv --help`);
-    if (rest.includes('--help') || rest.includes('-h')) {
-      io.out(HELP[command]!);
+    if (command === '--version' || command === '-V' || command === 'version') {
+      if (rest.length > 0) throw new UsageError(`${command} takes no arguments`);
+      io.out(version());
       return Exit.Ok;
     }
-    switch (command) {
+    if (!Object.hasOwn(TAKES, command)) {
+      throw new UsageError(
+        command.startsWith('-') ? `"${command}" is not a command; try clonekv --help` : `unknown command "${command}"; try clonekv --help`,
+      );
+    }
+    const cmd = command as Command;
+    const beforeDashes = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+    if (beforeDashes.includes('--help') || beforeDashes.includes('-h')) {
+      io.out(HELP[cmd]);
+      return Exit.Ok;
+    }
+    switch (cmd) {
       case 'serve':
         return await serve(rest, io);
       case 'get':
-        return await get(rest, io);
+        return await get(rest, io, ctx);
       case 'set':
-        return await write(rest, io, 'set');
+        return await write(rest, io, ctx, 'set');
       case 'del':
-        return await write(rest, io, 'del');
+        return await write(rest, io, ctx, 'del');
       case 'dump':
-        return await dump(rest, io);
+        return await dump(rest, io, ctx);
       case 'load':
-        return await load(rest, io);
+        return await load(rest, io, ctx);
       case 'watch':
-        return await watch(rest, io);
+        return await watch(rest, io, ctx);
       case 'stats':
-        return await stats(rest, io);
+        return await stats(rest, io, ctx);
       case 'peers':
-        return await peers(rest, io);
+        return await peers(rest, io, ctx);
     }
-    return Exit.Usage;
   } catch (err) {
-    if (err instanceof UsageError) {
-      io.err(`clonekv: ${err.message}`);
-      return Exit.Usage;
-    }
-    if (err instanceof ClonekvError) {
-      io.err(`clonekv: ${err.message}`);
-      if (err.code === ErrorCode.Conflict) return Exit.Conflict;
-      if (err.code === ErrorCode.InvalidOption || err.code === ErrorCode.InvalidKey || err.code === ErrorCode.InvalidValue) return Exit.Usage;
-      return Exit.Failed;
-    }
-    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      io.err(`clonekv: ${(err as Error).message}; try clonekv ${command} --help`);
-      return Exit.Usage;
-    }
-    io.err(`clonekv: unexpected error: ${(err as Error)?.stack ?? String(err)}`);
-    return Exit.Failed;
+    return report(err, command ?? '', ctx, io);
   }
 }
 
-const COMMON = {
-  server: { type: 'string' },
-  timeout: { type: 'string' },
-  json: { type: 'boolean' },
-} as const satisfies ParseArgsConfig['options'];
-
-function parse<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O, positionals: [min: number, max: number]) {
-  const parsed = parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
-  const n = parsed.positionals.length;
-  if (n < positionals[0]) throw new UsageError(`missing argument; try --help`);
-  if (n > positionals[1]) throw new UsageError(`unexpected argument "${parsed.positionals[positionals[1]]}"; try --help`);
-  return parsed;
+/** Prints one line for an error and returns the exit code it calls for. */
+function report(err: unknown, command: string, ctx: Context, io: Io): number {
+  if (err instanceof UsageError) {
+    io.err(`clonekv: ${err.message}`);
+    return Exit.Usage;
+  }
+  if (err instanceof ClonekvError) {
+    io.err(`clonekv: ${oneLine(err.message)}${where(err.message, ctx)}${hint(err, command)}`);
+    if (err.code === ErrorCode.Conflict) return Exit.Conflict;
+    if (err.code === ErrorCode.InvalidOption || err.code === ErrorCode.InvalidKey || err.code === ErrorCode.InvalidValue) return Exit.Usage;
+    return Exit.Failed;
+  }
+  // Anything else is a bug in clonekv: say so, and keep the trace for the report.
+  io.err(`clonekv: internal error (a bug in clonekv; please report it with this trace): ${(err as Error)?.stack ?? String(err)}`);
+  return Exit.Failed;
 }
 
-function intArg(name: string, value: string | undefined, fallback: number, min = 0): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} expects a whole number ≥ ${min}, got "${value}"`);
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' ');
+}
+
+/** " (forwarder at URL)" when the message does not name the forwarder already. */
+function where(message: string, ctx: Context): string {
+  return ctx.server !== undefined && !message.includes(ctx.server) ? ` (forwarder at ${ctx.server})` : '';
+}
+
+/** What to do next, for errors whose message does not say it already. */
+function hint(err: ClonekvError, command: string): string {
+  switch (err.code) {
+    case ErrorCode.Timeout:
+      return /--timeout|timeout option|writeTimeout/.test(err.message) ? '' : '; is `clonekv serve` running there? Raise --timeout to wait longer';
+    case ErrorCode.Transport:
+      if (/--port|--server|--bind/.test(err.message)) return '';
+      return command === 'serve' ? '; check --port and --bind' : '; check --server (or CLONEKV_SERVER)';
+    case ErrorCode.Rejected:
+      return / over the limit/.test(err.message) ? '; the forwarder sets its limit with clonekv serve --max-value-bytes' : '';
+    case ErrorCode.WatchOverflow:
+      return '; the output was read too slowly: run the watch again (it starts from the current entries)';
+    case ErrorCode.InvalidOption:
+      return `; try clonekv ${command} --help`;
+    default:
+      return '';
+  }
+}
+
+/**
+ * Parses `args` for `command`: a flag the command does not take is refused by name (one line,
+ * no usage dump), and so is a positional count outside `positionals`.
+ */
+function parse<C extends Command>(command: C, args: string[], positionals: [min: number, max: number]) {
+  const takes: readonly Flag[] = TAKES[command];
+  // A first, lenient pass finds every flag by name, so an unknown or misplaced one can be named.
+  const { tokens } = parseArgs({ args, options: FLAGS, allowPositionals: true, strict: false, tokens: true });
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    const name = token.name as Flag;
+    if (!Object.hasOwn(FLAGS, name)) {
+      // `-5` or `-x` is more likely a value than a flag: say how to pass one.
+      const asValue = token.rawName.startsWith('--') ? '' : ` (an argument that starts with "-" goes after "--": clonekv ${command} … -- ${token.rawName})`;
+      throw new UsageError(`unknown option ${token.rawName}; try clonekv ${command} --help${asValue}`);
+    }
+    if (!takes.includes(name)) throw new UsageError(`${command} does not take --${name}; try clonekv ${command} --help`);
+  }
+  const options = Object.fromEntries(takes.map((f) => [f, FLAGS[f]]));
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    const m = /Option '(-[^ ']+)/.exec((err as Error).message);
+    if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && m) {
+      throw new UsageError(/does not take/.test((err as Error).message) ? `${m[1]} takes no value` : `${m[1]} needs a value (write ${m[1]}=VALUE for one that starts with "-")`);
+    }
+    throw new UsageError(`${oneLine((err as Error).message)}; try clonekv ${command} --help`);
+  }
+  const n = parsed.positionals.length;
+  if (n < positionals[0]) throw new UsageError(`missing argument; try clonekv ${command} --help`);
+  if (n > positionals[1]) throw new UsageError(`unexpected argument "${parsed.positionals[positionals[1]]}"; try clonekv ${command} --help`);
+  return { values: parsed.values as Values<C>, positionals: parsed.positionals };
+}
+
+/** The parsed flags of command `C`: strings and booleans as {@link FLAGS} types them. */
+type Values<C extends Command> = { [K in (typeof TAKES)[C][number]]?: (typeof FLAGS)[K]['type'] extends 'string' ? string : boolean };
+
+/** A number given as a flag's value: a plain decimal number, never empty or NaN. */
+function numberArg(flag: string, raw: string, expected: string): number {
+  const n = raw.trim() === '' ? NaN : Number(raw);
+  if (!Number.isFinite(n)) throw new UsageError(`--${flag} expects ${expected}, got "${raw}"`);
   return n;
 }
 
-function server(values: { server?: string | undefined }): string {
-  return values.server ?? process.env.CLONEKV_SERVER ?? DEFAULT_SERVER;
+/** A whole number in [min, max], or `fallback` when the flag is absent. */
+function intArg(flag: string, raw: string | undefined, fallback: number, min: number, max: number, unit = ''): number {
+  if (raw === undefined) return fallback;
+  const expected = `a whole number${unit} from ${min} to ${max}`;
+  const n = numberArg(flag, raw, expected);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${flag} expects ${expected}, got "${raw}"`);
+  return n;
+}
+
+/**
+ * A duration in ms, bounded by what a timer can wait ({@link MAX_DURATION_MS}): a longer one
+ * would make a timer fire at once, again and again.
+ */
+function durationArg(flag: string, raw: string | undefined, fallback: number, min = 1): number {
+  return intArg(flag, raw, fallback, min, MAX_DURATION_MS, ' of milliseconds');
+}
+
+/** `--ttl SECONDS`: positive, fractions allowed, at most {@link MAX_TTL_SECONDS}. */
+function ttlArg(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const expected = `a number of seconds above 0 and at most ${MAX_TTL_SECONDS} (one year)`;
+  const ttl = numberArg('ttl', raw, expected);
+  if (ttl <= 0 || ttl > MAX_TTL_SECONDS) throw new UsageError(`--ttl expects ${expected}, got "${raw}"`);
+  return ttl;
+}
+
+/** How a key or prefix is shown in a message: JSON-quoted, cut short if very long. */
+function showKey(key: string): string {
+  return JSON.stringify(key.length > 40 ? `${key.slice(0, 40)}…` : key);
+}
+
+/** Checks a KEY argument as the protocol will (1 to 255 bytes of UTF-8). */
+function keyArg(key: string): string {
+  if (key === '') throw new UsageError('KEY is empty; keys are 1 to 255 bytes of UTF-8');
+  const bytes = Buffer.byteLength(key);
+  if (bytes > MAX_KEY_BYTES) throw new UsageError(`key ${showKey(key)} is ${bytes} bytes; keys are 1 to ${MAX_KEY_BYTES} bytes of UTF-8`);
+  return key;
+}
+
+/** Checks a PREFIX argument (empty = everything). */
+function prefixArg(prefix: string | undefined): string {
+  if (prefix === undefined) return '';
+  const bytes = Buffer.byteLength(prefix);
+  if (bytes > MAX_KEY_BYTES) throw new UsageError(`prefix ${showKey(prefix)} is ${bytes} bytes; a prefix is at most ${MAX_KEY_BYTES} bytes, as keys are`);
+  return prefix;
+}
+
+/**
+ * The forwarder to use: --server, else CLONEKV_SERVER, else the default. It must be a base
+ * endpoint a peer can connect to (P, with P+1 and P+2 beside it), checked here so a bad one is
+ * named as the flag or variable it came from.
+ */
+function server(values: { server?: string | undefined }, ctx: Context): string {
+  const env = process.env.CLONEKV_SERVER === '' ? undefined : process.env.CLONEKV_SERVER;
+  const url = values.server ?? env ?? DEFAULT_SERVER;
+  const source = values.server !== undefined ? '--server' : env !== undefined ? 'CLONEKV_SERVER' : 'the default server';
+  const m = /^tcp:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(url);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65_533) {
+    throw new UsageError(
+      `${source} ${JSON.stringify(url)} is not a forwarder address: expected tcp://HOST:PORT with a host name or IP address ` +
+        `(not *) and the forwarder's base port (1 to 65533), e.g. ${DEFAULT_SERVER}`,
+    );
+  }
+  ctx.server = url;
+  return url;
 }
 
 /** Opens a peer and waits for its snapshot, with a clear error if the forwarder is not there. */
@@ -210,6 +429,18 @@ async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: I
   return peer;
 }
 
+/** A writer: no snapshot, and no local value limit (the forwarder's limit is the one that counts). */
+function writerPeer(url: string, timeoutMs: number): Peer {
+  return new Peer({
+    server: url,
+    subtree: WRITE_ONLY_SUBTREE,
+    name: 'clonekv-cli',
+    writeTimeout: timeoutMs,
+    maxValueBytes: MAX_VALUE_BYTES,
+    presence: false,
+  });
+}
+
 function formatValue(value: unknown, json: boolean): string {
   if (value instanceof Uint8Array) {
     return json ? JSON.stringify({ base64: Buffer.from(value).toString('base64') }) : Buffer.from(value).toString('utf8');
@@ -218,16 +449,23 @@ function formatValue(value: unknown, json: boolean): string {
   return JSON.stringify(value, (_k, v: unknown) => (v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v));
 }
 
+/**
+ * Text that must stay one field of a line: JSON-quoted when it holds a control character (tab,
+ * newline…), starts with a double quote (so a quoted field is never ambiguous) or, where
+ * fields are separated by spaces, holds a space.
+ */
+// eslint-disable-next-line no-control-regex
+const NEEDS_QUOTES = /[\u0000-\u001f\u007f]|^"/;
+function field(text: string, spaceSeparated = false): string {
+  return NEEDS_QUOTES.test(text) || (spaceSeparated && text.includes(' ')) ? JSON.stringify(text) : text;
+}
+
 async function serve(args: string[], io: Io): Promise<number> {
-  const { values } = parse(
-    args,
-    { port: { type: 'string' }, bind: { type: 'string' }, heartbeat: { type: 'string' }, 'max-value-bytes': { type: 'string' } },
-    [0, 0],
-  );
-  const options: ForwarderOptions = { port: intArg('port', values.port, 5556) };
+  const { values } = parse('serve', args, [0, 0]);
+  const options: ForwarderOptions = { port: intArg('port', values.port, 5556, 0, 65_533) };
   if (values.bind !== undefined) options.bind = values.bind;
-  if (values.heartbeat !== undefined) options.heartbeatInterval = intArg('heartbeat', values.heartbeat, 1000, 10);
-  if (values['max-value-bytes'] !== undefined) options.maxValueBytes = intArg('max-value-bytes', values['max-value-bytes'], 0, 1);
+  if (values.heartbeat !== undefined) options.heartbeatInterval = durationArg('heartbeat', values.heartbeat, 1000, 10);
+  if (values['max-value-bytes'] !== undefined) options.maxValueBytes = intArg('max-value-bytes', values['max-value-bytes'], 0, 1, MAX_VALUE_BYTES);
   const fwd = await Forwarder.start(options);
   const e = fwd.endpoints;
   if (values.json) {
@@ -246,14 +484,15 @@ async function serve(args: string[], io: Io): Promise<number> {
   return Exit.Ok;
 }
 
-async function get(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, {}, [1, 1]);
-  const key = positionals[0]!;
-  const url = server(values);
-  const peer = await joinedPeer(url, key, intArg('timeout', values.timeout, 5000, 1), io);
+async function get(args: string[], io: Io, ctx: Context): Promise<number> {
+  const { values, positionals } = parse('get', args, [1, 1]);
+  const key = keyArg(positionals[0]!);
+  const timeout = durationArg('timeout', values.timeout, 5000);
+  const url = server(values, ctx);
+  const peer = await joinedPeer(url, key, timeout, io);
   try {
     if (!peer.has(key)) {
-      io.err(`clonekv: key "${key}" not found at ${url}`);
+      io.err(`clonekv: key ${JSON.stringify(key)} not found at ${url}`);
       return Exit.NotFound;
     }
     io.out(formatValue(peer.get(key), values.json === true));
@@ -263,31 +502,84 @@ async function get(args: string[], io: Io): Promise<number> {
   }
 }
 
-async function write(args: string[], io: Io, op: 'set' | 'del'): Promise<number> {
-  const { values, positionals } = parse(args, { ttl: { type: 'string' }, 'if-version': { type: 'string' } }, op === 'set' ? [2, 2] : [1, 1]);
-  const key = positionals[0]!;
-  const timeout = intArg('timeout', values.timeout, 5000, 1);
-  const url = server(values);
-  let value: unknown;
-  if (op === 'set') {
-    const raw = positionals[1]!;
-    if (values.json) {
-      try {
-        value = JSON.parse(raw);
-      } catch (err) {
-        throw new UsageError(`VALUE for "${key}" is not valid JSON (${(err as Error).message}); drop --json to store it as a string`);
-      }
-    } else {
-      value = raw;
+/** Reads all of `source` as bytes, refusing more than `max`. */
+async function readAll(source: AsyncIterable<Uint8Array | string>, max: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of source) {
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    size += b.length;
+    if (size > max) throw new UsageError(`${what} holds more than ${max} bytes, more than any forwarder takes`);
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Why a file could not be read, in a few words. */
+function fileProblem(err: unknown): string {
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'ENOENT':
+      return 'no such file';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EISDIR':
+      return 'it is a directory';
+    default:
+      return oneLine((err as Error).message);
+  }
+}
+
+/** The VALUE of `set`: the argument itself, stdin (`-`) or `--file`, as a string or parsed JSON. */
+async function setValue(key: string, arg: string | undefined, file: string | undefined, json: boolean, io: Io): Promise<unknown> {
+  let text: string;
+  let what: string;
+  if (file !== undefined) {
+    if (arg !== undefined) throw new UsageError(`give the value of ${showKey(key)} as VALUE, - or --file, not two of them`);
+    what = file;
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(file);
+    } catch (err) {
+      throw new UsageError(`cannot read the value of ${showKey(key)} from ${file}: ${fileProblem(err)}`);
     }
+    if (bytes.length > MAX_VALUE_BYTES) throw new UsageError(`${file} holds ${bytes.length} bytes, more than any forwarder takes (${MAX_VALUE_BYTES})`);
+    text = utf8(bytes, file);
+  } else if (arg === '-') {
+    what = 'stdin';
+    text = utf8(await readAll(io.stdin ?? process.stdin, MAX_VALUE_BYTES, 'stdin'), 'stdin');
+  } else if (arg === undefined) {
+    throw new UsageError('missing argument VALUE (- reads it from stdin, --file FILE from a file); try clonekv set --help');
+  } else {
+    what = `VALUE for ${showKey(key)}`;
+    text = arg;
   }
-  let ttl: number | undefined;
-  if (values.ttl !== undefined) {
-    ttl = Number(values.ttl);
-    if (!Number.isFinite(ttl) || ttl <= 0) throw new UsageError(`--ttl expects a positive number of seconds, got "${values.ttl}"`);
+  if (!json) return text;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new UsageError(`${what === 'stdin' || what === file ? `the value of ${showKey(key)} in ${what}` : what} is not valid JSON (${(err as Error).message}); drop --json to store it as a string`);
   }
-  const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0);
-  const peer = new Peer({ server: url, subtree: WRITE_ONLY_SUBTREE, name: 'clonekv-cli', writeTimeout: timeout, presence: false });
+}
+
+function utf8(bytes: Buffer, what: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new UsageError(`${what} is not UTF-8 text; clonekv set stores text (or JSON with --json)`);
+  }
+}
+
+async function write(args: string[], io: Io, ctx: Context, op: 'set' | 'del'): Promise<number> {
+  const { values, positionals } = parse(op, args, op === 'set' ? [1, 2] : [1, 1]);
+  const key = keyArg(positionals[0]!);
+  const set = values as { file?: string; json?: boolean; ttl?: string };
+  const timeout = durationArg('timeout', values.timeout, 5000);
+  const ttl = ttlArg(set.ttl);
+  const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0, 0, Number.MAX_SAFE_INTEGER);
+  const url = server(values, ctx);
+  const value = op === 'set' ? await setValue(key, positionals[1], set.file, set.json === true, io) : undefined;
+  const peer = writerPeer(url, timeout);
   try {
     const seq =
       op === 'set'
@@ -300,10 +592,11 @@ async function write(args: string[], io: Io, op: 'set' | 'del'): Promise<number>
   }
 }
 
-async function dump(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, {}, [0, 1]);
-  const prefix = positionals[0] ?? '';
-  const peer = await joinedPeer(server(values), prefix, intArg('timeout', values.timeout, 30_000, 1), io);
+async function dump(args: string[], io: Io, ctx: Context): Promise<number> {
+  const { values, positionals } = parse('dump', args, [0, 1]);
+  const prefix = prefixArg(positionals[0]);
+  const timeout = durationArg('timeout', values.timeout, 30_000);
+  const peer = await joinedPeer(server(values, ctx), prefix, timeout, io);
   try {
     if (values.json) {
       const obj: Record<string, unknown> = {};
@@ -311,9 +604,8 @@ async function dump(args: string[], io: Io): Promise<number> {
       io.out(JSON.stringify(obj, (_k, v: unknown) => (v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v)));
     } else {
       for (const e of peer.entries(prefix)) {
-        const text = formatValue(e.value, false);
-        // A value with a tab or newline would break the line format: print it JSON-quoted.
-        io.out(`${e.key}\t${/[\t\n\r]/.test(text) ? JSON.stringify(text) : text}`);
+        // A closed stdout (dump | head) ends the dump.
+        if (io.out(`${field(e.key)}\t${field(formatValue(e.value, false))}`) === false) break;
       }
     }
     return Exit.Ok;
@@ -322,14 +614,16 @@ async function dump(args: string[], io: Io): Promise<number> {
   }
 }
 
-async function load(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, { prefix: { type: 'string' } }, [1, 1]);
+async function load(args: string[], io: Io, ctx: Context): Promise<number> {
+  const { values, positionals } = parse('load', args, [1, 1]);
   const file = positionals[0]!;
+  const timeout = durationArg('timeout', values.timeout, 30_000);
+  const url = server(values, ctx);
   let data: unknown;
   try {
     data = JSON.parse(await readFile(file, 'utf8'));
   } catch (err) {
-    throw new UsageError(`cannot read ${file} as JSON: ${(err as Error).message}`);
+    throw new UsageError(`cannot read ${file} as JSON: ${err instanceof SyntaxError ? err.message : fileProblem(err)}`);
   }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new UsageError(`${file} must hold a JSON object { key: value }`);
   const prefix = values.prefix ?? '';
@@ -337,10 +631,9 @@ async function load(args: string[], io: Io): Promise<number> {
   // Check every key first: a bad one found half-way would leave the load half done.
   for (const [k] of entries) {
     const bytes = Buffer.byteLength(prefix + k);
-    if (bytes === 0 || bytes > 255) throw new UsageError(`${file}: key ${JSON.stringify(prefix + k)} must be 1 to 255 bytes; nothing was written`);
+    if (bytes === 0 || bytes > MAX_KEY_BYTES) throw new UsageError(`${file}: key ${showKey(prefix + k)} must be 1 to ${MAX_KEY_BYTES} bytes; nothing was written`);
   }
-  const url = server(values);
-  const peer = new Peer({ server: url, subtree: WRITE_ONLY_SUBTREE, name: 'clonekv-cli', writeTimeout: intArg('timeout', values.timeout, 30_000, 1), presence: false });
+  const peer = writerPeer(url, timeout);
   try {
     const window = 256;
     let done = 0;
@@ -361,22 +654,49 @@ async function load(args: string[], io: Io): Promise<number> {
   }
 }
 
-async function watch(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, { 'updates-only': { type: 'boolean' } }, [0, 1]);
-  const prefix = positionals[0] ?? '';
-  const peer = await joinedPeer(server(values), prefix, intArg('timeout', values.timeout, 30_000, 1), io);
+/** What a resync means for someone watching, in a few words. */
+const RESYNC_CAUSE: Record<ResyncReason, string> = {
+  silence: 'the forwarder has gone silent',
+  epoch: 'the forwarder restarted',
+  sequence: 'the forwarder restarted',
+  gap: 'updates were missed',
+  overflow: 'updates came faster than they could be read',
+  incomplete: 'a snapshot was incomplete',
+};
+
+async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
+  const { values, positionals } = parse('watch', args, [0, 1]);
+  const prefix = prefixArg(positionals[0]);
+  const timeout = durationArg('timeout', values.timeout, 30_000);
+  const url = server(values, ctx);
+  const peer = await joinedPeer(url, prefix, timeout, io);
   const ac = new AbortController();
   const stop = (): void => ac.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  io.outputClosed?.addEventListener('abort', stop, { once: true });
+  // Say once when the state shown may be behind, and once when it is current again.
+  let behind = false;
+  peer.on('resync', ({ reason }) => {
+    if (behind) return;
+    behind = true;
+    io.err(`clonekv: ${RESYNC_CAUSE[reason] ?? `resyncing (${reason})`} (forwarder at ${url}); resyncing, changes may be late until it is back`);
+  });
+  peer.on('synced', () => {
+    if (!behind) return;
+    behind = false;
+    io.err(`clonekv: back in sync with the forwarder at ${url}`);
+  });
+  const json = values.json === true;
   try {
     for await (const e of peer.watch(prefix, { signal: ac.signal, updatesOnly: values['updates-only'] === true })) {
-      io.out(formatWatch(e, values.json === true));
+      if (io.out(formatWatch(e, json)) === false) break;
     }
     return Exit.Ok;
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
+    io.outputClosed?.removeEventListener('abort', stop);
     await peer.close();
   }
 }
@@ -385,22 +705,23 @@ function formatWatch(e: WatchEntry, json: boolean): string {
   if (json) {
     return formatValue({ key: e.key, op: e.operation, value: e.value, version: e.version, isUpdate: e.isUpdate, ...(e.reason ? { reason: e.reason } : {}) }, true);
   }
-  return e.operation === 'put' ? `put ${e.key} ${formatValue(e.value, false)}` : `del ${e.key} (${e.reason ?? 'deleted'})`;
+  const key = field(e.key, true);
+  return e.operation === 'put' ? `put ${key} ${field(formatValue(e.value, false))}` : `del ${key} (${e.reason ?? 'deleted'})`;
 }
 
-async function stats(args: string[], io: Io): Promise<number> {
-  const { values } = parse(args, {}, [0, 0]);
-  const url = server(values);
-  const timeout = intArg('timeout', values.timeout, 5000, 1);
+async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
+  const { values } = parse('stats', args, [0, 0]);
+  const timeout = durationArg('timeout', values.timeout, 5000);
+  const url = server(values, ctx);
   const peer = await joinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io);
   try {
-    const s = await peer.serverStats(timeout);
+    const s = (await peer.serverStats(timeout)) as object as Record<string, unknown>;
     delete s.peerList;
     if (values.json) {
       io.out(JSON.stringify({ server: url, ...s }));
     } else {
       io.out(`server ${url}`);
-      for (const [k, v] of Object.entries(s)) io.out(`${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+      for (const [k, v] of Object.entries(s)) if (io.out(`${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`) === false) break;
     }
     return Exit.Ok;
   } finally {
@@ -408,27 +729,52 @@ async function stats(args: string[], io: Io): Promise<number> {
   }
 }
 
-async function peers(args: string[], io: Io): Promise<number> {
-  const { values } = parse(args, {}, [0, 0]);
-  const peer = await joinedPeer(server(values), PRESENCE_PREFIX, intArg('timeout', values.timeout, 5000, 1), io);
+async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
+  const { values } = parse('peers', args, [0, 0]);
+  const timeout = durationArg('timeout', values.timeout, 5000);
+  const peer = await joinedPeer(server(values, ctx), PRESENCE_PREFIX, timeout, io);
   try {
     const list = [...peer.entries<{ id: string; name: string; subtree: string; since: string }>(PRESENCE_PREFIX)]
       .map((e) => e.value)
       .filter((v) => v.id !== peer.id);
     if (values.json) io.out(JSON.stringify(list));
-    else for (const v of list) io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`);
+    else for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
     return Exit.Ok;
   } finally {
     await peer.close();
   }
 }
 
-/** Entry point used by bin/clonekv.js. */
+/**
+ * Entry point used by bin/clonekv.js. When the reader of stdout goes away (EPIPE: `clonekv dump
+ * | head`), the command stops quietly and exits 0, as the reader chose to stop reading; when
+ * stderr goes away, messages are dropped.
+ */
 export async function main(): Promise<void> {
-  const code = await run(process.argv.slice(2), {
-    out: (s) => process.stdout.write(s + '\n'),
-    err: (s) => process.stderr.write(s + '\n'),
-    progress: process.stderr.isTTY === true || process.env.CLONEKV_PROGRESS === '1',
+  const outputClosed = new AbortController();
+  let writeFailure: Error | undefined;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') writeFailure ??= err;
+    outputClosed.abort();
   });
+  process.stderr.on('error', () => {});
+  const code = await run(process.argv.slice(2), {
+    out: (s) => {
+      // A failed write destroys the stream at once; its 'error' event comes a tick later.
+      if (outputClosed.signal.aborted || process.stdout.destroyed) return false;
+      process.stdout.write(s + '\n');
+      return !process.stdout.destroyed;
+    },
+    err: (s) => {
+      if (!process.stderr.destroyed) process.stderr.write(s + '\n');
+    },
+    progress: process.stderr.isTTY === true || process.env.CLONEKV_PROGRESS === '1',
+    outputClosed: outputClosed.signal,
+  });
+  if (writeFailure) {
+    if (!process.stderr.destroyed) process.stderr.write(`clonekv: cannot write to stdout: ${writeFailure.message}\n`);
+    process.exitCode = Exit.Failed;
+    return;
+  }
   process.exitCode = code;
 }
