@@ -654,15 +654,24 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
   }
 }
 
-/** What a resync means for someone watching, in a few words. */
-const RESYNC_CAUSE: Record<ResyncReason, string> = {
-  silence: 'the forwarder has gone silent',
-  epoch: 'the forwarder restarted',
-  sequence: 'the forwarder restarted',
-  gap: 'updates were missed',
-  overflow: 'updates came faster than they could be read',
-  incomplete: 'a snapshot was incomplete',
-};
+/** What a resync means for someone watching, in a few words naming the forwarder. */
+function resyncCause(reason: ResyncReason, url: string): string {
+  switch (reason) {
+    case 'silence':
+      return `the forwarder at ${url} has gone silent`;
+    case 'epoch':
+    case 'sequence':
+      return `the forwarder at ${url} restarted`;
+    case 'gap':
+      return `updates from the forwarder at ${url} were missed`;
+    case 'overflow':
+      return `updates from the forwarder at ${url} came faster than they could be read`;
+    case 'incomplete':
+      return `a snapshot from the forwarder at ${url} was incomplete`;
+    default:
+      return `resyncing with the forwarder at ${url} (${String(reason)})`;
+  }
+}
 
 async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values, positionals } = parse('watch', args, [0, 1]);
@@ -680,7 +689,7 @@ async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   peer.on('resync', ({ reason }) => {
     if (behind) return;
     behind = true;
-    io.err(`clonekv: ${RESYNC_CAUSE[reason] ?? `resyncing (${reason})`} (forwarder at ${url}); resyncing, changes may be late until it is back`);
+    io.err(`clonekv: ${resyncCause(reason, url)}; resyncing, changes may show late until it is back`);
   });
   peer.on('synced', () => {
     if (!behind) return;
