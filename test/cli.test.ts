@@ -16,16 +16,16 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { run } from '../src/cli/main.ts';
+import { connectAddress, run } from '../src/cli/main.ts';
 import type { WatchEntry } from '../src/index.ts';
 import { readyPeer, runCli, spawnCli, waitFor, within, type CliProcess } from './helpers.ts';
 
-const COMMANDS = ['serve', 'get', 'set', 'del', 'dump', 'load', 'watch', 'stats'] as const;
+const COMMANDS = ['serve', 'get', 'set', 'del', 'dump', 'load', 'watch', 'stats', 'peers'] as const;
 
 interface Served {
   readonly endpoint: string;
@@ -312,7 +312,50 @@ const USAGE_ERRORS: Array<[args: string[], stderr: RegExp]> = [
   [['set', 'k', 'v', '--if-version', 'latest'], /--if-version/],
   [['get', 'k', '--timeout', 'never'], /--timeout/],
   [['serve', '--port', 'eighty'], /--port/],
-  [['load', join(tmpdir(), 'clonekv-no-such-file.json')], /cannot read/],
+  [['load', join(tmpdir(), 'clonekv-no-such-file.json')], /cannot read .*clonekv-no-such-file\.json: no such file/],
+  // Keys: empty is a usage error; too long is named as a key (not as an option of a subtree peer).
+  [['get', ''], /^clonekv: KEY is empty/],
+  [['set', '', 'v'], /^clonekv: KEY is empty/],
+  [['del', ''], /^clonekv: KEY is empty/],
+  [['get', 'k'.repeat(300)], /^clonekv: key "k{40}…" is 300 bytes; keys are 1 to 255 bytes/],
+  [['set', 'é'.repeat(128), 'v'], /^clonekv: key "é{40}…" is 256 bytes/],
+  [['dump', 'p'.repeat(256)], /^clonekv: prefix "p{40}…" is 256 bytes/],
+  [['set', '$peers/x', 'v'], /^clonekv: key "\$peers\/x" is reserved/],
+  // Every command refuses the flags it does not take, by name; serve refuses the client's.
+  [['serve', '--server', 'tcp://127.0.0.1:5556'], /^clonekv: serve does not take --server; try clonekv serve --help\n/],
+  [['serve', '--timeout', '100'], /^clonekv: serve does not take --timeout/],
+  [['serve', '--ttl', '5'], /^clonekv: serve does not take --ttl/],
+  [['get', 'k', '--port', '1'], /^clonekv: get does not take --port/],
+  [['del', 'k', '--json'], /^clonekv: del does not take --json/],
+  [['load', 'f.json', '--json'], /^clonekv: load does not take --json/],
+  [['dump', '--ttl', '1'], /^clonekv: dump does not take --ttl/],
+  [['stats', '--updates-only'], /^clonekv: stats does not take --updates-only/],
+  [['peers', '--prefix', 'x'], /^clonekv: peers does not take --prefix/],
+  [['get', 'k', '--bogus'], /^clonekv: unknown option --bogus; try clonekv get --help\n/],
+  [['set', 'k', '-5'], /^clonekv: unknown option -5; .*goes after "--"/],
+  [['get', 'k', '--timeout'], /^clonekv: --timeout needs a value/],
+  [['get', 'k', '--json=yes'], /^clonekv: --json takes no value/],
+  // Durations: bounded by what a timer can wait, and never NaN, negative or empty.
+  [['get', 'k', '--timeout', '2147483648'], /--timeout expects a whole number of milliseconds from 1 to 2147483647, got "2147483648"/],
+  [['get', 'k', '--timeout', 'NaN'], /--timeout .*"NaN"/],
+  [['get', 'k', '--timeout=-5'], /--timeout .*"-5"/],
+  [['get', 'k', '--timeout', ''], /--timeout .*""/],
+  [['dump', '--timeout', '1e10'], /--timeout .*"1e10"/],
+  [['set', 'k', 'v', '--ttl', '31536001'], /--ttl expects a number of seconds above 0 and at most 31536000 \(one year\), got "31536001"/],
+  [['set', 'k', 'v', '--ttl', 'Infinity'], /--ttl .*"Infinity"/],
+  [['set', 'k', 'v', '--ttl', 'NaN'], /--ttl .*"NaN"/],
+  [['serve', '--heartbeat', '2147483648'], /--heartbeat expects .* from 10 to 2147483647/],
+  [['serve', '--heartbeat', '5'], /--heartbeat/],
+  [['serve', '--port', '65534'], /--port expects a whole number from 0 to 65533/],
+  [['serve', '--max-value-bytes', '0'], /--max-value-bytes/],
+  [['set', 'k', 'v', '--if-version', '-1'], /--if-version needs a value/],
+  [['set', 'k', 'v', '--if-version=1.5'], /--if-version/],
+  // A forwarder address that is not one: named as the flag it came from.
+  [['get', 'k', '--server', 'tcp://*:5556'], /^clonekv: --server "tcp:\/\/\*:5556" is not a forwarder address: expected tcp:\/\/HOST:PORT/],
+  [['get', 'k', '--server', 'tcp://127.0.0.1:65534'], /^clonekv: --server .* is not a forwarder address/],
+  [['get', 'k', '--server', 'localhost:5556'], /^clonekv: --server "localhost:5556" is not a forwarder address/],
+  [['--version', 'extra'], /--version takes no arguments/],
+  [['--bogus'], /^clonekv: "--bogus" is not a command; try clonekv --help\n/],
 ];
 
 test('usage errors exit 2 with a message on stderr', async () => {
@@ -331,14 +374,36 @@ test('usage errors exit 2 with a message on stderr', async () => {
   // Every case, through the same entry point in-process (each child costs ~0.5 s of CPU).
   for (const [args, stderr] of USAGE_ERRORS) {
     const what = `clonekv ${args.join(' ')}`;
-    const r = await runInProcess(args[0] === 'serve' ? args : [...args, ...server.slice(0, 2)]);
+    const withServer = args[0] === 'serve' || args[0]!.startsWith('-') || args.includes('--server') ? args : [...args, ...server.slice(0, 2)];
+    const r = await runInProcess(withServer);
     assert.equal(r.code, 2, `${what}: ${r.stderr}`);
     assert.match(r.stderr, stderr, what);
+    assert.match(r.stderr, /^clonekv: [^\n]+\n$/, `${what}: one line (no usage dump, no stack)`);
+    assert.equal(r.stdout, '', `${what}: nothing on stdout`);
   }
   // No command at all: the help on stdout, exit 2.
   const none = await runInProcess([]);
   assert.equal(none.code, 2);
   assert.match(none.stdout, /^Usage: clonekv <command>/m);
+});
+
+test('serve bound to every interface tells peers a host to connect to, never tcp://*', () => {
+  for (const bound of ['tcp://*:5556', 'tcp://0.0.0.0:5556', 'tcp://[::]:5556']) assert.equal(connectAddress(bound), `tcp://${hostname()}:5556`);
+  assert.equal(connectAddress('tcp://127.0.0.1:5556'), 'tcp://127.0.0.1:5556');
+  assert.equal(connectAddress('tcp://10.1.2.3:7000'), 'tcp://10.1.2.3:7000');
+});
+
+test('a bug in clonekv itself prints its trace and says it is a bug; nothing else prints a stack', async () => {
+  let stderr = '';
+  const code = await run(['--version'], {
+    out: () => {
+      throw new TypeError('boom');
+    },
+    err: (x) => (stderr += x + '\n'),
+    progress: false,
+  });
+  assert.equal(code, 1);
+  assert.match(stderr, /^clonekv: internal error \(a bug in clonekv; please report it with this trace\): TypeError: boom\n\s+at /);
 });
 
 test('--help for every command exits 0 and prints its usage', async () => {
@@ -359,6 +424,22 @@ test('--help for every command exits 0 and prints its usage', async () => {
   const help = await runInProcess(['help']);
   assert.equal(help.code, 0);
   assert.equal(help.stdout, main.stdout);
+  // The environment the CLI reads is named in the help.
+  assert.match(main.stdout, /CLONEKV_SERVER/);
+  assert.match(main.stdout, /CLONEKV_PROGRESS=1/);
+  assert.match(main.stdout, /--version/);
+});
+
+test('--version and `clonekv version` print the version of package.json', async () => {
+  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  const real = await runCli(['--version']);
+  assert.equal(real.code, 0, real.stderr);
+  assert.equal(real.stdout, `${pkg.version}\n`);
+  for (const argv of [['version'], ['-V']]) {
+    const r = await runInProcess(argv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${pkg.version}\n`);
+  }
 });
 
 test('an unreachable server exits 1 naming the endpoint and what to do, within --timeout', async () => {

@@ -12,6 +12,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type ResyncReason, type WatchEntry } from '../index.ts';
 import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
@@ -247,10 +248,12 @@ function report(err: unknown, command: string, ctx: Context, io: Io): number {
     return Exit.Usage;
   }
   if (err instanceof ClonekvError) {
-    io.err(`clonekv: ${oneLine(err.message)}${where(err.message, ctx)}${hint(err, command)}`);
+    const usage = err.code === ErrorCode.InvalidOption || err.code === ErrorCode.InvalidKey || err.code === ErrorCode.InvalidValue;
+    // A bad argument is about the command line, not about the forwarder: no endpoint then.
+    const endpoint = usage || err.code === ErrorCode.Conflict ? '' : where(err.message, ctx);
+    io.err(`clonekv: ${oneLine(err.message)}${endpoint}${hint(err, command)}`);
     if (err.code === ErrorCode.Conflict) return Exit.Conflict;
-    if (err.code === ErrorCode.InvalidOption || err.code === ErrorCode.InvalidKey || err.code === ErrorCode.InvalidValue) return Exit.Usage;
-    return Exit.Failed;
+    return usage ? Exit.Usage : Exit.Failed;
   }
   // Anything else is a bug in clonekv: say so, and keep the trace for the report.
   io.err(`clonekv: internal error (a bug in clonekv; please report it with this trace): ${(err as Error)?.stack ?? String(err)}`);
@@ -460,6 +463,14 @@ function field(text: string, spaceSeparated = false): string {
   return NEEDS_QUOTES.test(text) || (spaceSeparated && text.includes(' ')) ? JSON.stringify(text) : text;
 }
 
+/**
+ * The address peers connect to for a forwarder bound at `endpoint`: a wildcard bind (`*`,
+ * 0.0.0.0, ::) is no address to connect to, so this host's name stands in for it.
+ */
+export function connectAddress(endpoint: string): string {
+  return endpoint.replace(/^tcp:\/\/(\*|0\.0\.0\.0|\[::\]|::):/, `tcp://${hostname()}:`);
+}
+
 async function serve(args: string[], io: Io): Promise<number> {
   const { values } = parse('serve', args, [0, 0]);
   const options: ForwarderOptions = { port: intArg('port', values.port, 5556, 0, 65_533) };
@@ -473,7 +484,8 @@ async function serve(args: string[], io: Io): Promise<number> {
   } else {
     io.out(`clonekv forwarder listening on ${fwd.endpoint} (epoch ${fwd.epoch})`);
     io.out(`  snapshots and writes: ${e.snapshot}\n  updates:              ${e.publisher}\n  plain CHP writes:     ${e.collector}`);
-    io.out(`peers connect with --server ${fwd.endpoint} (or CLONEKV_SERVER=${fwd.endpoint}); Ctrl-C stops`);
+    const at = connectAddress(fwd.endpoint);
+    io.out(`peers connect with --server ${at} (or CLONEKV_SERVER=${at}); Ctrl-C stops`);
   }
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();
@@ -619,11 +631,17 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
   const file = positionals[0]!;
   const timeout = durationArg('timeout', values.timeout, 30_000);
   const url = server(values, ctx);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${fileProblem(err)}`);
+  }
   let data: unknown;
   try {
-    data = JSON.parse(await readFile(file, 'utf8'));
+    data = JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`cannot read ${file} as JSON: ${err instanceof SyntaxError ? err.message : fileProblem(err)}`);
+    throw new UsageError(`${file} is not valid JSON (${(err as Error).message})`);
   }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new UsageError(`${file} must hold a JSON object { key: value }`);
   const prefix = values.prefix ?? '';
