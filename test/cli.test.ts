@@ -356,6 +356,7 @@ const USAGE_ERRORS: Array<[args: string[], stderr: RegExp]> = [
   [['get', 'k', '--server', 'localhost:5556'], /^clonekv: --server "localhost:5556" is not a forwarder address/],
   [['--version', 'extra'], /--version takes no arguments/],
   [['--bogus'], /^clonekv: "--bogus" is not a command; try clonekv --help\n/],
+  [['--server', 'tcp://127.0.0.1:5556', 'get', 'k'], /^clonekv: "--server" is not a command; options go after the command/],
 ];
 
 test('usage errors exit 2 with a message on stderr', async () => {

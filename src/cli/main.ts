@@ -207,7 +207,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
     }
     if (!Object.hasOwn(TAKES, command)) {
       throw new UsageError(
-        command.startsWith('-') ? `"${command}" is not a command; try clonekv --help` : `unknown command "${command}"; try clonekv --help`,
+        !command.startsWith('-')
+          ? `unknown command "${command}"; try clonekv --help`
+          : Object.hasOwn(FLAGS, command.replace(/^--?|=.*$/g, ''))
+            ? `"${command}" is not a command; options go after the command (clonekv <command> ${command} …); try clonekv --help`
+            : `"${command}" is not a command; try clonekv --help`,
       );
     }
     const cmd = command as Command;
@@ -457,7 +461,6 @@ function formatValue(value: unknown, json: boolean): string {
  * newline…), starts with a double quote (so a quoted field is never ambiguous) or, where
  * fields are separated by spaces, holds a space.
  */
-// eslint-disable-next-line no-control-regex
 const NEEDS_QUOTES = /[\u0000-\u001f\u007f]|^"/;
 function field(text: string, spaceSeparated = false): string {
   return NEEDS_QUOTES.test(text) || (spaceSeparated && text.includes(' ')) ? JSON.stringify(text) : text;
