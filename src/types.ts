@@ -122,6 +122,12 @@ export interface ForwarderOptions {
   peerTimeout?: number;
   /** How long to wait for a clonekv peer's subscription before answering its snapshot request, ms. Default 2000. */
   joinWait?: number;
+  /**
+   * Refuse a write whose body is marked `enc=msgpack` but is not exactly one valid msgpack
+   * value (see the README's Forwarder section): a clonekv writer gets `CLONEKV_REJECTED`, a
+   * plain CHP write is dropped; both are counted in `malformedBy['value-encoding']`. Default `true`.
+   */
+  checkValues?: boolean;
 }
 
 /** Options of {@link Peer}. All are optional. */

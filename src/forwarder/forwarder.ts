@@ -17,15 +17,15 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
 import { DeadlineTimer } from '../deadline-timer.ts';
-import { durationOption, intOption, MAX_TTL_SECONDS, rejectUnknown, stringOption } from '../options.ts';
+import { booleanOption, durationOption, intOption, MAX_TTL_SECONDS, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, contiguousEntrySize, entrySize, packBatch, packContiguous, unpackBatch, type WireEntry } from '../protocol/batch.ts';
-import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
+import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { addPrevious, encodeHeads } from '../protocol/gaps.ts';
 import { decodeMessage, type ChpMessage, type MalformedReason } from '../protocol/message.ts';
 import { appendProperty, encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
-import { encodeValue } from '../protocol/values.ts';
+import { encodeValue, isValidValue } from '../protocol/values.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
 import { PresenceTable, type PeerInfo } from './presence.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
@@ -59,6 +59,7 @@ interface Settings {
   publisherHwm: { send: number; receive: number };
   snapshotHwm: { send: number; receive: number };
   collectorHwm: { send: number; receive: number };
+  checkValues: boolean;
 }
 
 const KNOWN_OPTIONS = [
@@ -73,6 +74,7 @@ const KNOWN_OPTIONS = [
   'collectorHwm',
   'joinWait',
   'peerTimeout',
+  'checkValues',
 ] as const;
 
 function hwmOption(name: string, value: ForwarderOptions['publisherHwm'], send: number, receive: number) {
@@ -97,6 +99,7 @@ function forwarderSettings(options: ForwarderOptions = {}): Settings {
     publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 10_000, 1000),
     snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
+    checkValues: booleanOption('checkValues', options.checkValues, true),
   };
 }
 
@@ -104,7 +107,7 @@ function forwarderSettings(options: ForwarderOptions = {}): Settings {
 type WriteOutcome = { status: 'ok'; seq: number } | { status: 'conflict'; current: number } | { status: 'rejected'; detail: string };
 
 /** Counters of malformed input, by reason. */
-export type MalformedCounts = Record<MalformedReason | 'snapshot-request' | 'subscription' | 'batch', number>;
+export type MalformedCounts = Record<MalformedReason | 'snapshot-request' | 'subscription' | 'batch' | 'value-encoding' | 'owner', number>;
 
 /**
  * A CHP forwarder with clonekv's extensions. Start one with {@link Forwarder.start}.
@@ -162,6 +165,8 @@ export class Forwarder implements AsyncDisposable {
     batch: 0,
     'snapshot-request': 0,
     subscription: 0,
+    'value-encoding': 0,
+    owner: 0,
   };
   #heartbeat: NodeJS.Timeout;
   readonly #expiryTimer = new DeadlineTimer(() => this.#expire());
@@ -433,7 +438,7 @@ export class Forwarder implements AsyncDisposable {
     }
     if (command !== Command.PeerBeat && command !== Command.PeerBye) return false;
     const id = msg.properties.get(Prop.Owner);
-    if (id === undefined || !/^[0-9a-f]{1,64}$/.test(id)) {
+    if (id === undefined || !isPeerId(id)) {
       this.#countMalformed('properties');
       return true;
     }
@@ -507,6 +512,13 @@ export class Forwarder implements AsyncDisposable {
       this.#stats.rejected++;
       return { status: 'rejected', detail: `key ${JSON.stringify(key)} is reserved (protocol commands and $peers/)` };
     }
+    if (this.#settings.checkValues && msg.body.length > 0 && msg.properties.get(Prop.Encoding) === MSGPACK_ENCODING && !isValidValue(msg.body)) {
+      // Stored, such a value would be given as raw bytes by every peer; refused at the door,
+      // the writer hears of it (a clonekv writer) or it is dropped and counted (a plain one).
+      this.#countMalformed('value-encoding');
+      this.#stats.rejected++;
+      return { status: 'rejected', detail: `value of ${JSON.stringify(key)} is marked enc=msgpack but is not one valid msgpack value` };
+    }
     let ttlMs = 0;
     const ttl = msg.properties.get(Prop.Ttl);
     if (ttl !== undefined && msg.body.length > 0) {
@@ -532,7 +544,15 @@ export class Forwarder implements AsyncDisposable {
         return { status: 'conflict', current };
       }
     }
-    const owner = msg.body.length > 0 ? msg.properties.get(Prop.Owner) : undefined;
+    const ownerProp = msg.properties.get(Prop.Owner);
+    if (ownerProp !== undefined && !isPeerId(ownerProp)) {
+      // The same rule as for beats: the owner names a presence key, `$peers/<owner>`, which
+      // must stay a valid key (at most 255 bytes) or every snapshot would carry a bad one.
+      this.#countMalformed('owner');
+      this.#stats.rejected++;
+      return { status: 'rejected', detail: `owner of ${JSON.stringify(key)} is not a peer id (1 to 64 lowercase hex digits)` };
+    }
+    const owner = msg.body.length > 0 ? ownerProp : undefined;
     if (owner !== undefined && !this.#presence.has(owner)) {
       // An owner the forwarder has not heard from: present from now on, purged if it never beats.
       this.#registerPeer({ id: owner, name: 'unknown', subtree: '', version: 0 });
@@ -678,3 +698,8 @@ function ackProperties(outcome: WriteOutcome): Buffer {
   ]);
 }
 const LOADED_PROPS = encodeProperties([[Prop.Encoding, 'msgpack']]);
+
+/** A peer id as beats and ephemeral writes carry it: 1 to 64 lowercase hex digits. */
+function isPeerId(id: string): boolean {
+  return /^[0-9a-f]{1,64}$/.test(id);
+}
