@@ -21,12 +21,13 @@ import { booleanOption, durationOption, intOption, MAX_TTL_SECONDS, rejectUnknow
 import { BatchError, contiguousEntrySize, entrySize, packBatch, packContiguous, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
-import { addPrevious, encodeHeads } from '../protocol/gaps.ts';
+import { encodeHeads } from '../protocol/gaps.ts';
 import { decodeMessage, type ChpMessage, type MalformedReason } from '../protocol/message.ts';
 import { appendProperty, encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue, isValidValue } from '../protocol/values.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
+import { SubscriptionHeads } from './heads.ts';
 import { PresenceTable, type PeerInfo } from './presence.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
 import { SendQueue } from '../transport/send-queue.ts';
@@ -45,6 +46,8 @@ const PURGED_PROPS = encodeProperties([[Prop.Reason, 'purged']]);
 const KVSTATS = Buffer.from(Command.Stats);
 const NEWLINE = Buffer.from('\n');
 const BATCH_BYTES = 256 * 1024;
+/** Unsubscribed prefixes whose heads are kept, so a resubscription cannot hide a miss. */
+const RETAINED_HEADS = 10_000;
 
 /** Options with defaults applied. */
 interface Settings {
@@ -127,10 +130,8 @@ export class Forwarder implements AsyncDisposable {
   readonly #outbox: RouterOutbox;
   /** Outcomes of recent writes by uuid: a sequence number for a success (no object to keep). */
   readonly #dedup: LRUCache<string, WriteOutcome | number>;
-  /** Subscribed prefixes (latin1) → sequence of the last update under each (0 = none yet). */
-  readonly #heads = new Map<string, number>();
-  /** Distinct lengths of subscribed prefixes, for the `prev` lookup. */
-  #prefixLengths: number[] = [];
+  /** Subscribed prefixes (latin1) → sequence of the last update under each. */
+  readonly #heads = new SubscriptionHeads({ retain: RETAINED_HEADS });
   /** Routing ids (latin1) of clonekv peers whose join subscription has arrived. */
   readonly #joined = new Set<string>();
   /** Snapshot requests waiting for the requester's join subscription. */
@@ -417,12 +418,8 @@ export class Forwarder implements AsyncDisposable {
       }
       return;
     }
-    if (subscribe) {
-      if (!this.#heads.has(topic)) this.#heads.set(topic, 0);
-    } else {
-      this.#heads.delete(topic);
-    }
-    this.#prefixLengths = [...new Set([...this.#heads.keys()].map((p) => p.length))].sort((a, b) => a - b);
+    if (subscribe) this.#heads.subscribe(topic, this.#store.sequence);
+    else this.#heads.unsubscribe(topic);
   }
 
   // ---- presence -----------------------------------------------------------------------------
@@ -572,19 +569,8 @@ export class Forwarder implements AsyncDisposable {
     const seq = this.#store.apply(key, uuid, props, body, ttlMs, now);
     this.#stats.published++;
     if (ttlMs > 0) this.#expiryTimer.arm(now + ttlMs);
-    const lengths = this.#prefixLengths;
-    if (lengths.length === 0) return seq; // nobody subscribed: XPUB would drop it anyway
-    // The `prev` list (see protocol/gaps.ts), built as a string directly: this runs per write.
-    let prev = '';
-    for (const len of lengths) {
-      if (len > key.length) break;
-      const prefix = len === key.length ? key : key.slice(0, len);
-      const last = this.#heads.get(prefix);
-      if (last === undefined) continue;
-      prev = addPrevious(prev, len, last);
-      this.#heads.set(prefix, seq);
-    }
-    if (prev.length === 0) return seq;
+    const prev = this.#heads.advance(key, seq);
+    if (prev.length === 0) return seq; // nobody subscribed: XPUB would drop it anyway
     this.#publish.send([keyBytes, encodeSequence(seq), uuid, appendProperty(props, Prop.Previous, prev), body]);
     return seq;
   }
@@ -662,7 +648,7 @@ export class Forwarder implements AsyncDisposable {
     const props = encodeProperties([
       [Prop.Version, PROTOCOL_VERSION],
       [Prop.Epoch, this.#epoch],
-      [Prop.Heads, encodeHeads(this.#heads)],
+      [Prop.Heads, encodeHeads(this.#heads.entries())],
     ]);
     this.#publish.send([HUGZ, encodeSequence(this.#store.sequence), EMPTY, props, EMPTY]);
   }
