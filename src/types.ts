@@ -105,8 +105,20 @@ export interface ForwarderOptions {
   heartbeatInterval?: number;
   /** Largest accepted value body in bytes. Default 1 MiB. */
   maxValueBytes?: number;
-  /** How many recent write uuids are remembered to de-duplicate retries. Default 100,000. */
-  dedupWindow?: number;
+  /**
+   * How long the outcome of a write is remembered by its uuid, in ms, so that a retry (same
+   * uuid) is answered with it instead of being applied again. Keep it at least as long as the
+   * longest `writeTimeout` your peers use. Default 60,000; at most 3,600,000.
+   */
+  dedupTtl?: number;
+  /**
+   * Most write outcomes remembered at once: a memory cap (about 40 bytes each are reserved up
+   * front, and the uuids take about as much again once held). When it forces out an outcome
+   * younger than `dedupTtl`, `dedupEvictions` counts it: a retry of that write would be applied
+   * twice. Default 500,000 (about 6 s of writes at 80,000 a second, more than the peers'
+   * default 5 s write timeout).
+   */
+  dedupMax?: number;
   /** Keys per snapshot batch message sent to clonekv peers. Default 512. */
   snapshotBatch?: number;
   /** High-water marks of the publisher socket (per subscriber). Default send 10,000, receive 1,000. */
@@ -236,4 +248,6 @@ export interface ForwarderStats {
   dropped: number;
   /** Heartbeats sent. */
   heartbeats: number;
+  /** Write outcomes forced out of the de-duplication memory (`dedupMax`) before `dedupTtl` ran out. */
+  dedupEvictions: number;
 }

@@ -14,7 +14,6 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
 import { DeadlineTimer } from '../deadline-timer.ts';
 import { booleanOption, durationOption, intOption, MAX_TTL_SECONDS, rejectUnknown, stringOption } from '../options.ts';
@@ -27,6 +26,7 @@ import { appendProperty, encodeProperties, PropertiesError, PropertyView, type P
 import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue, isValidValue } from '../protocol/values.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
+import { WriteDedup, type WriteOutcome } from './dedup.ts';
 import { SubscriptionHeads } from './heads.ts';
 import { PresenceTable, type PeerInfo } from './presence.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
@@ -48,6 +48,8 @@ const NEWLINE = Buffer.from('\n');
 const BATCH_BYTES = 256 * 1024;
 /** Unsubscribed prefixes whose heads are kept, so a resubscription cannot hide a miss. */
 const RETAINED_HEADS = 10_000;
+/** Longest `dedupTtl`: an hour, far beyond any sensible write timeout. */
+const MAX_DEDUP_TTL_MS = 3_600_000;
 
 /** Options with defaults applied. */
 interface Settings {
@@ -55,7 +57,8 @@ interface Settings {
   port: number;
   heartbeatInterval: number;
   maxValueBytes: number;
-  dedupWindow: number;
+  dedupTtl: number;
+  dedupMax: number;
   snapshotBatch: number;
   joinWait: number;
   peerTimeout: number;
@@ -70,7 +73,8 @@ const KNOWN_OPTIONS = [
   'port',
   'heartbeatInterval',
   'maxValueBytes',
-  'dedupWindow',
+  'dedupTtl',
+  'dedupMax',
   'snapshotBatch',
   'publisherHwm',
   'snapshotHwm',
@@ -95,7 +99,8 @@ function forwarderSettings(options: ForwarderOptions = {}): Settings {
     port: intOption('port', options.port, 5556, 0, 65533),
     heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     maxValueBytes: intOption('maxValueBytes', options.maxValueBytes, 1024 * 1024, 1, 256 * 1024 * 1024),
-    dedupWindow: intOption('dedupWindow', options.dedupWindow, 100_000, 1),
+    dedupTtl: durationOption('dedupTtl', options.dedupTtl, 60_000, 1, MAX_DEDUP_TTL_MS),
+    dedupMax: intOption('dedupMax', options.dedupMax, 500_000, 1, 100_000_000),
     snapshotBatch: intOption('snapshotBatch', options.snapshotBatch, 512, 1, 65_536),
     joinWait: durationOption('joinWait', options.joinWait, 2000, 0),
     peerTimeout: durationOption('peerTimeout', options.peerTimeout, 3000, 10),
@@ -106,8 +111,6 @@ function forwarderSettings(options: ForwarderOptions = {}): Settings {
   };
 }
 
-/** Outcome of a write, remembered per uuid so a retry gets the same answer. */
-type WriteOutcome = { status: 'ok'; seq: number } | { status: 'conflict'; current: number } | { status: 'rejected'; detail: string };
 
 /** Counters of malformed input, by reason. */
 export type MalformedCounts = Record<MalformedReason | 'snapshot-request' | 'subscription' | 'batch' | 'value-encoding' | 'owner', number>;
@@ -128,8 +131,8 @@ export class Forwarder implements AsyncDisposable {
   readonly #epoch = randomBytes(8).toString('hex');
   readonly #publish: SendQueue;
   readonly #outbox: RouterOutbox;
-  /** Outcomes of recent writes by uuid: a sequence number for a success (no object to keep). */
-  readonly #dedup: LRUCache<string, WriteOutcome | number>;
+  /** Outcomes of recent writes by uuid, kept for `dedupTtl`. */
+  readonly #dedup: WriteDedup;
   /** Subscribed prefixes (latin1) → sequence of the last update under each. */
   readonly #heads = new SubscriptionHeads({ retain: RETAINED_HEADS });
   /** Routing ids (latin1) of clonekv peers whose join subscription has arrived. */
@@ -152,6 +155,7 @@ export class Forwarder implements AsyncDisposable {
     snapshots: 0,
     dropped: 0,
     heartbeats: 0,
+    dedupEvictions: 0,
   };
   readonly #malformed: MalformedCounts = {
     'frame-count': 0,
@@ -181,7 +185,7 @@ export class Forwarder implements AsyncDisposable {
   private constructor(settings: Settings, sockets: ForwarderSockets) {
     this.#settings = settings;
     this.#sockets = sockets;
-    this.#dedup = new LRUCache({ max: settings.dedupWindow });
+    this.#dedup = new WriteDedup({ ttl: settings.dedupTtl, max: settings.dedupMax });
     this.#publish = new SendQueue(
       sockets.publisher,
       1_000_000,
@@ -253,6 +257,7 @@ export class Forwarder implements AsyncDisposable {
       sequence: this.#store.sequence,
       keys: this.#store.size,
       peers: this.#presence.size,
+      dedupEvictions: this.#dedup.evictions,
       malformedBy: { ...this.#malformed },
       subscriptions: this.#heads.size,
       epoch: this.#epoch,
@@ -487,11 +492,11 @@ export class Forwarder implements AsyncDisposable {
       const earlier = this.#dedup.get(uuidKey);
       if (earlier !== undefined) {
         this.#stats.duplicates++;
-        return typeof earlier === 'number' ? { status: 'ok', seq: earlier } : earlier;
+        return earlier;
       }
     }
     const outcome = this.#decide(msg);
-    if (uuidKey !== undefined) this.#dedup.set(uuidKey, outcome.status === 'ok' ? outcome.seq : outcome);
+    if (uuidKey !== undefined) this.#dedup.set(uuidKey, outcome);
     return outcome;
   }
 
