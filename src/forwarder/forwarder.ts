@@ -20,7 +20,6 @@ import { booleanOption, durationOption, intOption, MAX_TTL_SECONDS, rejectUnknow
 import { BatchError, contiguousEntrySize, entrySize, packBatch, packContiguous, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
-import { encodeHeads } from '../protocol/gaps.ts';
 import { decodeMessage, type ChpMessage, type MalformedReason } from '../protocol/message.ts';
 import { appendProperty, encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
@@ -648,14 +647,18 @@ export class Forwarder implements AsyncDisposable {
 
   // ---- heartbeats and expiry ----------------------------------------------------------------
 
+  /** One heartbeat: as many HUGZ as the `heads` of every subscribed prefix need (see protocol/gaps.ts). */
   #sendHeartbeat(): void {
     this.#stats.heartbeats++;
-    const props = encodeProperties([
-      [Prop.Version, PROTOCOL_VERSION],
-      [Prop.Epoch, this.#epoch],
-      [Prop.Heads, encodeHeads(this.#heads.entries())],
-    ]);
-    this.#publish.send([HUGZ, encodeSequence(this.#store.sequence), EMPTY, props, EMPTY]);
+    const seq = encodeSequence(this.#store.sequence);
+    for (const heads of this.#heads.headLists()) {
+      const props = encodeProperties([
+        [Prop.Version, PROTOCOL_VERSION],
+        [Prop.Epoch, this.#epoch],
+        [Prop.Heads, heads],
+      ]);
+      this.#publish.send([HUGZ, seq, EMPTY, props, EMPTY]);
+    }
   }
 
   #expire(): void {

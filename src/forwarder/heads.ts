@@ -14,7 +14,7 @@
  * @module
  */
 import { LRUCache } from 'lru-cache';
-import { addPrevious } from '../protocol/gaps.ts';
+import { addPrevious, encodeHeads, headId } from '../protocol/gaps.ts';
 
 /** Options of {@link SubscriptionHeads}. */
 export interface HeadsOptions {
@@ -26,6 +26,8 @@ export interface HeadsOptions {
 export class SubscriptionHeads {
   /** Subscribed prefix → last sequence under it. */
   readonly #subscribed = new Map<string, number>();
+  /** Subscribed prefix → its id in `heads` (computed once: a long prefix's id is a hash). */
+  readonly #ids = new Map<string, string>();
   /** Recently unsubscribed prefix → last sequence under it, still kept current. */
   readonly #retained: LRUCache<string, number>;
   /** Tracked (subscribed or retained) prefixes per length. */
@@ -53,12 +55,22 @@ export class SubscriptionHeads {
     return this.#subscribed.entries();
   }
 
+  /** The `heads` properties of one heartbeat: one list per HUGZ, each within the byte budget. */
+  headLists(budget?: number): string[] {
+    const ids = this.#ids;
+    function* pairs(heads: Map<string, number>): Generator<[string, number]> {
+      for (const [prefix, seq] of heads) yield [ids.get(prefix)!, seq];
+    }
+    return encodeHeads(pairs(this.#subscribed), budget);
+  }
+
   /**
    * A prefix's first subscriber arrived: its head is the kept one, or `current` (the global
    * sequence) when none is kept.
    */
   subscribe(prefix: string, current: number): void {
     if (this.#subscribed.has(prefix)) return;
+    this.#ids.set(prefix, headId(prefix));
     const kept = this.#retained.peek(prefix);
     if (kept === undefined) {
       this.#track(prefix.length);
@@ -74,6 +86,7 @@ export class SubscriptionHeads {
     const head = this.#subscribed.get(prefix);
     if (head === undefined) return;
     this.#subscribed.delete(prefix);
+    this.#ids.delete(prefix);
     this.#retained.set(prefix, head);
   }
 
