@@ -27,7 +27,7 @@ import { encodeValue, isValidValue } from '../protocol/values.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
 import { WriteDedup, type WriteOutcome } from './dedup.ts';
 import { SubscriptionHeads } from './heads.ts';
-import { PresenceTable, type PeerInfo } from './presence.ts';
+import { PresenceTable, UNKNOWN_NAME, type PeerInfo } from './presence.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
 import { SendQueue } from '../transport/send-queue.ts';
 import { bindForwarderSockets, receiveLoop, type ForwarderSockets } from '../transport/sockets.ts';
@@ -43,6 +43,7 @@ const ZERO_SEQ = Buffer.alloc(8);
 const EXPIRED_PROPS = encodeProperties([[Prop.Reason, 'expired']]);
 const PURGED_PROPS = encodeProperties([[Prop.Reason, 'purged']]);
 const KVSTATS = Buffer.from(Command.Stats);
+const KVPRESENT = Buffer.from(Command.PeerPresent);
 const NEWLINE = Buffer.from('\n');
 const BATCH_BYTES = 256 * 1024;
 /** Unsubscribed prefixes whose heads are kept, so a resubscription cannot hide a miss. */
@@ -454,18 +455,42 @@ export class Forwarder implements AsyncDisposable {
       subtree: Buffer.from(subtreeProp, 'base64url').toString('utf8'),
       version: Number(msg.properties.get(Prop.Applied) ?? 0) || 0,
     };
-    this.#registerPeer(info);
+    this.#onBeat(from, info);
     return true;
   }
 
-  /** Records a beat; a new peer gets its presence key `$peers/<id>`. */
-  #registerPeer(info: PeerInfo): void {
+  /**
+   * Records a beat. The first beat of a registration writes the presence key `$peers/<id>`
+   * (again, with the real name, for a peer registered by a write) and is answered with KVPRESENT.
+   */
+  #onBeat(from: Buffer, info: PeerInfo): void {
     const now = Date.now();
-    if (!this.#presence.beat(info, now)) return;
+    const result = this.#presence.beat(info, now);
+    if (result === 'known') return;
+    const reg = this.#presence.registration(info.id)!;
+    const seq = this.#writePresenceKey(info, reg.since);
+    if (result === 'new') this.#presence.setRegisteredAt(info.id, seq);
+    const props = encodeProperties([
+      [Prop.Owner, info.id],
+      [Prop.Since, String(reg.since)],
+    ]);
+    this.#outbox.send(from, [KVPRESENT, encodeSequence(result === 'new' ? seq : reg.sequence), EMPTY, props, EMPTY]);
+  }
+
+  /** Registers the owner of a write not heard from yet, under the name `unknown` until it beats. */
+  #registerOwner(id: string): void {
+    const now = Date.now();
+    if (!this.#presence.provisional(id, now)) return;
+    this.#presence.setRegisteredAt(id, this.#writePresenceKey({ id, name: UNKNOWN_NAME, subtree: '', version: 0 }, now));
+  }
+
+  /** Writes `$peers/<id>` (owned by the peer, so it goes when the peer does); returns its sequence. */
+  #writePresenceKey(info: PeerInfo, since: number): number {
     const key = PRESENCE_PREFIX + info.id;
-    const body = encodeValue({ id: info.id, name: info.name, subtree: info.subtree, since: new Date(now).toISOString() });
-    this.#applyAndPublish(Buffer.from(key, 'latin1'), key, EMPTY, LOADED_PROPS, body, 0, now);
+    const body = encodeValue({ id: info.id, name: info.name, subtree: info.subtree, since: new Date(since).toISOString() });
+    const seq = this.#applyAndPublish(Buffer.from(key, 'latin1'), key, EMPTY, LOADED_PROPS, body, 0, Date.now());
     this.#presence.written(key, info.id);
+    return seq;
   }
 
   /** Forgets a peer and deletes what it owned (and its presence key), reason `purged`. */
@@ -554,10 +579,8 @@ export class Forwarder implements AsyncDisposable {
       return { status: 'rejected', detail: `owner of ${JSON.stringify(key)} is not a peer id (1 to 64 lowercase hex digits)` };
     }
     const owner = msg.body.length > 0 ? ownerProp : undefined;
-    if (owner !== undefined && !this.#presence.has(owner)) {
-      // An owner the forwarder has not heard from: present from now on, purged if it never beats.
-      this.#registerPeer({ id: owner, name: 'unknown', subtree: '', version: 0 });
-    }
+    // An owner the forwarder has not heard from: present from now on, purged if it never beats.
+    if (owner !== undefined) this.#registerOwner(owner);
     // Every property line must end in a newline (RFC 12); a writer that left the last one bare is
     // fixed here, once, so snapshots and live updates carry the same well-formed frame.
     const props = msg.rawProperties.length > 0 && msg.rawProperties[msg.rawProperties.length - 1] !== 0x0a

@@ -22,25 +22,64 @@ export interface PeerInfo {
 interface Member {
   info: PeerInfo;
   lastSeen: number;
+  /** When this registration began (ms since epoch). */
   since: number;
+  /** Sequence of the presence key written at registration (0 until the caller records it). */
+  registeredAt: number;
+  /** Registered by an ephemeral write and not yet heard beating: name and subtree unknown. */
+  provisional: boolean;
   owned: Set<string>;
 }
+
+/**
+ * What a beat changed: `new` (not registered before), `confirmed` (registered by an ephemeral
+ * write, and this is its first beat), or `known`.
+ */
+export type BeatResult = 'new' | 'confirmed' | 'known';
+
+/** The name a peer is registered under until its first beat tells the real one. */
+export const UNKNOWN_NAME = 'unknown';
 
 /** Presence and ownership. Keys are latin1 strings, as in the store. */
 export class PresenceTable {
   readonly #members = new Map<string, Member>();
   readonly #owners = new Map<string, string>();
 
-  /** Records a heartbeat; returns true if the peer is new. */
-  beat(info: PeerInfo, now: number): boolean {
+  /** Records a heartbeat (see {@link BeatResult}). */
+  beat(info: PeerInfo, now: number): BeatResult {
     const m = this.#members.get(info.id);
     if (m) {
       m.info = info;
       m.lastSeen = now;
-      return false;
+      if (!m.provisional) return 'known';
+      m.provisional = false;
+      return 'confirmed';
     }
-    this.#members.set(info.id, { info, lastSeen: now, since: now, owned: new Set() });
+    this.#members.set(info.id, { info, lastSeen: now, since: now, registeredAt: 0, provisional: false, owned: new Set() });
+    return 'new';
+  }
+
+  /**
+   * Registers `id` first seen as the owner of a write, under the name {@link UNKNOWN_NAME} until
+   * its first beat. Returns false if it was registered already.
+   */
+  provisional(id: string, now: number): boolean {
+    if (this.#members.has(id)) return false;
+    const info: PeerInfo = { id, name: UNKNOWN_NAME, subtree: '', version: 0 };
+    this.#members.set(id, { info, lastSeen: now, since: now, registeredAt: 0, provisional: true, owned: new Set() });
     return true;
+  }
+
+  /** Records the sequence of the presence key written when `id` was registered. */
+  setRegisteredAt(id: string, seq: number): void {
+    const m = this.#members.get(id);
+    if (m) m.registeredAt = seq;
+  }
+
+  /** When and at which sequence `id`'s current registration began. */
+  registration(id: string): { since: number; sequence: number } | undefined {
+    const m = this.#members.get(id);
+    return m && { since: m.since, sequence: m.registeredAt };
   }
 
   /** Whether `id` is present. */
