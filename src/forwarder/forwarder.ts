@@ -14,7 +14,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { ClosedError } from '../errors.ts';
+import { ClonekvError, ClosedError, ErrorCode } from '../errors.ts';
 import { DeadlineTimer } from '../deadline-timer.ts';
 import { booleanOption, durationOption, intOption, MAX_TTL_SECONDS, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, contiguousEntrySize, entrySize, packBatch, packContiguous, unpackBatch, type WireEntry } from '../protocol/batch.ts';
@@ -271,24 +271,25 @@ export class Forwarder implements AsyncDisposable {
 
   /**
    * Sequences and publishes values in-process, as if written by a peer: for seeding a forwarder
-   * from a file or a test. Yields to the event loop between chunks so a large load does not
-   * stall serving.
+   * from a file or a test. All or nothing: every entry is checked (key, reserved names, value
+   * encoding and size) before any is applied. Yields to the event loop between chunks so a
+   * large load does not stall serving.
    *
    * @param onProgress - called with the number loaded so far after each chunk
    * @returns the number of entries loaded
+   * @throws `CLONEKV_INVALID_KEY` or `CLONEKV_INVALID_VALUE` naming the first bad entry (nothing
+   *   is loaded then); `CLONEKV_CLOSED` if the forwarder is closed
    */
   async load(
     entries: Iterable<readonly [string, unknown]>,
     onProgress?: (loaded: number) => void,
   ): Promise<number> {
     this.#assertOpen();
+    const checked: Array<[Buffer, string, Buffer]> = [];
+    for (const [key, value] of entries) checked.push(this.#checkLoadEntry(key, value));
     let n = 0;
-    const now = Date.now();
-    for (const [key, value] of entries) {
-      const keyBytes = Buffer.from(key, 'utf8');
-      if (keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) throw new RangeError(`invalid key ${JSON.stringify(key)}`);
-      const body = encodeValue(value);
-      this.#applyAndPublish(keyBytes, keyBytes.toString('latin1'), EMPTY, LOADED_PROPS, body, 0, now);
+    for (const [keyBytes, key, body] of checked) {
+      this.#applyAndPublish(keyBytes, key, EMPTY, LOADED_PROPS, body, 0, Date.now());
       if (++n % 65_536 === 0) {
         onProgress?.(n);
         await new Promise((r) => setImmediate(r));
@@ -297,6 +298,28 @@ export class Forwarder implements AsyncDisposable {
     }
     onProgress?.(n);
     return n;
+  }
+
+  /** One entry of {@link load}, checked as a peer's write would be: [key bytes, latin1 key, body]. */
+  #checkLoadEntry(key: unknown, value: unknown): [Buffer, string, Buffer] {
+    const name = JSON.stringify(key);
+    if (typeof key !== 'string') throw new ClonekvError(ErrorCode.InvalidKey, `cannot load key ${String(name)}: keys are strings`);
+    const keyBytes = Buffer.from(key, 'utf8');
+    if (keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
+      throw new ClonekvError(ErrorCode.InvalidKey, `cannot load key ${name}: a key is 1 to ${MAX_KEY_BYTES} bytes, this one is ${keyBytes.length}`);
+    }
+    const latin1 = keyBytes.toString('latin1');
+    if (isReservedKey(latin1)) throw new ClonekvError(ErrorCode.InvalidKey, `cannot load key ${name}: it is reserved (protocol commands and $peers/)`);
+    let body: Buffer;
+    try {
+      body = encodeValue(value);
+    } catch (err) {
+      throw new ClonekvError(ErrorCode.InvalidValue, `cannot load the value of ${name}: ${(err as Error).message}`, { cause: err });
+    }
+    if (body.length > this.#settings.maxValueBytes) {
+      throw new ClonekvError(ErrorCode.InvalidValue, `cannot load the value of ${name}: ${body.length} bytes is over maxValueBytes (${this.#settings.maxValueBytes})`);
+    }
+    return [keyBytes, latin1, body];
   }
 
   /** Stops serving and closes every socket and timer. Idempotent. */
