@@ -250,4 +250,58 @@ export interface ForwarderStats {
   heartbeats: number;
   /** Write outcomes forced out of the de-duplication memory (`dedupMax`) before `dedupTtl` ran out. */
   dedupEvictions: number;
+  /** Malformed or refused input, by reason (their sum is `malformed`). */
+  malformedBy: MalformedCounts;
+  /** Prefixes subscribed on the publisher (each counted once however many subscribers hold it). */
+  subscriptions: number;
+  /** This forwarder run's id (hex), as announced in HUGZ and KTHXBAI. */
+  epoch: string;
+}
+
+/**
+ * Counters of malformed or refused input at the forwarder, by reason:
+ * - `frame-count`, `empty-key`, `key-too-long`, `sequence-size`, `sequence-range`, `uuid-size`,
+ *   `properties` (a bad property frame, or a bad `ttl`/`if-version`), `value-too-large`: a
+ *   message that breaks the wire format or a limit;
+ * - `reserved-key`: a write to a protocol command or to `$peers/`;
+ * - `value-encoding`: a body marked `enc=msgpack` that is not one valid msgpack value (with
+ *   the `checkValues` option);
+ * - `owner`: an `owner` property that is not a peer id (1 to 64 lowercase hex digits);
+ * - `batch`: an unreadable KVWRITE; `snapshot-request`: an ICANHAZ? that is not two frames;
+ *   `subscription`: an unreadable subscription message.
+ */
+export type MalformedCounts = Record<
+  | 'frame-count'
+  | 'empty-key'
+  | 'key-too-long'
+  | 'sequence-size'
+  | 'sequence-range'
+  | 'uuid-size'
+  | 'properties'
+  | 'value-too-large'
+  | 'reserved-key'
+  | 'value-encoding'
+  | 'owner'
+  | 'batch'
+  | 'snapshot-request'
+  | 'subscription',
+  number
+>;
+
+/** A live clonekv peer in the forwarder's presence table ({@link Forwarder.peers}). */
+export interface ForwarderPeer {
+  /** Stable id of the peer (hex), also the `owner` of its ephemeral keys. */
+  readonly id: string;
+  /** The name it gives in its beats (`unknown` until its first beat, if first seen in a write). */
+  readonly name: string;
+  /** The subtree it holds. */
+  readonly subtree: string;
+  /** The last sequence it said it applied. */
+  readonly version: number;
+  /** When this registration began, ms since epoch. */
+  readonly since: number;
+  /** When it was last heard, ms since epoch. */
+  readonly lastSeen: number;
+  /** Keys it owns (its ephemeral keys and its presence key). */
+  readonly owned: number;
 }

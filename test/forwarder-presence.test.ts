@@ -100,3 +100,20 @@ test('an owner first seen in a write is "unknown" until its first beat, which na
   assert.equal(fwd.peers().find((p) => p.id === id)?.name, 'svc');
   assert.equal(fwd.peers().find((p) => p.id === id)?.owned, 2, 'it owns lock/a and its presence key');
 });
+
+test('KVPRESENT never lands inside a snapshot: it follows the KTHXBAI of one in flight or waiting', async (t) => {
+  // The DEALER never subscribes, so its request waits `joinWait` for a join subscription.
+  const fwd = await forwarder(t, { joinWait: 200 });
+  await fwd.load(Array.from({ length: 2000 }, (_, i) => [`k/${i}`, i] as const));
+  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}` });
+  t.after(() => dealer.close());
+  dealer.connect(fwd.endpoints.snapshot);
+  const inbox = new Inbox(dealer);
+  const id = randomBytes(8).toString('hex');
+  await dealer.send([Buffer.from('ICANHAZ?'), EMPTY]);
+  await dealer.send([Buffer.from('KVBEAT'), ZERO_SEQ, EMPTY, Buffer.from(`owner=${id}\n`), EMPTY]);
+  const seen: string[] = [];
+  while (!seen.includes('KVPRESENT')) seen.push((await inbox.next('the snapshot and KVPRESENT'))[0]!.toString());
+  assert.equal(seen.at(-2), 'KTHXBAI', `KVPRESENT came after the snapshot: ${seen.slice(-3).join(', ')}`);
+  assert.ok(seen.filter((c) => c === 'KVBATCH').length >= 1);
+});
