@@ -5,7 +5,9 @@
  *    value and a 10 KB value (a list of records, the costly shape: one header per field);
  *  - `door.writes`: writes sequenced per second end to end (one clonekv writer, pipelined),
  *    with the forwarder's `checkValues` on and off, per value size; rounds alternate and the
- *    median is reported, since other work on the machine moves single runs.
+ *    median is reported, since other work on the machine moves single runs. `checkSharePct` is
+ *    the check's time as a share of a write's time with the check off (ns per check × writes
+ *    per second): the cost the check can have, which noise on a busy machine cannot blur.
  *
  * Topology: a Forwarder and a writer Peer in this process (the writer's cost is the same in both
  * modes, so the difference is the check).
@@ -30,6 +32,7 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+const checkNs: Record<string, number> = {};
 for (const [size, value] of Object.entries(values)) {
   const body = encodeValue(value);
   const n = size === 'small' ? 2_000_000 : 50_000;
@@ -39,6 +42,7 @@ for (const [size, value] of Object.entries(values)) {
   for (let i = 0; i < n; i++) ok &&= isValidValue(body);
   const ns = Number(process.hrtime.bigint() - t0) / n;
   if (!ok) throw new Error('a valid body was refused');
+  checkNs[size] = ns;
   emit({ figure: 'door.check.ns', value: size, bytes: body.length, nsPerBody: Math.round(ns) });
 }
 
@@ -71,5 +75,5 @@ for (const [size, value] of Object.entries(values)) {
   }
   const a = median(off);
   const b = median(on);
-  emit({ figure: 'door.writes', value: size, bytes: encodeValue(value).length, writes, rounds, checkOff: Math.round(a), checkOn: Math.round(b), changePct: Math.round(((b - a) / a) * 1000) / 10 });
+  emit({ figure: 'door.writes', value: size, bytes: encodeValue(value).length, writes, rounds, checkOff: Math.round(a), checkOn: Math.round(b), changePct: Math.round(((b - a) / a) * 1000) / 10, checkSharePct: Math.round(((checkNs[size]! * a) / 1e9) * 1000) / 10 });
 }

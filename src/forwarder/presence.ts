@@ -18,7 +18,7 @@ import type { Counters } from './counters.ts';
 import type { UpdateLog } from './update-log.ts';
 
 /** What a peer says about itself in its heartbeat. */
-export interface PeerInfo {
+interface PeerInfo {
   /** Stable id of the peer (hex), also the `owner` of its ephemeral keys. */
   readonly id: string;
   /** Human name given by the application. */
@@ -45,13 +45,13 @@ interface Member {
  * What a beat changed: `new` (not registered before), `confirmed` (registered by an ephemeral
  * write, and this is its first beat), or `known`.
  */
-export type BeatResult = 'new' | 'confirmed' | 'known';
+type BeatResult = 'new' | 'confirmed' | 'known';
 
 /** The name a peer is registered under until its first beat tells the real one. */
-export const UNKNOWN_NAME = 'unknown';
+const UNKNOWN_NAME = 'unknown';
 
 /** Presence and ownership. Keys are latin1 strings, as in the store. */
-export class PresenceTable {
+class PresenceTable {
   readonly #members = new Map<string, Member>();
   readonly #owners = new Map<string, string>();
 
