@@ -41,7 +41,12 @@ function rawDealer(t: TestContext, fwd: Forwarder) {
       }
       await dealer.send([Buffer.from('KVWRITE'), ZERO_SEQ, EMPTY, EMPTY, packBatch(entries, entries.reduce((n, e) => n + entrySize(e), 0))]);
     }
-    for (let b = 0; b < batches; b++) assert.equal((await inbox.next('a KVACKS', 30_000))[0]!.toString(), 'KVACKS');
+    for (let b = 0; b < batches; b++) {
+      const acks = await inbox.next('a KVACKS', 30_000);
+      assert.equal(acks[0]!.toString(), 'KVACKS');
+      // Item 5 (read-your-writes across a restart): every KVACKS names the run that sequenced it.
+      assert.equal(acks[3]!.toString(), `epoch=${fwd.epoch}\n`);
+    }
   };
   return { write, fill };
 }

@@ -94,7 +94,7 @@ export class Forwarder implements AsyncDisposable {
     // KVPRESENT goes after any snapshot in flight to that peer, never inside it.
     const reply = (to: Buffer, frames: Buffer[]): void => this.#snapshots.sendAfterSnapshot(to, frames);
     this.#presence = new Presence({ log: this.#log, counters, reply, peerTimeout: settings.peerTimeout });
-    this.#sequencer = new Sequencer({ log: this.#log, presence: this.#presence, counters, settings });
+    this.#sequencer = new Sequencer({ log: this.#log, presence: this.#presence, counters, settings, epoch: this.#epoch });
     this.#snapshots = new SnapshotServer({
       store: this.#log.store,
       outbox: this.#outbox,

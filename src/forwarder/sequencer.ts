@@ -31,15 +31,20 @@ export interface SequencerHooks {
   readonly presence: Presence;
   readonly counters: Counters;
   readonly settings: Pick<Settings, 'maxValueBytes' | 'checkValues' | 'dedupTtl' | 'dedupMax'>;
+  /** This forwarder run's id: named in every KVACKS, so a peer never takes a sequence of this run for one of another. */
+  readonly epoch: string;
 }
 
 /** Decides on writes, once per uuid, and words the acknowledgements. */
 export class Sequencer {
   readonly #hooks: SequencerHooks;
   readonly #dedup: WriteDedup;
+  /** Frame 3 of every KVACKS: `epoch=<this run>` (read-your-writes across a restart). */
+  readonly #ackHeader: Buffer;
 
   constructor(hooks: SequencerHooks) {
     this.#hooks = hooks;
+    this.#ackHeader = encodeProperties([[Prop.Epoch, hooks.epoch]]);
     this.#dedup = new WriteDedup({ ttl: hooks.settings.dedupTtl, max: hooks.settings.dedupMax });
   }
 
@@ -68,7 +73,10 @@ export class Sequencer {
     return [KVACK, outcome.status === 'ok' ? encodeSequence(outcome.seq) : ZERO_SEQUENCE, uuid, ackProperties(outcome), EMPTY_FRAME];
   }
 
-  /** A KVWRITE body: every write in it, answered with one KVACKS (or nothing if it held none). */
+  /**
+   * A KVWRITE body: every write in it, answered with one KVACKS (or nothing if it held none),
+   * whose properties name this run's epoch.
+   */
   writeBatch(body: Buffer): Buffer[] | undefined {
     const { counters } = this.#hooks;
     const acks: WireEntry[] = [];
@@ -96,7 +104,7 @@ export class Sequencer {
       if (!(err instanceof BatchError)) throw err;
       counters.malformed('batch');
     }
-    return acks.length > 0 ? [KVACKS, ZERO_SEQUENCE, EMPTY_FRAME, EMPTY_FRAME, packBatch(acks, bytes)] : undefined;
+    return acks.length > 0 ? [KVACKS, ZERO_SEQUENCE, EMPTY_FRAME, this.#ackHeader, packBatch(acks, bytes)] : undefined;
   }
 
   #decide(msg: ChpMessage): WriteOutcome {
