@@ -12,8 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { test, type TestContext } from 'node:test';
 import * as zmq from 'zeromq';
 import type { Forwarder } from '../src/index.ts';
-import { forwarder, Inbox } from './helpers.ts';
+import { forwarder, readyPeer, waitFor, Inbox } from './helpers.ts';
 
+const EMPTY = Buffer.alloc(0);
 const ZERO_SEQ = Buffer.alloc(8);
 
 function props(frame: Buffer): Map<string, string> {
@@ -79,4 +80,32 @@ test('an owner that is not a peer id is rejected, counted and not stored; a vali
   assert.equal(fwd.peers().length, 0);
   assert.equal((await write('lock/a', `owner=${'f'.repeat(64)}\n`, Buffer.from('v'))).get('status'), 'ok');
   assert.deepEqual(fwd.peers().map((p) => p.id), ['f'.repeat(64)]);
+});
+
+test('a plain CHP writer sending an owner of 300 characters cannot stop joiners from becoming ready', async (t) => {
+  // Topology: Forwarder; a raw zeromq PUB (a plain CHP writer) on the collector P+2; fresh
+  // clonekv Peers joining afterwards. Before the fix, `$peers/<300 chars>` (a 307-byte key) went
+  // into every snapshot, which every joiner refused as incomplete, asking again in a tight loop
+  // until the unknown owner was purged (peerTimeout, long here).
+  const fwd = await forwarder(t, { peerTimeout: 60_000 });
+  const pub = new zmq.Publisher({ linger: 0 });
+  t.after(() => pub.close());
+  pub.connect(fwd.endpoints.collector);
+  const prime = randomBytes(16);
+  // Resent with one uuid (applied once) until the PUB→SUB connection is known to be live.
+  await waitFor('the collector PUB to be live', () => {
+    void pub.send([Buffer.from('plain/prime'), ZERO_SEQ, prime, EMPTY, Buffer.from('1')]);
+    return fwd.size > 0;
+  });
+  const before = fwd.sequence;
+  await pub.send([Buffer.from('plain/lock'), ZERO_SEQ, randomBytes(16), Buffer.from(`owner=${'a'.repeat(300)}\n`), Buffer.from('v')]);
+  await waitFor('the write to be decided', () => fwd.stats().malformedBy.owner > 0 || fwd.sequence > before);
+  for (const subtree of ['', '$peers/']) {
+    const p = await readyPeer(t, fwd.endpoint, { name: `joiner-${subtree}`, subtree });
+    assert.equal(p.stats().resyncs, 0, `the ${subtree || 'full-tree'} joiner's first snapshot was complete`);
+    assert.equal(p.has('plain/lock'), false, 'the write was not stored');
+    await p.close();
+  }
+  assert.equal(fwd.stats().malformedBy.owner, 1);
+  assert.equal(fwd.size, 1, 'neither the key nor a presence key was stored');
 });
