@@ -73,6 +73,7 @@ export class Forwarder implements AsyncDisposable {
   readonly #snapshots: SnapshotServer;
   /** ROUTER commands by frame 1; anything else is a KVSET. */
   readonly #commands: ReadonlyMap<string, RouterHandler>;
+  readonly #longestCommand: number;
   readonly #heartbeat: NodeJS.Timeout;
   readonly #purgeTimer: NodeJS.Timeout;
   readonly #loops: Promise<void>[];
@@ -110,6 +111,7 @@ export class Forwarder implements AsyncDisposable {
       [Command.PeerBye, (from, f) => this.#decoded(from, f, (m) => this.#presence.bye(m))],
       [Command.Stats, (from, f) => this.#decoded(from, f, () => this.#sendStats(from))],
     ]);
+    this.#longestCommand = Math.max(...[...this.#commands.keys()].map((c) => c.length));
     const ignore = (): void => {};
     this.#loops = [
       receiveLoop(sockets.router, (f) => this.#onRouter(f), ignore),
@@ -285,7 +287,7 @@ export class Forwarder implements AsyncDisposable {
     const from = frames[0]!;
     const command = frames[1];
     // Command names are short: only a short frame 1 needs a look-up (and a string).
-    const handler = command !== undefined && command.length <= 9 ? this.#commands.get(command.toString('latin1')) : undefined;
+    const handler = command !== undefined && command.length <= this.#longestCommand ? this.#commands.get(command.toString('latin1')) : undefined;
     if (handler) return handler(from, frames.slice(1));
     this.#decoded(from, frames.slice(1), (m) => this.#outbox.send(from, this.#sequencer.ack(m.uuid, this.#sequencer.write(m))));
   }
