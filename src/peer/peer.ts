@@ -587,6 +587,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
           this.emit('synced', { sequence: c.sequence, keys: this.#map.size, ...(c.reason ? { reason: c.reason } : {}) });
         }
         return;
+      case 'echo':
+        return this.#writes.onEcho(c.uuid, c.seq);
       case 'settle':
         return this.#writes.settle();
       case 'resendWrites':

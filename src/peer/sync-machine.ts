@@ -62,6 +62,11 @@ export type SyncCommand =
   | { readonly type: 'ready' }
   /** A sync finished and the peer is live (the `synced` event). */
   | { readonly type: 'synced'; readonly sequence: number; readonly reason: ResyncReason | undefined }
+  /**
+   * An update at `seq` carrying `uuid` was already in the snapshot: if it is one of our writes,
+   * that is its acknowledgement (a plain server gives no other).
+   */
+  | { readonly type: 'echo'; readonly seq: number; readonly uuid: Buffer }
   /** The local map moved on: writes waiting for it may resolve. */
   | { readonly type: 'settle' }
   /** Writes not yet acknowledged may go (again) on the current DEALER. */
@@ -233,10 +238,7 @@ export class SyncMachine {
     if (this.#waiting) return; // the snapshot about to be asked for covers it
     if (m.sequence <= this.#lastFromSub) return this.#resync(now, 'sequence');
     this.#lastFromSub = m.sequence;
-    if (m.sequence <= this.#last) {
-      this.#stats.duplicates++; // already in the snapshot
-      return;
-    }
+    if (m.sequence <= this.#last) return this.#duplicate(m); // already in the snapshot
     this.#apply(now, m);
     if (!this.resyncing) this.#out({ type: 'settle' });
   }
@@ -320,7 +322,7 @@ export class SyncMachine {
       }
       this.#lastFromSub = u.sequence;
       if (u.sequence > this.#last) this.#apply(now, u);
-      else this.#stats.duplicates++;
+      else this.#duplicate(u);
       if (this.resyncing) break; // a gap in the buffered updates restarted the sync
     }
     if (this.resyncing) return;
@@ -387,6 +389,11 @@ export class SyncMachine {
     }
     const value = this.#decode(key, u.sequence, u.properties.get(Prop.Encoding) === MSGPACK_ENCODING, u.body);
     this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value, reason: undefined });
+  }
+
+  #duplicate(u: ChpMessage): void {
+    this.#stats.duplicates++;
+    if (u.uuid.length === 16) this.#out({ type: 'echo', seq: u.sequence, uuid: u.uuid });
   }
 
   /** A body's value; one marked msgpack that does not decode is given as raw bytes, and reported. */
