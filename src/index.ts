@@ -17,6 +17,8 @@ export type {
   PeerStats,
   PeerStatus,
   ResyncReason,
+  ServerPeerInfo,
+  ServerStats,
   SetOptions,
   WatchEntry,
   WatchOptions,
