@@ -15,9 +15,7 @@ import { EMPTY_FRAME } from '../protocol/message.ts';
 import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import type { PeerStats } from '../types.ts';
-
-/** What the peer knows of the server: a clonekv forwarder, a plain CHP server, or not yet. */
-export type ServerKind = 'unknown' | 'clonekv' | 'plain';
+import type { ServerKind } from './sync-machine.ts';
 
 /** A write waiting for the forwarder. */
 export interface PendingWrite {
