@@ -11,20 +11,20 @@ export type {
   Endpoints,
   Entry,
   ForwarderOptions,
+  ForwarderPeer,
   ForwarderStats,
   HighWaterMarks,
+  MalformedCounts,
   PeerOptions,
   PeerStats,
   PeerStatus,
   ResyncReason,
-  ServerPeerInfo,
   ServerStats,
   SetOptions,
   WatchEntry,
   WatchOptions,
 } from './types.ts';
 export type { PeerEvents } from './peer/peer.ts';
-export type { MalformedCounts } from './forwarder/forwarder.ts';
 export {
   ClonekvError,
   ClosedError,

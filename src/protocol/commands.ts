@@ -30,6 +30,14 @@ export const Command = {
   PeerBye: 'KVBYE',
   /** clonekv extension: a request for the forwarder's counters, answered with a JSON body. */
   Stats: 'KVSTATS',
+  /**
+   * clonekv extension: the forwarder's answer to the first beat of a registration (a new peer
+   * id, or one purged before): sequence = that of the presence key written at registration,
+   * properties `owner` and `since` (ms since epoch). A peer that sees `since` change knows it
+   * was purged meanwhile, and with it the ephemeral keys it owned. Sent after any snapshot
+   * being served to (or waiting for) that routing id, never in the middle of one.
+   */
+  PeerPresent: 'KVPRESENT',
 } as const;
 
 /** Keys a clonekv peer may not write: commands, and the forwarder's presence subtree. */
@@ -45,6 +53,7 @@ export function isReservedKey(key: string): boolean {
     key === Command.PeerBeat ||
     key === Command.PeerBye ||
     key === Command.Stats ||
+    key === Command.PeerPresent ||
     key.startsWith(PRESENCE_PREFIX) ||
     key.startsWith(JOIN_TOPIC_PREFIX)
   );
@@ -72,7 +81,7 @@ export const Prop = {
   Digest: 'digest',
   /** Gap detection on KVPUB: for each subscribed prefix of the key, `length:previous-sequence`. */
   Previous: 'prev',
-  /** Gap detection in HUGZ: for each subscribed prefix, `base64url(prefix):last-sequence`. */
+  /** Gap detection in HUGZ: for each subscribed prefix, `id:last-sequence` (see protocol/gaps.ts for the id). */
   Heads: 'heads',
   /** Conditional write: expected current version (0 = absent). */
   IfVersion: 'if-version',
@@ -94,6 +103,8 @@ export const Prop = {
   Applied: 'applied',
   /** KTHXBAI: `1` when the forwarder saw the peer's subscription before taking the snapshot. */
   Joined: 'joined',
+  /** KVPRESENT: when the peer's registration began, ms since epoch (decimal). */
+  Since: 'since',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */
