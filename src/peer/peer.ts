@@ -677,6 +677,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       return;
     }
+    // Any other control message (KVPRESENT…) is never a snapshot entry.
+    if (command !== Command.SnapshotBatch && command !== Command.SnapshotEnd && COMMANDS.has(command ?? '')) return;
     const sync = this.#sync;
     const now = Date.now();
     sync.replied(now, attempt);
@@ -753,5 +755,6 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 }
 
 const STATS = Buffer.from(Command.Stats);
+const COMMANDS: ReadonlySet<string> = new Set(Object.values(Command));
 /** Longest a Node.js timer can wait; a later wake-up is reached in steps. */
 const MAX_TIMER_MS = 2_147_483_647;
