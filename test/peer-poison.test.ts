@@ -7,10 +7,12 @@
  * which stores whatever a plain writer sends; one clonekv Peer: SUB→P+1, DEALER→P.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { Packr } from 'msgpackr';
+import * as zmq from 'zeromq';
 import type { ClonekvError } from '../src/index.ts';
-import { readyPeer, waitFor } from './helpers.ts';
+import { forwarder, readyPeer, waitFor } from './helpers.ts';
 import { PlainServer } from './plain-server.ts';
 
 const MSGPACK = Buffer.from('enc=msgpack\n');
@@ -55,4 +57,40 @@ test('undecodable values in a snapshot and in live updates are held as raw bytes
   const s = peer.stats();
   assert.ok(s.snapshotRequests <= 3, `snapshot requests: ${s.snapshotRequests}`);
   assert.equal(peer.status, 'live');
+});
+
+test('through a forwarder that does not check values at the door, undecodable values reach peers as raw bytes', async (t) => {
+  // Topology: Forwarder (checkValues: false, so it stores what a plain writer sends); a plain
+  // writer (raw zeromq PUB → P+2) sends KVSETs marked enc=msgpack with bodies c1 and d4 00 00;
+  // a clonekv Peer joins (snapshot) and then sees the same live.
+  const fwd = await forwarder(t, { checkValues: false, heartbeatInterval: 100 });
+  const pub = new zmq.Publisher({ linger: 0 });
+  t.after(() => pub.close());
+  const connected = new Promise<void>((resolve) => pub.events.on('handshake', () => resolve()));
+  pub.connect(fwd.endpoints.collector);
+  await connected;
+  const uuids = new Map<string, Buffer>();
+  // One uuid per key: a copy sent again is recognised by the forwarder as a retry.
+  const kvset = (key: string, body: Buffer): Promise<void> => {
+    if (!uuids.has(key)) uuids.set(key, randomBytes(16));
+    return pub.send([Buffer.from(key), Buffer.alloc(8), uuids.get(key)!, MSGPACK, body]);
+  };
+  // A PUB drops what it sends before the forwarder's SUB has subscribed: send until stored.
+  let sending: Promise<void> | undefined;
+  await waitFor('the snapshot values stored', () => {
+    if (fwd.stats().keys >= 2) return true;
+    sending ??= kvset('x/c1', C1)
+      .then(() => kvset('x/ext', EXT))
+      .finally(() => (sending = undefined));
+    return false;
+  });
+  await sending;
+  const peer = await readyPeer(t, fwd.endpoint, { subtree: 'x/' });
+  assert.deepEqual(Buffer.from(peer.get('x/c1') as Uint8Array), C1);
+  assert.deepEqual(Buffer.from(peer.get('x/ext') as Uint8Array), EXT);
+  await kvset('x/live', EXT);
+  await waitFor('the live value', () => peer.has('x/live'));
+  assert.deepEqual(Buffer.from(peer.get('x/live') as Uint8Array), EXT);
+  assert.equal(peer.stats().undecodable, 3);
+  assert.equal(peer.stats().resyncs, 0);
 });
