@@ -31,6 +31,25 @@ test('against a plain CHP server, ready() resolves when updates land during the 
   assert.deepEqual(Buffer.from(p.get('app/bulk/19999') as Uint8Array), Buffer.from('19999'));
 });
 
+test('against a server that says its join wait ran out (clonekv, not joined), ready() resolves when updates land during the first snapshot', async (t) => {
+  // Topology: PlainServer made to end its snapshots as a clonekv forwarder does when its
+  // joinWait ran out (KTHXBAI with clonekv=1 and an epoch, without joined=1), holding 20,000
+  // keys; one clonekv Peer (subtree app/). As above, updates are published right after the
+  // KTHXBAI is queued, so they reach the peer while it loads the snapshot.
+  const initial: Record<string, Buffer> = {};
+  for (let i = 0; i < 20_000; i++) initial[`app/bulk/${i}`] = Buffer.from(String(i));
+  const server = await PlainServer.start(t, initial);
+  server.snapshotEndProps = Buffer.from('clonekv=1\nepoch=e1\n');
+  let last = 0;
+  server.afterSnapshot = () => {
+    server.afterSnapshot = undefined;
+    for (let i = 0; i < 20; i++) last = server.apply(`app/u${i}`, EMPTY, Buffer.from(String(i)));
+  };
+  const p = peer(t, server.endpoint, { subtree: 'app/', presence: false });
+  await within('ready() after an unconfirmed join', p.ready(), 15_000);
+  await waitFor('every update held', () => p.version('app/u19') === last && last > 0);
+});
+
 test('against a forwarder whose joinWait ran out, ready() resolves when updates land during the first snapshot', async (t) => {
   // Topology: Forwarder (joinWait 1 ms) holding 200,000 keys and writing 5 keys a millisecond;
   // a joining Peer (full tree): DEALER→P directly, SUB→P+1 through a TcpProxy. The proxy

@@ -60,6 +60,8 @@ export class PlainServer {
   dropWrites = false;
   /** KVSETs received on the collector, dropped ones included. */
   received = 0;
+  /** Properties of each KTHXBAI (none, as a plain server; a test may make it look like another). */
+  snapshotEndProps: Buffer = EMPTY;
   /** Called right after a KTHXBAI is queued (its KVSYNCs may still be on their way). */
   afterSnapshot: (() => void) | undefined;
   #router!: zmq.Router;
@@ -136,7 +138,7 @@ export class PlainServer {
       // The snapshot is taken now: KTHXBAI carries this sequence even if it is held.
       const at = this.seq;
       if (this.hold) await this.hold;
-      void this.#sendRouter([id, Buffer.from('KTHXBAI'), seqFrame(at), EMPTY, EMPTY, subtree]).catch(() => {});
+      void this.#sendRouter([id, Buffer.from('KTHXBAI'), seqFrame(at), EMPTY, this.snapshotEndProps, subtree]).catch(() => {});
       this.afterSnapshot?.();
     }
   }
