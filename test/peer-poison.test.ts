@@ -94,3 +94,16 @@ test('through a forwarder that does not check values at the door, undecodable va
   assert.equal(peer.stats().undecodable, 3);
   assert.equal(peer.stats().resyncs, 0);
 });
+
+test('a snapshot entry with a key over 255 bytes is skipped and counted; the snapshot is still complete', async (t) => {
+  // Topology: PlainServer (stores any key); one clonekv Peer (subtree app/).
+  const server = await PlainServer.start(t, {});
+  server.apply(`app/${'x'.repeat(300)}`, MSGPACK, msgpack.pack('too long'));
+  server.apply('app/fine', MSGPACK, msgpack.pack('fine'));
+  const peer = await readyPeer(t, server.endpoint, { subtree: 'app/', snapshotRetryDelay: 50, maxRetryDelay: 200 });
+  assert.equal(peer.get('app/fine'), 'fine');
+  assert.equal(peer.size, 1);
+  const s = peer.stats();
+  assert.ok(s.malformed >= 1, `malformed ${s.malformed}`);
+  assert.ok(s.snapshotRequests <= 3, `snapshot requests: ${s.snapshotRequests}`);
+});

@@ -112,6 +112,8 @@ function harness(settings: Partial<SyncSettings> = {}) {
       m.snapshotEntry(attempt, Buffer.from(key), seq, marked, body);
       return take();
     },
+    /** A snapshot entry that cannot be held (its key is too long). */
+    skip: (attempt: number, key: string, seq: number) => (m.snapshotSkipped(attempt, Buffer.from(key), seq, 'key-too-long'), take()),
     /** A snapshot entry marked msgpack whose body is `hex`. */
     badEntry: (attempt: number, key: string, seq: number, hex: string) => {
       m.snapshotEntry(attempt, Buffer.from(key), seq, true, Buffer.from(hex, 'hex'));
@@ -165,6 +167,15 @@ test('item 1 / 14: an undecodable value is held as raw bytes, reported and count
   assert.deepEqual(h.badPub(21, 'bad/live', 4, 'a561'), ['report', 'apply bad/live@4=bytes:a561', 'settle']);
   assert.equal(h.stats.undecodable, 4);
   assert.equal(h.stats.malformed, 0);
+});
+
+test('item 1: a snapshot entry that cannot be held is skipped, counted and reported; the snapshot still adds up', () => {
+  const h = harness();
+  h.start();
+  assert.deepEqual(h.skip(1, 'x'.repeat(300), 1), ['report']);
+  assert.deepEqual(h.entry(1, 'ok', 2, 'v'), []);
+  assert.deepEqual(h.end(10, 1, 2, { ...CLONEKV, count: '2' }), ['kind clonekv', 'replace @2 first {ok="v"}', 'ready', ...JOINED]);
+  assert.equal(h.stats.malformed, 1);
 });
 
 test('item 1: a refused (incomplete) snapshot is asked for again only after a delay that doubles up to maxRetryDelay', () => {

@@ -17,9 +17,9 @@ import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
 import { Command, isReservedKey, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
-import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
+import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames, type MalformedReason } from '../protocol/message.ts';
 import { PropertyView } from '../protocol/properties.ts';
-import { ZERO_SEQUENCE } from '../protocol/sequence.ts';
+import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
 import type {
   DeleteOptions,
@@ -699,8 +699,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
     } else {
       const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
-      if (!d.ok) sync.snapshotMalformed(attempt);
-      else {
+      if (!d.ok) {
+        // A well-framed entry whose key or properties are bad is skipped, not fatal to the snapshot.
+        const seq = frames.length === 5 && frames[1]!.length === 8 ? readSequence(frames[1]!) : -1;
+        if (command !== Command.SnapshotEnd && seq >= 0 && SKIPPABLE.has(d.reason)) sync.snapshotSkipped(attempt, frames[0]!, seq, d.reason);
+        else sync.snapshotMalformed(attempt);
+      } else {
         const m = d.message;
         if (command === Command.SnapshotEnd) sync.snapshotEnd(now, attempt, m.sequence, m.properties);
         else {
@@ -756,5 +760,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
 const STATS = Buffer.from(Command.Stats);
 const COMMANDS: ReadonlySet<string> = new Set(Object.values(Command));
+/** Why a snapshot entry may be bad without the snapshot being incomplete. */
+const SKIPPABLE: ReadonlySet<MalformedReason> = new Set<MalformedReason>(['empty-key', 'key-too-long', 'uuid-size', 'properties']);
 /** Longest a Node.js timer can wait; a later wake-up is reached in steps. */
 const MAX_TIMER_MS = 2_147_483_647;

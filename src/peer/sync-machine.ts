@@ -264,6 +264,20 @@ export class SyncMachine {
   }
 
   /**
+   * A snapshot entry of attempt `attempt` that cannot be held (an empty key or one over 255
+   * bytes, unreadable properties…): counted and reported, and still counted toward the
+   * snapshot's count and digest, so one bad entry (any writer to a plain server can store one)
+   * does not make every snapshot incomplete.
+   */
+  snapshotSkipped(attempt: number, key: Buffer, seq: number, why: string): void {
+    const a = this.#attempt;
+    if (a?.n !== attempt) return;
+    a.digest.addRange(key, 0, key.length, seq);
+    this.#stats.malformed++;
+    this.#out({ type: 'report', message: `snapshot entry at sequence ${seq} skipped (${why})` });
+  }
+
+  /**
    * One snapshot entry of attempt `attempt` (an empty body is counted, not held). A body marked
    * msgpack that does not decode is held as its raw bytes, counted and reported: one bad value
    * must not stop anyone from syncing.
