@@ -51,14 +51,14 @@ test('against a server that says its join wait ran out (clonekv, not joined), re
 });
 
 test('against a forwarder whose joinWait ran out, ready() resolves when updates land during the first snapshot', async (t) => {
-  // Topology: Forwarder (joinWait 1 ms) holding 200,000 keys and writing 5 keys a millisecond;
+  // Topology: Forwarder (joinWait 1 ms) holding 100,000 keys and writing 5 keys a millisecond;
   // a joining Peer (full tree): DEALER→P directly, SUB→P+1 through a TcpProxy. The proxy
   // refuses the SUB's first connection, so the forwarder serves the snapshot without the join
   // confirmed; the SUB's next attempt (zeromq retries after 100 ms) may go through while the
   // peer is still loading. (Whether updates land during that load depends on scheduling: the
   // exact interleaving is pinned down without sockets in peer-sync-machine.test.ts.)
   const fwd = await forwarder(t, { joinWait: 1, heartbeatInterval: 50 });
-  await fwd.load(Array.from({ length: 200_000 }, (_, i) => [`bulk/${i}`, i] as const));
+  await fwd.load(Array.from({ length: 100_000 }, (_, i) => [`bulk/${i}`, i] as const));
   const proxy = await TcpProxy.start(fwd.endpoints.publisher);
   t.after(() => proxy.close());
   let n = 0;
@@ -70,6 +70,6 @@ test('against a forwarder whose joinWait ran out, ready() resolves when updates 
   await waitFor('the first connection refused', () => proxy.accepted > 0);
   proxy.restore();
   await within('ready() with updates landing during the snapshot', joiner.ready(), 15_000);
-  assert.equal(joiner.get('bulk/199999'), 199_999);
+  assert.equal(joiner.get('bulk/99999'), 99_999);
   await waitFor('the joiner applying live updates', () => joiner.status === 'live' && joiner.stats().updates > 0, 10_000);
 });
