@@ -56,7 +56,7 @@ test('against a forwarder whose joinWait ran out, ready() resolves when updates 
   // refuses the SUB's first connection, so the forwarder serves the snapshot without the join
   // confirmed; the SUB's next attempt (zeromq retries after 100 ms) may go through while the
   // peer is still loading. (Whether updates land during that load depends on scheduling: the
-  // exact interleaving is pinned down without sockets in peer-sync-machine.test.ts.)
+  // exact interleaving is pinned down by the test above and in peer-sync-machine.test.ts.)
   const fwd = await forwarder(t, { joinWait: 1, heartbeatInterval: 50 });
   await fwd.load(Array.from({ length: 100_000 }, (_, i) => [`bulk/${i}`, i] as const));
   const proxy = await TcpProxy.start(fwd.endpoints.publisher);
