@@ -448,6 +448,7 @@ export class SyncMachine {
     a.entries.clear();
     this.#stats.snapshotAborted++;
     this.#out({ type: 'abandon', limit, value });
+    // Entries come in replies, each of which moved lastProgress to the time it arrived: now.
     this.#resync(a.lastProgress, 'limit');
   }
 
