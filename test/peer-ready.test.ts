@@ -65,11 +65,13 @@ test('against a forwarder whose joinWait ran out, ready() resolves when updates 
   const writer = setInterval(() => void fwd.load(Array.from({ length: 5 }, () => [`w/${n % 100}`, n++] as const)), 1);
   t.after(() => clearInterval(writer));
   proxy.cut();
-  const joiner = new Peer({ server: { ...fwd.endpoints, publisher: proxy.endpoint }, name: 'joiner' });
+  const joiner = new Peer({ server: { ...fwd.endpoints, publisher: proxy.endpoint }, name: 'joiner', snapshotRetryDelay: 100, maxRetryDelay: 1000 });
   t.after(() => joiner.close());
   await waitFor('the first connection refused', () => proxy.accepted > 0);
   proxy.restore();
   await within('ready() with updates landing during the snapshot', joiner.ready(), 15_000);
   assert.equal(joiner.get('bulk/99999'), 99_999);
-  await waitFor('the joiner applying live updates', () => joiner.status === 'live' && joiner.stats().updates > 0, 10_000);
+  await waitFor('the joiner applying live updates', () => joiner.status === 'live' && joiner.stats().updates > 0, 20_000).catch((err: Error) => {
+    throw new Error(`${err.message}; status ${joiner.status}, stats ${JSON.stringify(joiner.stats())}`);
+  });
 });
