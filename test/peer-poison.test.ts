@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
-import type { ClonekvError } from '../src/index.ts';
+import { Peer, type ClonekvError } from '../src/index.ts';
 import { forwarder, readyPeer, waitFor } from './helpers.ts';
 import { PlainServer } from './plain-server.ts';
 
@@ -106,4 +106,19 @@ test('a snapshot entry with a key over 255 bytes is skipped and counted; the sna
   const s = peer.stats();
   assert.ok(s.malformed >= 1, `malformed ${s.malformed}`);
   assert.ok(s.snapshotRequests <= 3, `snapshot requests: ${s.snapshotRequests}`);
+});
+
+test('a snapshot that never adds up is asked for again only after a growing delay, not in a tight loop', async (t) => {
+  // Topology: PlainServer whose every KTHXBAI announces a wrong entry count; one clonekv Peer.
+  const server = await PlainServer.start(t, { 'app/a': Buffer.from('a') });
+  server.snapshotEndProps = Buffer.from('count=999\n');
+  const peer = new Peer({ server: server.endpoint, subtree: 'app/', snapshotRetryDelay: 100, maxRetryDelay: 400 });
+  t.after(() => peer.close());
+  const started = Date.now();
+  await waitFor('four refused snapshots', () => server.snapshots >= 4, 10_000);
+  const elapsed = Date.now() - started;
+  // Delays of 100, 200 and 400 ms separate the first four requests: at least 700 ms in all.
+  assert.ok(elapsed >= 700, `four requests in ${elapsed} ms`);
+  assert.equal(peer.status, 'syncing');
+  assert.ok(peer.stats().resyncs >= 3);
 });
