@@ -19,6 +19,7 @@ export type {
   PeerStats,
   PeerStatus,
   ResyncReason,
+  ServerStats,
   SetOptions,
   WatchEntry,
   WatchOptions,

@@ -745,8 +745,7 @@ async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
   const url = server(values, ctx);
   const peer = await joinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io);
   try {
-    const s = (await peer.serverStats(timeout)) as object as Record<string, unknown>;
-    delete s.peerList;
+    const { peerList: _peers, ...s } = await peer.serverStats(timeout);
     if (values.json) {
       io.out(JSON.stringify({ server: url, ...s }));
     } else {

@@ -86,16 +86,27 @@ export function portOf(endpoint: string | null): number {
   return Number(m[1]);
 }
 
-/** A peer's connected sockets. */
-export interface PeerSockets {
-  readonly subscriber: zmq.Subscriber;
-  readonly dealer: zmq.Dealer;
+/**
+ * Connects `socket` to `endpoint`; if zeromq refuses the endpoint, closes the socket and throws
+ * a `CLONEKV_TRANSPORT` error naming it (a half-made socket would keep the process alive).
+ */
+function connectOrClose<S extends zmq.Socket>(socket: S, endpoint: string, what: string): S {
+  try {
+    socket.connect(endpoint);
+  } catch (err) {
+    socket.close();
+    throw new ClonekvError(ErrorCode.Transport, `cannot connect the ${what} to ${JSON.stringify(endpoint)}: ${(err as Error).message}`, { cause: err });
+  }
+  return socket;
 }
 
-/** Creates the subscriber (not yet subscribed) and connects it. */
-export function connectSubscriber(endpoint: string, hwm: Hwm): zmq.Subscriber {
-  const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: hwm.receive });
-  sub.connect(endpoint);
+/**
+ * Creates the subscriber (not yet subscribed) and connects it. `onDisconnect` is called each
+ * time its connection drops (the server went away or restarted).
+ */
+export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void): zmq.Subscriber {
+  const sub = connectOrClose(new zmq.Subscriber({ linger: 0, receiveHighWaterMark: hwm.receive }), endpoint, 'subscriber');
+  if (onDisconnect) sub.events.on('disconnect', onDisconnect);
   return sub;
 }
 
@@ -107,15 +118,56 @@ export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zm
     receiveHighWaterMark: hwm.receive,
     sendHighWaterMark: hwm.send,
   });
-  dealer.connect(endpoint);
-  return dealer;
+  return connectOrClose(dealer, endpoint, 'request socket');
 }
 
-/** Creates a PUB to send KVSETs to a plain CHP server's collector. */
-export function connectPublisher(endpoint: string, hwm: Hwm): zmq.Publisher {
-  const pub = new zmq.Publisher({ linger: 0, sendHighWaterMark: hwm.send });
-  pub.connect(endpoint);
-  return pub;
+/**
+ * Creates the socket that sends KVSETs to a plain CHP server's collector, and connects it. It
+ * is an XPUB (a PUB on the wire) so that it can tell when the collector has subscribed: a PUB
+ * drops what it sends before that, so a write sent earlier would be lost. Read it with
+ * {@link subscriptionChanges}.
+ */
+export function connectCollector(endpoint: string, hwm: Hwm): zmq.XPublisher {
+  return connectOrClose(new zmq.XPublisher({ linger: 0, sendHighWaterMark: hwm.send }), endpoint, 'collector socket');
+}
+
+/**
+ * Tells when what an XPUB sends can reach a subscriber: once a subscription has arrived and
+ * while the connection is up. Calls `onChange` when that changes, until the socket closes.
+ *
+ * A connecting socket keeps its pipe, and the subscriptions recorded for it, across reconnects,
+ * so a subscriber that comes back (say, a restarted server) is not announced again: after a
+ * disconnect, the next handshake makes the socket usable again.
+ */
+export async function subscriptionChanges(socket: zmq.XPublisher, onChange: (subscribed: boolean) => void, onError: (err: unknown) => void): Promise<void> {
+  let subscriptions = 0;
+  let connected = true;
+  let usable = false;
+  const update = (): void => {
+    const now = connected && subscriptions > 0;
+    if (now !== usable) {
+      usable = now;
+      onChange(now);
+    }
+  };
+  socket.events.on('disconnect', () => {
+    connected = false;
+    update();
+  });
+  socket.events.on('handshake', () => {
+    connected = true;
+    update();
+  });
+  await receiveLoop(
+    socket,
+    (frames) => {
+      const f = frames[0];
+      if (!f || f.length === 0 || (f[0] !== 0 && f[0] !== 1)) return;
+      subscriptions = Math.max(0, subscriptions + (f[0] === 1 ? 1 : -1));
+      update();
+    },
+    onError,
+  );
 }
 
 /**
