@@ -210,6 +210,10 @@ test('non-numeric ttl and if-version are rejected, on the collector and over the
     { name: 'if-version=x', props: 'if-version=x\n' },
     { name: 'ttl= (empty)', props: 'ttl=\n' },
     { name: 'if-version=-1', props: 'if-version=-1\n' },
+    // Over MAX_TTL_SECONDS (a year): a deadline this far would overflow Node's timers.
+    { name: 'ttl=1e9', props: 'ttl=1e9\n' },
+    { name: 'ttl=NaN', props: 'ttl=NaN\n' },
+    { name: 'ttl=Infinity', props: 'ttl=Infinity\n' },
   ];
   for (const c of cases) {
     await t.test(`${c.name} on the collector`, async () => {

@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ClosedError } from '../errors.ts';
 import { DeadlineTimer } from '../deadline-timer.ts';
-import { intOption, rejectUnknown, stringOption } from '../options.ts';
+import { durationOption, intOption, MAX_TTL_SECONDS, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, contiguousEntrySize, entrySize, packBatch, packContiguous, unpackBatch, type WireEntry } from '../protocol/batch.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
@@ -88,12 +88,12 @@ function forwarderSettings(options: ForwarderOptions = {}): Settings {
   return {
     bind: stringOption('bind', options.bind, '127.0.0.1'),
     port: intOption('port', options.port, 5556, 0, 65533),
-    heartbeatInterval: intOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
+    heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     maxValueBytes: intOption('maxValueBytes', options.maxValueBytes, 1024 * 1024, 1, 256 * 1024 * 1024),
     dedupWindow: intOption('dedupWindow', options.dedupWindow, 100_000, 1),
     snapshotBatch: intOption('snapshotBatch', options.snapshotBatch, 512, 1, 65_536),
-    joinWait: intOption('joinWait', options.joinWait, 2000, 0),
-    peerTimeout: intOption('peerTimeout', options.peerTimeout, 3000, 10),
+    joinWait: durationOption('joinWait', options.joinWait, 2000, 0),
+    peerTimeout: durationOption('peerTimeout', options.peerTimeout, 3000, 10),
     publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 10_000, 1000),
     snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
@@ -511,10 +511,10 @@ export class Forwarder implements AsyncDisposable {
     const ttl = msg.properties.get(Prop.Ttl);
     if (ttl !== undefined && msg.body.length > 0) {
       const seconds = Number(ttl);
-      if (!Number.isFinite(seconds) || seconds < 0 || ttl.trim() === '') {
+      if (!Number.isFinite(seconds) || seconds < 0 || ttl.trim() === '' || seconds > MAX_TTL_SECONDS) {
         this.#countMalformed('properties');
         this.#stats.rejected++;
-        return { status: 'rejected', detail: `ttl ${ttl} is not a non-negative number of seconds` };
+        return { status: 'rejected', detail: `ttl ${ttl} of ${JSON.stringify(key)} is not a number of seconds from 0 to ${MAX_TTL_SECONDS}` };
       }
       ttlMs = Math.ceil(seconds * 1000);
     }

@@ -4,30 +4,24 @@
  * once; any doubt (silence, a new epoch, a sequence going backwards, a gap, an incomplete
  * snapshot) leads to a resync that replaces the map.
  *
- * Topology:
- * ```
- *   SUB    ◄── forwarder XPUB :P+1   subtree + HUGZ + join topic
- *   DEALER ◄─► forwarder ROUTER :P   ICANHAZ? / snapshot; KVSET → KVACK (clonekv forwarder)
- *   PUB    ──► forwarder SUB :P+2    KVSET (plain CHP server only)
- * ```
+ * This module wires the parts: {@link Link} (sockets), {@link LocalMap}, {@link Watchers} and
+ * {@link PendingWrites}; it holds the sync decisions.
  *
  * @module
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { ClonekvError, ClosedError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
-import { DeadlineTimer } from '../deadline-timer.ts';
+import { ClonekvError, ClosedError, ErrorCode, InvalidOptionError } from '../errors.ts';
+import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, intOption, rejectUnknown, stringOption } from '../options.ts';
-import { BatchError, entrySize, packBatch, scanBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
-import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
+import { BatchError, scanBatch } from '../protocol/batch.ts';
+import { Command, isReservedKey, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
-import { decodeMessage, snapshotRequestFrames } from '../protocol/message.ts';
-import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
-import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
+import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
+import { PropertyView, type PropertyReader } from '../protocol/properties.ts';
+import { ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { decodeBody, encodeValue } from '../protocol/values.ts';
-import { SendQueue } from '../transport/send-queue.ts';
-import { connectDealer, connectPublisher, connectSubscriber, receiveLoop, type zmq } from '../transport/sockets.ts';
 import type {
   DeleteOptions,
   DeleteReason,
@@ -41,9 +35,11 @@ import type {
   WatchEntry,
   WatchOptions,
 } from '../types.ts';
-import { WatchQueue } from './watch-queue.ts';
+import { Link } from './link.ts';
+import { LocalMap, type LocalEntry } from './local-map.ts';
+import { PendingWrites, type ServerKind } from './pending-writes.ts';
+import { Watchers } from './watchers.ts';
 
-const EMPTY = Buffer.alloc(0);
 const HUGZ = Command.Heartbeat;
 const PRESENCE = Buffer.from(PRESENCE_PREFIX);
 
@@ -145,12 +141,6 @@ function peerSettings(options: PeerOptions): Settings {
   };
 }
 
-/** A value held locally. */
-interface LocalEntry {
-  readonly value: unknown;
-  readonly version: number;
-}
-
 /** A live update as received, before it is applied. */
 interface Update {
   readonly key: Buffer;
@@ -163,6 +153,8 @@ interface Update {
 /** A snapshot being received. */
 interface SyncAttempt {
   readonly reason: ResyncReason | undefined;
+  /** The DEALER this attempt asked on (its replies carry that number). */
+  readonly dealer: number;
   readonly entries: Map<string, LocalEntry>;
   readonly digest: SnapshotDigest;
   readonly subLiveAtRequest: boolean;
@@ -170,32 +162,6 @@ interface SyncAttempt {
   malformed: boolean;
   timer: NodeJS.Timeout | undefined;
 }
-
-/** A write waiting for the forwarder. */
-interface PendingWrite {
-  readonly key: string;
-  readonly keyBytes: Buffer;
-  /** The uuid as a map key. */
-  readonly uuidKey: string;
-  readonly frames: Buffer[];
-  /** The expected version of a conditional write. */
-  readonly ifVersion: number | undefined;
-  /** Whether the write is owned by this peer (ephemeral). */
-  readonly ephemeral: boolean;
-  readonly inSubtree: boolean;
-  readonly resolve: (seq: number) => void;
-  readonly reject: (err: Error) => void;
-  /** When it times out (Date.now clock), and the timeout it was given (ms). */
-  readonly deadline: number;
-  readonly timeout: number;
-  sent: boolean;
-  /** When it was last handed to a socket (ms). */
-  sentAt: number;
-  /** The sequence the forwarder assigned (once acknowledged). */
-  seq: number;
-}
-
-type ServerKind = 'unknown' | 'clonekv' | 'plain';
 
 /**
  * A clonekv peer. Reads are local and synchronous; writes resolve once the forwarder has
@@ -212,9 +178,11 @@ type ServerKind = 'unknown' | 'clonekv' | 'plain';
 export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #s: Settings;
   readonly #subtreeBytes: Buffer;
-  readonly #sub: zmq.Subscriber;
-  #pub: { socket: zmq.Publisher; sends: SendQueue } | undefined;
-  #map = new Map<string, LocalEntry>();
+  readonly #link: Link;
+  readonly #map = new LocalMap();
+  readonly #watchers: Watchers;
+  readonly #writes: PendingWrites;
+  readonly #life = new Lifecycle();
   #status: PeerStatus = 'syncing';
   #kind: ServerKind = 'unknown';
   #epoch: string | undefined;
@@ -233,23 +201,14 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #subLive = false;
   #resyncWhenSubLive = false;
   #lastHeard = Date.now();
-  #silenceTimer: NodeJS.Timeout;
-  #retryTimer: NodeJS.Timeout;
-  #beatTimer: NodeJS.Timeout;
+  readonly #silenceTimer: NodeJS.Timeout;
+  readonly #beatTimer: NodeJS.Timeout;
   /** Stable id: the owner of this peer's ephemeral keys and its presence entry. */
   readonly #id = randomBytes(8).toString('hex');
-  #pending = new Map<string, PendingWrite>();
-  #watchers = new Set<{ push: (e: WatchEntry) => void; end: () => void }>();
   #readyPromise: Promise<void>;
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
-  #closing: Promise<void> | undefined;
-  #closedResolve!: () => void;
-  readonly #closedPromise = new Promise<void>((resolve) => {
-    this.#closedResolve = resolve;
-  });
-  /** Receive loops still running (a loop removes itself when its socket closes). */
-  readonly #loops = new Set<Promise<void>>();
+  #statsWaiters: Array<{ resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }> = [];
   readonly #stats: PeerStats = {
     updates: 0,
     snapshots: 0,
@@ -278,14 +237,52 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#readyReject = reject;
     });
     this.#readyPromise.catch(() => {});
-    this.#sub = connectSubscriber(this.#s.endpoints.publisher, this.#s.subscriberHwm);
-    // Order matters: the join topic (subscribed in #startSync) goes last, so once the forwarder
-    // sees it, these are live too.
-    this.#sub.subscribe(this.#subtreeBytes);
-    if (!HUGZ.startsWith(this.#s.subtree)) this.#sub.subscribe(HUGZ);
-    this.#track(receiveLoop(this.#sub, (f) => this.#onPublished(f), (e) => this.#report(ErrorCode.Transport, 'subscriber', e)));
+    this.#watchers = new Watchers(
+      () => this.listenerCount('update') > 0,
+      (e) => this.emit('update', e),
+    );
+    this.#link = new Link(
+      {
+        endpoints: this.#s.endpoints,
+        subtree: this.#subtreeBytes,
+        id: this.#id,
+        name: this.#s.name,
+        subscriberHwm: this.#s.subscriberHwm,
+        requestHwm: this.#s.requestHwm,
+        publisherHwm: this.#s.publisherHwm,
+      },
+      {
+        onPublished: (f) => this.#onPublished(f),
+        onReply: (n, f) => this.#onDealer(n, f),
+        onError: (what, e) => this.#report(ErrorCode.Transport, what, e),
+      },
+    );
+    const link = this.#link;
+    const self = this; // eslint-disable-line @typescript-eslint/no-this-alias -- getters below read the peer's state
+    this.#writes = new PendingWrites(
+      { endpoint: this.#s.endpoints.snapshot, retryInterval: this.#s.writeRetryInterval },
+      {
+        get kind() {
+          return self.#kind;
+        },
+        get hasDealer() {
+          return link.hasDealer;
+        },
+        request: (frames) => link.request(frames),
+        publish: (frames) => link.publish(frames),
+        get applied() {
+          return self.#last;
+        },
+        get syncing() {
+          return self.#sync !== undefined;
+        },
+        get closing() {
+          return self.#life.closing;
+        },
+      },
+      this.#stats,
+    );
     this.#silenceTimer = setInterval(() => this.#checkSilence(), Math.max(10, Math.floor(this.#s.silenceTimeout / 4)));
-    this.#retryTimer = setInterval(() => this.#retryWrites(), this.#s.writeRetryInterval);
     this.#beatTimer = setInterval(() => this.#sendBeat(), this.#s.heartbeatInterval);
     this.#startSync(undefined);
   }
@@ -344,7 +341,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** Keys held, optionally only those starting with `prefix`, in insertion order. */
   *keys(prefix = ''): IterableIterator<string> {
-    for (const k of this.#map.keys()) if (k.startsWith(prefix)) yield k;
+    for (const [k] of this.#map) if (k.startsWith(prefix)) yield k;
   }
 
   /** Entries held, optionally only those starting with `prefix`. */
@@ -410,11 +407,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * key is sequenced too, unless `ifVersion` says otherwise).
    */
   delete(key: string, options: DeleteOptions = {}): Promise<number> {
-    return this.#write(key, EMPTY, [], options.ifVersion, options.timeout);
+    return this.#write(key, EMPTY_FRAME, [], options.ifVersion, options.timeout);
   }
 
   #write(key: string, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number | undefined): Promise<number> {
-    if (this.#closing) return Promise.reject(new ClosedError('peer'));
+    if (this.#life.closing) return Promise.reject(new ClosedError('peer'));
     const keyBytes = Buffer.from(key, 'utf8');
     if (typeof key !== 'string' || keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
       return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `invalid key ${JSON.stringify(key)}: keys are 1 to 255 bytes of UTF-8`));
@@ -428,142 +425,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       props.push([Prop.IfVersion, String(ifVersion)]);
     }
-    const ms = timeout ?? this.#s.writeTimeout;
-    const uuid = this.#nextUuid();
-    const uuidKey = uuid.toString('latin1');
-    return new Promise<number>((resolve, reject) => {
-      const pw: PendingWrite = {
-        key,
-        uuidKey,
-        keyBytes,
-        frames: [keyBytes, ZERO_SEQUENCE, uuid, encodeProperties(props), body],
-        ifVersion,
-        ephemeral: props.some(([name]) => name === Prop.Owner),
-        inSubtree: this.#inSubtree(keyBytes),
-        resolve: (seq) => {
-          this.#pending.delete(uuidKey);
-          resolve(seq);
-        },
-        reject: (err) => {
-          this.#pending.delete(uuidKey);
-          reject(err);
-        },
-        deadline: Date.now() + ms,
-        timeout: ms,
-        sent: false,
-        sentAt: 0,
-        seq: 0,
-      };
-      this.#pending.set(uuidKey, pw);
-      this.#stats.writes++;
-      this.#writeTimer.arm(pw.deadline);
-      this.#sendWrite(pw);
-    });
+    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout ?? this.#s.writeTimeout);
   }
-
-  /**
-   * One timer for every pending write's deadline (not one per write: at tens of thousands of
-   * writes a second, per-write timers were a large share of the garbage), armed for the earliest.
-   */
-  readonly #writeTimer = new DeadlineTimer(() => this.#expireWrites());
-
-  #expireWrites(): void {
-    const now = Date.now();
-    let next = Infinity;
-    for (const pw of [...this.#pending.values()]) {
-      if (pw.deadline <= now) pw.reject(new TimeoutError(pw.key, pw.timeout, this.#s.endpoints.snapshot));
-      else next = Math.min(next, pw.deadline);
-    }
-    if (next < Infinity) this.#writeTimer.arm(next);
-  }
-
-  #sendWrite(pw: PendingWrite): void {
-    if (pw.seq > 0) return; // acknowledged, waiting to be applied locally
-    if (this.#kind === 'unknown') return; // sent once the forwarder has told what it is
-    if (this.#kind === 'clonekv') {
-      if (!this.#dealer) return;
-      // Writes issued in the same turn of the event loop go out together in one KVWRITE
-      // message (setImmediate rather than a microtask: a burst of incoming messages handled in
-      // one turn, each releasing a write, then still makes one message).
-      this.#outgoing.push(pw);
-      if (this.#outgoing.length === 1) setImmediate(() => this.#flushWrites());
-    } else {
-      if (pw.ifVersion !== undefined || pw.ephemeral || !pw.inSubtree) {
-        pw.reject(
-          new ClonekvError(
-            ErrorCode.Unsupported,
-            `cannot confirm the write to "${pw.key}": the server at ${this.#s.endpoints.snapshot} is a plain CHP server, ` +
-              (pw.ifVersion !== undefined
-                ? 'which cannot check ifVersion'
-                : pw.ephemeral
-                  ? 'which has no ephemeral (owned) values'
-                  : "and the key is outside this peer's subtree"),
-          ),
-        );
-        return;
-      }
-      this.#publisher().sends.send(pw.frames);
-    }
-    if (pw.sent) this.#stats.writeRetries++;
-    pw.sent = true;
-    pw.sentAt = Date.now();
-  }
-
-  #outgoing: PendingWrite[] = [];
-  readonly #uuidPrefix = randomBytes(8);
-  #uuidCounter = 0;
-
-  /**
-   * A write's uuid: this peer's random 64-bit prefix and a counter. Unique across peers (random
-   * prefix) and within one (counter), at a fraction of the cost of 16 fresh random bytes.
-   */
-  #nextUuid(): Buffer {
-    const uuid = Buffer.allocUnsafe(16);
-    this.#uuidPrefix.copy(uuid, 0);
-    const n = ++this.#uuidCounter;
-    uuid.writeUInt32BE(Math.floor(n / 0x1_0000_0000), 8);
-    uuid.writeUInt32BE(n >>> 0, 12);
-    return uuid;
-  }
-
-  #flushWrites(): void {
-    const writes = this.#outgoing;
-    this.#outgoing = [];
-    const dealer = this.#dealer;
-    if (!dealer || this.#closing) return;
-    let batch: WireEntry[] = [];
-    let bytes = 0;
-    const flush = (): void => {
-      dealer.sends.send([WRITE_BATCH, ZERO_SEQUENCE, EMPTY, EMPTY, packBatch(batch, bytes)]);
-      batch = [];
-      bytes = 0;
-    };
-    for (const pw of writes) {
-      if (pw.seq > 0 || !this.#pending.has(pw.uuidKey)) continue; // settled meanwhile
-      const [key, , uuid, properties, body] = pw.frames as [Buffer, Buffer, Buffer, Buffer, Buffer];
-      const e: WireEntry = { key, sequence: 0, uuid, properties, body };
-      const size = entrySize(e);
-      if (batch.length > 0 && (batch.length >= WRITE_BATCH_MAX || bytes + size > WRITE_BATCH_BYTES)) flush();
-      batch.push(e);
-      bytes += size;
-    }
-    if (batch.length > 0) flush();
-  }
-
-  #retryWrites(): void {
-    const due = Date.now() - this.#s.writeRetryInterval;
-    for (const pw of this.#pending.values()) if (pw.sentAt <= due) this.#sendWrite(pw);
-  }
-
-  #publisher(): { socket: zmq.Publisher; sends: SendQueue } {
-    if (!this.#pub) {
-      const socket = connectPublisher(this.#s.endpoints.collector, this.#s.publisherHwm);
-      this.#pub = { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#report(ErrorCode.Transport, 'publisher', e)) };
-    }
-    return this.#pub;
-  }
-
-  #statsWaiters: Array<{ resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }> = [];
 
   /**
    * Asks the forwarder for its counters and presence table (what `clonekv stats` prints).
@@ -572,12 +435,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * @throws `CLONEKV_UNSUPPORTED` against a plain CHP server, `CLONEKV_TIMEOUT` if no answer
    */
   async serverStats(timeout = this.#s.writeTimeout): Promise<Record<string, unknown>> {
-    if (this.#closing) throw new ClosedError('peer');
+    if (this.#life.closing) throw new ClosedError('peer');
     if (this.#status === 'syncing') await this.ready();
-    if (this.#kind !== 'clonekv' || !this.#dealer) {
+    if (this.#kind !== 'clonekv' || !this.#link.hasDealer) {
       throw new ClonekvError(ErrorCode.Unsupported, `the server at ${this.#s.endpoints.snapshot} is a plain CHP server: it has no counters to report`);
     }
-    const dealer = this.#dealer;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#statsWaiters = this.#statsWaiters.filter((w) => w !== waiter);
@@ -594,7 +456,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         },
       };
       this.#statsWaiters.push(waiter);
-      dealer.sends.send([Buffer.from(Command.Stats), ZERO_SEQUENCE, EMPTY, EMPTY, EMPTY]);
+      this.#link.request([STATS, ZERO_SEQUENCE, EMPTY_FRAME, EMPTY_FRAME, EMPTY_FRAME]);
     });
   }
 
@@ -614,87 +476,49 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * ```
    */
   watch<V = unknown>(prefix = '', options: WatchOptions = {}): AsyncIterableIterator<WatchEntry<V>> {
-    const max = intOption('maxPending', options.maxPending, 100_000, 1);
-    const onAbort = (): void => queue.end();
-    const watcher = {
-      push: (e: WatchEntry): void => {
-        if (e.key.startsWith(prefix)) queue.push(e as WatchEntry<V>);
+    const map = this.#map;
+    const self = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the source reads the peer's state when the watch starts
+    return this.#watchers.watch<V>(
+      {
+        get closing() {
+          return self.#life.closing;
+        },
+        get syncing() {
+          return self.#status === 'syncing';
+        },
+        ready: this.#readyPromise,
+        entries: () => map,
       },
-      end: (): void => queue.end(),
-    };
-    const queue = new WatchQueue<WatchEntry<V>>(max, () => {
-      this.#watchers.delete(watcher);
-      options.signal?.removeEventListener('abort', onAbort);
-    });
-    if (this.#closing || options.signal?.aborted) {
-      queue.end();
-      return queue;
-    }
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    const start = (): void => {
-      if (queue.done) return;
-      if (!options.updatesOnly) {
-        for (const [key, e] of this.#map) {
-          if (key.startsWith(prefix)) {
-            queue.push({ key, operation: 'put', value: e.value as V, previous: undefined, version: e.version, isUpdate: false, fromResync: false });
-          }
-        }
-      }
-      this.#watchers.add(watcher);
-    };
-    if (this.#status === 'syncing') this.#readyPromise.then(start, () => queue.end());
-    else start();
-    return queue;
-  }
-
-  #emitChange(e: WatchEntry): void {
-    for (const w of this.#watchers) w.push(e);
-    if (this.listenerCount('update') > 0) this.emit('update', e);
-  }
-
-  /** Whether anyone listens for changes (if not, no change object is built). */
-  get #observed(): boolean {
-    return this.#watchers.size > 0 || this.listenerCount('update') > 0;
+      prefix,
+      options,
+    );
   }
 
   // ---- lifecycle -----------------------------------------------------------------------------
 
   /** Closes sockets and timers, rejects pending writes and ends watches. Idempotent. */
   close(): Promise<void> {
-    this.#closing ??= (async () => {
+    return this.#life.close(async () => {
       this.#status = 'closed';
       clearInterval(this.#silenceTimer);
-      clearInterval(this.#retryTimer);
       clearInterval(this.#beatTimer);
-      this.#writeTimer.stop();
-      if (this.#kind === 'clonekv' && this.#dealer && this.#s.presence) {
+      if (this.#kind === 'clonekv' && this.#s.presence) {
         // Leave cleanly: the forwarder deletes our ephemeral keys at once instead of after the
-        // peer timeout. Best effort: wait briefly for the message to go out.
-        this.#dealer.sends.send(this.#beatFrames(Command.PeerBye));
-        await Promise.race([this.#dealer.sends.drained(), new Promise((r) => setTimeout(r, 100).unref())]);
+        // peer timeout.
+        await this.#link.bye(this.#last);
       }
       this.#readyReject(new ClosedError('peer'));
-      for (const pw of [...this.#pending.values()]) pw.reject(new ClosedError('peer'));
+      this.#writes.close(new ClosedError('peer'));
       for (const w of this.#statsWaiters.splice(0)) w.reject(new ClosedError('peer'));
       this.#endSync();
-      this.#closeDealer();
-      for (const w of [...this.#watchers]) w.end();
-      this.#sub.close();
-      this.#pub?.socket.close();
-      await Promise.allSettled([...this.#loops]);
-      this.#closedResolve();
-    })();
-    return this.#closing;
-  }
-
-  #track(loop: Promise<void>): void {
-    this.#loops.add(loop);
-    void loop.finally(() => this.#loops.delete(loop));
+      this.#watchers.endAll();
+      await this.#link.close();
+    });
   }
 
   /** Resolves once closed. Never rejects. */
   closed(): Promise<void> {
-    return this.#closedPromise;
+    return this.#life.closed();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -703,35 +527,20 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   // ---- sync ----------------------------------------------------------------------------------
 
-  /** The DEALER that carries writes once the snapshot is done (kept from the last sync). */
-  #dealer: { socket: zmq.Dealer; sends: SendQueue; id: string } | undefined;
-
-  #closeDealer(): void {
-    if (this.#dealer) {
-      this.#sub.unsubscribe(JOIN_TOPIC_PREFIX + this.#dealer.id);
-      this.#dealer.socket.close();
-      this.#dealer = undefined;
-    }
-  }
-
   /** Starts (or restarts) a snapshot request on a fresh DEALER. */
   #startSync(reason: ResyncReason | undefined): void {
-    if (this.#closing) return;
+    if (this.#life.closing) return;
     this.#endSync();
-    this.#closeDealer();
     if (reason !== undefined) {
       this.#stats.resyncs++;
       if (this.#status === 'live') this.#status = 'stale';
       if (this.listenerCount('resync') > 0) this.emit('resync', { reason });
     }
-    // A fresh routing id per attempt: a late answer to an abandoned request can never mix in.
-    const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
-    const dealer = connectDealer(this.#s.endpoints.snapshot, id, this.#s.requestHwm);
-    const sends = new SendQueue(dealer, 100_000, () => {}, (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e));
-    this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
-    if (this.#kind === 'clonekv' && this.#s.presence) sends.send(this.#beatFrames(Command.PeerBeat));
+    const dealer = this.#link.openDealer();
+    if (this.#kind === 'clonekv' && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#last);
     const attempt: SyncAttempt = {
       reason,
+      dealer,
       entries: new Map(),
       digest: new SnapshotDigest(),
       subLiveAtRequest: this.#subLive,
@@ -740,13 +549,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       timer: undefined,
     };
     this.#sync = attempt;
-    this.#dealer = { socket: dealer, sends, id };
-    this.#track(receiveLoop(dealer, (f) => this.#onDealer(attempt, f), (e) => this.#report(ErrorCode.Transport, 'snapshot socket', e)));
-    sends.send(snapshotRequestFrames(this.#subtreeBytes));
+    this.#link.request(snapshotRequestFrames(this.#subtreeBytes));
     this.#stats.snapshotRequests++;
     this.#armSyncTimer(attempt);
     // Writes not yet acknowledged may have been lost with the previous DEALER.
-    for (const pw of this.#pending.values()) this.#sendWrite(pw);
+    this.#writes.resendAll();
   }
 
   /** Retries the snapshot if it makes no progress for the current retry delay (backing off). */
@@ -764,11 +571,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#sync = undefined;
   }
 
-  #onDealer(attempt: SyncAttempt, frames: Buffer[]): void {
+  #onDealer(dealer: number, frames: Buffer[]): void {
     this.#lastHeard = Date.now();
     const command = frames[0]?.toString('latin1');
-    if (command === Command.AckBatch) return this.#onAckBatch(frames);
-    if (command === Command.WriteAck) return this.#onAck(frames);
+    if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
+    if (command === Command.WriteAck) return this.#writes.onAck(frames);
     if (command === Command.Stats) {
       const waiter = this.#statsWaiters.shift();
       try {
@@ -778,7 +585,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       return;
     }
-    if (this.#sync !== attempt) return; // an abandoned attempt
+    const attempt = this.#sync;
+    if (!attempt || attempt.dealer !== dealer) return; // an abandoned attempt
     this.#armSyncTimer(attempt);
     if (command === Command.SnapshotBatch && frames.length === 5) {
       try {
@@ -833,7 +641,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
   }
 
-  #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY, msgpack: false };
+  #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY_FRAME, msgpack: false };
 
   /**
    * Whether properties `buf[start, start + length)` mark a msgpack body; snapshots repeat the
@@ -870,15 +678,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) {
       // Writes the previous forwarder run sequenced but this peer had not applied yet can never
       // be applied now (that run's map is gone): they were sequenced, so they resolve.
-      for (const pw of this.#awaitingApply.slice(this.#awaitingHead)) if (this.#pending.has(pw.uuidKey)) pw.resolve(pw.seq);
-      this.#awaitingApply = [];
-      this.#awaitingHead = 0;
+      this.#writes.resolveAwaiting();
     }
     if (epoch !== undefined) this.#epoch = epoch;
     this.#retryDelay = this.#s.snapshotRetryDelay;
     this.#stats.snapshots++;
     const first = this.#status === 'syncing';
-    this.#replaceMap(attempt.entries, snapshotSeq, !first);
+    this.#map.replace(attempt.entries, snapshotSeq, !first, (e) => this.#watchers.emit(e));
     this.#last = snapshotSeq;
     this.#subtreeLast = snapshotSeq;
     this.#status = 'live';
@@ -899,30 +705,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       if (this.#sync) break; // a gap in the buffered updates restarted the sync
     }
     if (this.#sync) return;
-    this.#settleWrites();
+    this.#writes.settle();
     this.#sendBeat();
-    for (const pw of this.#pending.values()) this.#sendWrite(pw);
+    this.#writes.resendAll();
     if (first) this.#readyResolve();
     if (this.listenerCount('synced') > 0) {
       this.emit('synced', { sequence: this.#last, keys: this.#map.size, ...(attempt.reason ? { reason: attempt.reason } : {}) });
-    }
-  }
-
-  /** Replaces the map with a snapshot; watchers see the differences as ordinary changes. */
-  #replaceMap(next: Map<string, LocalEntry>, seq: number, notify: boolean): void {
-    const old = this.#map;
-    this.#map = next;
-    // The first snapshot is not a change: watches replay it as their initial entries instead.
-    if (!notify) return;
-    for (const [key, e] of next) {
-      const before = old.get(key);
-      if (before && before.version === e.version) continue;
-      this.#emitChange({ key, operation: 'put', value: e.value, previous: before?.value, version: e.version, isUpdate: true, fromResync: notify });
-    }
-    for (const [key, before] of old) {
-      if (!next.has(key)) {
-        this.#emitChange({ key, operation: 'delete', value: undefined, previous: before.value, version: seq, isUpdate: true, reason: 'deleted', fromResync: notify });
-      }
     }
   }
 
@@ -955,14 +743,14 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       return;
     }
     this.#applyUpdate(update);
-    this.#settleWrites();
+    this.#writes.settle();
   }
 
   #onHeartbeat(seq: number, props: PropertyReader): void {
     if (props.has(Prop.Version) && this.#kind === 'unknown') {
       this.#kind = 'clonekv';
       this.#sendBeat();
-      for (const pw of this.#pending.values()) this.#sendWrite(pw);
+      this.#writes.resendAll();
     }
     const epoch = props.get(Prop.Epoch);
     if (this.#resyncWhenSubLive && !this.#sync) {
@@ -1004,14 +792,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     this.#last = u.seq;
     this.#subtreeLast = u.seq;
-    if (u.uuid.length === 16 && this.#pending.size > 0) {
-      // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
-      const pw = this.#pending.get(u.uuid.toString('latin1'));
-      if (pw && pw.seq === 0) {
-        pw.seq = u.seq;
-        this.#awaitApply(pw);
-      }
-    }
+    // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
+    this.#writes.onEcho(u.uuid, u.seq);
     if (this.#isHidden(u.key)) return;
     const key = u.key.toString('utf8');
     const before = this.#map.get(key);
@@ -1021,7 +803,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#stats.updates++;
       const why = u.props.get(Prop.Reason);
       const reason: DeleteReason = why === 'expired' || why === 'purged' ? why : 'deleted';
-      if (this.#observed) this.#emitChange({ key, operation: 'delete', value: undefined, previous: before.value, version: u.seq, isUpdate: true, reason, fromResync: false });
+      if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'delete', value: undefined, previous: before.value, version: u.seq, isUpdate: true, reason, fromResync: false });
       return;
     }
     let value: unknown;
@@ -1035,107 +817,18 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     this.#stats.updates++;
     this.#map.set(key, { value, version: u.seq });
-    if (this.#observed) this.#emitChange({ key, operation: 'put', value, previous: before?.value, version: u.seq, isUpdate: true, fromResync: false });
-  }
-
-  // ---- acknowledgements ----------------------------------------------------------------------
-
-  #onAck(frames: Buffer[]): void {
-    if (frames.length !== 5 || frames[2]!.length !== 16 || frames[1]!.length !== 8) {
-      this.#stats.malformed++;
-      return;
-    }
-    this.#settleAck(frames[2]!, readSequence(frames[1]!), frames[3]!);
-  }
-
-  #onAckBatch(frames: Buffer[]): void {
-    try {
-      unpackBatch(frames[4] ?? EMPTY, (a) => this.#settleAck(a.uuid, a.sequence, a.properties));
-    } catch (err) {
-      if (!(err instanceof BatchError)) throw err;
-      this.#stats.malformed++;
-    }
-  }
-
-  /** Applies one acknowledgement: resolves (once applied locally) or rejects the pending write. */
-  #settleAck(uuid: Buffer, seq: number, rawProps: Buffer): void {
-    const pw = uuid.length === 16 ? this.#pending.get(uuid.toString('latin1')) : undefined;
-    if (!pw) return; // a duplicate ack for a write already settled
-    let props: PropertyReader;
-    try {
-      props = rawProps.equals(ACK_OK) ? ACK_OK_PROPS : new PropertyView(rawProps);
-    } catch (err) {
-      if (!(err instanceof PropertiesError)) throw err;
-      this.#stats.malformed++;
-      return;
-    }
-    const status = props.get(Prop.Status);
-    if (status === 'ok') {
-      if (seq <= 0) return;
-      // Read-your-writes: resolve only once the local map has caught up with the write.
-      if (!pw.inSubtree || (this.#last >= seq && !this.#sync)) pw.resolve(seq);
-      else if (pw.seq === 0) {
-        pw.seq = seq;
-        this.#awaitApply(pw);
-      }
-    } else if (status === 'conflict') {
-      pw.reject(new ConflictError(pw.key, pw.ifVersion ?? 0, Number(props.get(Prop.Current) ?? 0)));
-    } else {
-      pw.reject(new ClonekvError(ErrorCode.Rejected, `forwarder at ${this.#s.endpoints.snapshot} refused the write to "${pw.key}": ${props.get(Prop.Detail) ?? 'no reason given'}`));
-    }
-  }
-
-  /**
-   * Acknowledged writes under the subtree, waiting for the local map to reach them, in sequence
-   * order (acknowledgements mostly arrive in order, so insertion is almost always an append).
-   */
-  #awaitingApply: PendingWrite[] = [];
-  #awaitingHead = 0;
-
-  #awaitApply(pw: PendingWrite): void {
-    const a = this.#awaitingApply;
-    let i = a.length;
-    while (i > this.#awaitingHead && a[i - 1]!.seq > pw.seq) i--;
-    if (i === a.length) a.push(pw);
-    else a.splice(i, 0, pw);
-  }
-
-  /** Resolves writes whose sequence the local map has reached. */
-  #settleWrites(): void {
-    const a = this.#awaitingApply;
-    if (this.#awaitingHead === a.length || this.#sync) return;
-    while (this.#awaitingHead < a.length && a[this.#awaitingHead]!.seq <= this.#last) {
-      const pw = a[this.#awaitingHead++]!;
-      if (this.#pending.has(pw.uuidKey)) pw.resolve(pw.seq);
-    }
-    if (this.#awaitingHead === a.length) {
-      this.#awaitingApply = [];
-      this.#awaitingHead = 0;
-    } else if (this.#awaitingHead > 1024) {
-      this.#awaitingApply = a.slice(this.#awaitingHead);
-      this.#awaitingHead = 0;
-    }
+    if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'put', value, previous: before?.value, version: u.seq, isUpdate: true, fromResync: false });
   }
 
   // ---- health --------------------------------------------------------------------------------
 
-  #beatFrames(command: string): Buffer[] {
-    const props = encodeProperties([
-      [Prop.Owner, this.#id],
-      [Prop.Name, this.#s.name.replace(/[=\n]/g, '_')],
-      [Prop.Subtree, this.#subtreeBytes.toString('base64url')],
-      [Prop.Applied, String(this.#last)],
-    ]);
-    return [Buffer.from(command), ZERO_SEQUENCE, EMPTY, props, EMPTY];
-  }
-
   /** Tells the forwarder this peer is alive (clonekv forwarders only; plain servers have no presence). */
   #sendBeat(): void {
-    if (this.#kind === 'clonekv' && this.#dealer && this.#s.presence) this.#dealer.sends.send(this.#beatFrames(Command.PeerBeat));
+    if (this.#kind === 'clonekv' && this.#link.hasDealer && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#last);
   }
 
   #checkSilence(): void {
-    if (this.#closing || this.#sync) return;
+    if (this.#life.closing || this.#sync) return;
     if (Date.now() - this.#lastHeard > this.#s.silenceTimeout) {
       this.#lastHeard = Date.now();
       this.#startSync('silence');
@@ -1168,9 +861,4 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   }
 }
 
-const ACK_OK = encodeProperties([[Prop.Status, 'ok']]);
-const ACK_OK_PROPS: Map<string, string> = new Map([[Prop.Status, 'ok']]);
-const WRITE_BATCH = Buffer.from(Command.WriteBatch);
-/** Most writes packed in one KVWRITE message, and most bytes. */
-const WRITE_BATCH_MAX = 512;
-const WRITE_BATCH_BYTES = 256 * 1024;
+const STATS = Buffer.from(Command.Stats);

@@ -1,0 +1,149 @@
+/**
+ * A peer's sockets and nothing else: the SUB that carries updates and heartbeats, one DEALER per
+ * sync attempt (snapshot, writes and acknowledgements to a clonekv forwarder), the PUB used only
+ * with a plain CHP server, their receive loops, and this peer's beats. It makes no sync
+ * decision: it hands every message to its handlers.
+ *
+ * ```
+ *   SUB    ◄── forwarder XPUB :P+1   subtree + HUGZ + join topic
+ *   DEALER ◄─► forwarder ROUTER :P   ICANHAZ? / snapshot; KVSET → KVACK (clonekv forwarder)
+ *   PUB    ──► forwarder SUB :P+2    KVSET (plain CHP server only)
+ * ```
+ *
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import { Command, JOIN_TOPIC_PREFIX, PEER_ID_PREFIX, Prop } from '../protocol/commands.ts';
+import { EMPTY_FRAME } from '../protocol/message.ts';
+import { encodeProperties } from '../protocol/properties.ts';
+import { ZERO_SEQUENCE } from '../protocol/sequence.ts';
+import { SendQueue } from '../transport/send-queue.ts';
+import { connectDealer, connectPublisher, connectSubscriber, receiveLoop, type Hwm, type zmq } from '../transport/sockets.ts';
+import type { Endpoints } from '../types.ts';
+
+/** Settings of a {@link Link}. */
+export interface LinkSettings {
+  readonly endpoints: Endpoints;
+  readonly subtree: Buffer;
+  /** This peer's id (owner of its ephemeral keys) and name, sent in its beats. */
+  readonly id: string;
+  readonly name: string;
+  readonly subscriberHwm: Hwm;
+  readonly requestHwm: Hwm;
+  readonly publisherHwm: Hwm;
+}
+
+/** Where a {@link Link} delivers what it receives. */
+export interface LinkHandlers {
+  /** A message from the SUB (an update or a heartbeat). */
+  onPublished(frames: Buffer[]): void;
+  /** A message from the DEALER opened as `dealer` (see {@link Link.openDealer}). */
+  onReply(dealer: number, frames: Buffer[]): void;
+  /** A transport error on socket `what`; the peer reports it and goes on. */
+  onError(what: string, err: unknown): void;
+}
+
+/** The sockets of one peer. */
+export class Link {
+  readonly #s: LinkSettings;
+  readonly #h: LinkHandlers;
+  readonly #sub: zmq.Subscriber;
+  #dealer: { socket: zmq.Dealer; sends: SendQueue; id: string; n: number } | undefined;
+  #dealers = 0;
+  #pub: { socket: zmq.Publisher; sends: SendQueue } | undefined;
+  /** Receive loops still running (a loop removes itself when its socket closes). */
+  readonly #loops = new Set<Promise<void>>();
+
+  /** Connects the SUB and subscribes to the subtree and the heartbeats. */
+  constructor(settings: LinkSettings, handlers: LinkHandlers) {
+    this.#s = settings;
+    this.#h = handlers;
+    this.#sub = connectSubscriber(settings.endpoints.publisher, settings.subscriberHwm);
+    // Order matters: the join topic (subscribed in openDealer) goes last, so once the forwarder
+    // sees it, these are live too.
+    this.#sub.subscribe(settings.subtree);
+    if (!Command.Heartbeat.startsWith(settings.subtree.toString('utf8'))) this.#sub.subscribe(Command.Heartbeat);
+    this.#track(receiveLoop(this.#sub, (f) => handlers.onPublished(f), (e) => handlers.onError('subscriber', e)));
+  }
+
+  /** Whether a DEALER is open. */
+  get hasDealer(): boolean {
+    return this.#dealer !== undefined;
+  }
+
+  /**
+   * Closes the current DEALER and opens a fresh one with a fresh routing id (so a late answer to
+   * an abandoned request can never mix in), subscribed to its join topic. Returns its number,
+   * given back with every reply.
+   */
+  openDealer(): number {
+    this.closeDealer();
+    const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
+    const socket = connectDealer(this.#s.endpoints.snapshot, id, this.#s.requestHwm);
+    const sends = new SendQueue(socket, 100_000, () => {}, (e) => this.#h.onError('snapshot socket', e));
+    this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
+    const n = ++this.#dealers;
+    this.#dealer = { socket, sends, id, n };
+    this.#track(receiveLoop(socket, (f) => this.#h.onReply(n, f), (e) => this.#h.onError('snapshot socket', e)));
+    return n;
+  }
+
+  /** Closes the current DEALER, if any. */
+  closeDealer(): void {
+    if (this.#dealer) {
+      this.#sub.unsubscribe(JOIN_TOPIC_PREFIX + this.#dealer.id);
+      this.#dealer.socket.close();
+      this.#dealer = undefined;
+    }
+  }
+
+  /** Sends a message on the current DEALER (dropped if there is none). */
+  request(frames: Buffer[]): void {
+    this.#dealer?.sends.send(frames);
+  }
+
+  /** Publishes a message to the collector (a plain server's); the PUB is connected on first use. */
+  publish(frames: Buffer[]): void {
+    if (!this.#pub) {
+      const socket = connectPublisher(this.#s.endpoints.collector, this.#s.publisherHwm);
+      this.#pub = { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#h.onError('publisher', e)) };
+    }
+    this.#pub.sends.send(frames);
+  }
+
+  /** Sends this peer's beat (`command` is a beat or a goodbye) on the DEALER, with its last applied sequence. */
+  beat(command: string, applied: number): void {
+    this.request(this.#beatFrames(command, applied));
+  }
+
+  /** Sends a goodbye and waits briefly (at most 100 ms) for it to go out. Best effort. */
+  async bye(applied: number): Promise<void> {
+    const dealer = this.#dealer;
+    if (!dealer) return;
+    dealer.sends.send(this.#beatFrames(Command.PeerBye, applied));
+    await Promise.race([dealer.sends.drained(), new Promise((r) => setTimeout(r, 100).unref())]);
+  }
+
+  /** Closes every socket and waits for the receive loops to end. */
+  async close(): Promise<void> {
+    this.closeDealer();
+    this.#sub.close();
+    this.#pub?.socket.close();
+    await Promise.allSettled([...this.#loops]);
+  }
+
+  #beatFrames(command: string, applied: number): Buffer[] {
+    const props = encodeProperties([
+      [Prop.Owner, this.#s.id],
+      [Prop.Name, this.#s.name.replace(/[=\n]/g, '_')],
+      [Prop.Subtree, this.#s.subtree.toString('base64url')],
+      [Prop.Applied, String(applied)],
+    ]);
+    return [Buffer.from(command), ZERO_SEQUENCE, EMPTY_FRAME, props, EMPTY_FRAME];
+  }
+
+  #track(loop: Promise<void>): void {
+    this.#loops.add(loop);
+    void loop.finally(() => this.#loops.delete(loop));
+  }
+}
