@@ -7,7 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { childPeer, forwarder, readyPeer, waitFor, WRITER_CHILD } from './helpers.ts';
+import { TimeoutError } from '../src/index.ts';
+import { FakeForwarder } from './fake-forwarder.ts';
+import { childPeer, forwarder, peer, readyPeer, waitFor, within, WRITER_CHILD } from './helpers.ts';
 
 interface Report {
   ok: number[];
@@ -45,4 +47,32 @@ test('a writer paused past its write timeout never reports "not applied" for a w
   const lost = report.ok.filter((i) => !applied(i));
   assert.equal(lost.length, 0, `acknowledged writes missing at the forwarder: ${lost.slice(0, 5).join(', ')}`);
   t.diagnostic(`${report.ok.length} acknowledged, ${report.timeouts.length} timeouts (${report.timeouts.filter((x) => x.maybeApplied === true).length} maybe applied)`);
+});
+
+test('a timeout says maybeApplied: false for a write never sent, true for one sent and never answered', async (t) => {
+  // Nothing listens: the peer never learns what the server is, so the write never leaves it.
+  const gone = await forwarder(t);
+  const port = gone.port;
+  await gone.close();
+  const lonely = peer(t, `tcp://127.0.0.1:${port}`, { writeTimeout: 100 });
+  await assert.rejects(lonely.set('never/sent', 1), (err: TimeoutError) => {
+    assert.ok(err instanceof TimeoutError);
+    assert.equal(err.maybeApplied, false);
+    assert.match(err.message, /never sent/);
+    return true;
+  });
+  // A scripted forwarder that takes the write and never answers it.
+  const fake = await FakeForwarder.start(t);
+  const p = peer(t, 'unused', { server: fake.endpoints, writeTimeout: 100 });
+  await fake.snapshotEnd((await fake.next('ICANHAZ?'))[0]!, 0);
+  await within('ready', p.ready());
+  const write = p.set('sent/unanswered', 1);
+  await fake.next('KVWRITE');
+  await assert.rejects(write, (err: TimeoutError) => {
+    assert.ok(err instanceof TimeoutError);
+    assert.equal(err.code, 'CLONEKV_TIMEOUT');
+    assert.equal(err.maybeApplied, true);
+    assert.match(err.message, /retry may apply it twice/);
+    return true;
+  });
 });

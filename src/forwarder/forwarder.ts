@@ -120,6 +120,11 @@ export class Forwarder implements AsyncDisposable {
   readonly #sockets: ForwarderSockets;
   readonly #store = new SequencedMap();
   readonly #epoch = randomBytes(8).toString('hex');
+  /**
+   * Header (frame 3) of every KVACKS: the epoch of this run, so a peer never takes a sequence of
+   * this run for one of the run its map comes from (read-your-writes across a restart).
+   */
+  readonly #ackHeader = encodeProperties([[Prop.Epoch, this.#epoch]]);
   readonly #publish: SendQueue;
   readonly #outbox: RouterOutbox;
   /** Outcomes of recent writes by uuid: a sequence number for a success (no object to keep). */
@@ -389,7 +394,7 @@ export class Forwarder implements AsyncDisposable {
       if (!(err instanceof BatchError)) throw err;
       this.#countMalformed('batch');
     }
-    if (acks.length > 0) this.#outbox.send(from, [ACK_BATCH, ZERO_SEQ, EMPTY, EMPTY, packBatch(acks, bytes)]);
+    if (acks.length > 0) this.#outbox.send(from, [ACK_BATCH, ZERO_SEQ, EMPTY, this.#ackHeader, packBatch(acks, bytes)]);
   }
 
   #onSubscription(frames: Buffer[]): void {

@@ -273,6 +273,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         get applied() {
           return self.#last;
         },
+        get epoch() {
+          return self.#epoch;
+        },
         get syncing() {
           return self.#sync !== undefined;
         },
@@ -675,12 +678,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       return;
     }
     const epoch = props.get(Prop.Epoch);
-    if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) {
-      // Writes the previous forwarder run sequenced but this peer had not applied yet can never
-      // be applied now (that run's map is gone): they were sequenced, so they resolve.
-      this.#writes.resolveAwaiting();
-    }
+    const epochChanged = epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch;
     if (epoch !== undefined) this.#epoch = epoch;
+    // Acknowledged writes now wait for this run's map, or resolve if another run sequenced them.
+    this.#writes.snapshotApplied(this.#epoch, epochChanged);
     this.#retryDelay = this.#s.snapshotRetryDelay;
     this.#stats.snapshots++;
     const first = this.#status === 'syncing';

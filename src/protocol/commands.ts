@@ -30,6 +30,11 @@ export const Command = {
   PeerBye: 'KVBYE',
   /** clonekv extension: a request for the forwarder's counters, answered with a JSON body. */
   Stats: 'KVSTATS',
+  /**
+   * clonekv extension: the forwarder's word to a peer it registers (first beat, or a beat after a
+   * purge), properties `owner` and `since` (ms): a new `since` tells the peer it was purged.
+   */
+  PeerPresent: 'KVPRESENT',
 } as const;
 
 /** Keys a clonekv peer may not write: commands, and the forwarder's presence subtree. */
@@ -45,6 +50,7 @@ export function isReservedKey(key: string): boolean {
     key === Command.PeerBeat ||
     key === Command.PeerBye ||
     key === Command.Stats ||
+    key === Command.PeerPresent ||
     key.startsWith(PRESENCE_PREFIX) ||
     key.startsWith(JOIN_TOPIC_PREFIX)
   );
@@ -94,6 +100,8 @@ export const Prop = {
   Applied: 'applied',
   /** KTHXBAI: `1` when the forwarder saw the peer's subscription before taking the snapshot. */
   Joined: 'joined',
+  /** KVPRESENT: when the forwarder registered the peer (ms since the epoch, decimal). */
+  Since: 'since',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */
