@@ -15,7 +15,7 @@ import { ClonekvError, ClosedError, ErrorCode, InvalidOptionError } from '../err
 import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
-import { Command, isReservedKey, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
+import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
@@ -37,7 +37,7 @@ import type {
 } from '../types.ts';
 import { Link } from './link.ts';
 import { LocalMap, type LocalEntry } from './local-map.ts';
-import { PendingWrites, type ServerKind } from './pending-writes.ts';
+import { checkKey, checkWriteOptions, PendingWrites, type ServerKind } from './pending-writes.ts';
 import { Watchers } from './watchers.ts';
 
 const HUGZ = Command.Heartbeat;
@@ -378,6 +378,14 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    *   `CLONEKV_CONFLICT` (for `ifVersion`), `CLONEKV_REJECTED`, or `CLONEKV_CLOSED`
    */
   set(key: string, value: unknown, options: SetOptions = {}): Promise<number> {
+    const keyBytes = checkKey(key);
+    if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
+    let timeout: number;
+    try {
+      timeout = checkWriteOptions(options.timeout, options.ttl, this.#s.writeTimeout);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     let body: Buffer;
     try {
       body = encodeValue(value);
@@ -396,13 +404,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       props.push([Prop.Owner, this.#id]);
     }
-    if (options.ttl !== undefined) {
-      if (typeof options.ttl !== 'number' || !Number.isFinite(options.ttl) || options.ttl <= 0) {
-        return Promise.reject(new InvalidOptionError('ttl', `expected a positive number of seconds, got ${String(options.ttl)}`));
-      }
-      props.push([Prop.Ttl, String(options.ttl)]);
-    }
-    return this.#write(key, body, props, options.ifVersion, options.timeout);
+    if (options.ttl !== undefined) props.push([Prop.Ttl, String(options.ttl)]);
+    return this.#write(key, keyBytes, body, props, options.ifVersion, timeout);
   }
 
   /**
@@ -410,25 +413,26 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * key is sequenced too, unless `ifVersion` says otherwise).
    */
   delete(key: string, options: DeleteOptions = {}): Promise<number> {
-    return this.#write(key, EMPTY_FRAME, [], options.ifVersion, options.timeout);
+    const keyBytes = checkKey(key);
+    if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
+    let timeout: number;
+    try {
+      timeout = checkWriteOptions(options.timeout, undefined, this.#s.writeTimeout);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#write(key, keyBytes, EMPTY_FRAME, [], options.ifVersion, timeout);
   }
 
-  #write(key: string, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number | undefined): Promise<number> {
+  #write(key: string, keyBytes: Buffer, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number): Promise<number> {
     if (this.#life.closing) return Promise.reject(new ClosedError('peer'));
-    const keyBytes = Buffer.from(key, 'utf8');
-    if (typeof key !== 'string' || keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
-      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `invalid key ${JSON.stringify(key)}: keys are 1 to 255 bytes of UTF-8`));
-    }
-    if (isReservedKey(key)) {
-      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `key "${key}" is reserved by the protocol (commands and $peers/)`));
-    }
     if (ifVersion !== undefined) {
       if (!Number.isSafeInteger(ifVersion) || ifVersion < 0) {
         return Promise.reject(new InvalidOptionError('ifVersion', `expected a version number (0 = absent), got ${String(ifVersion)}`));
       }
       props.push([Prop.IfVersion, String(ifVersion)]);
     }
-    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout ?? this.#s.writeTimeout);
+    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout);
   }
 
   /**

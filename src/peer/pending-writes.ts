@@ -9,14 +9,45 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { ClonekvError, ConflictError, ErrorCode, TimeoutError } from '../errors.ts';
+import { ClonekvError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
 import { DeadlineTimer } from '../deadline-timer.ts';
 import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
-import { Command, Prop } from '../protocol/commands.ts';
+import { durationOption, MAX_TTL_SECONDS } from '../options.ts';
+import { Command, isReservedKey, MAX_KEY_BYTES, Prop } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import type { PeerStats } from '../types.ts';
+
+/**
+ * Checks a key given to `set` or `delete` (anything may come from JavaScript callers): returns
+ * its UTF-8 bytes, or the error to reject with (`CLONEKV_INVALID_KEY`), never a raw TypeError.
+ */
+export function checkKey(key: unknown): Buffer | ClonekvError {
+  if (typeof key !== 'string') {
+    return new ClonekvError(ErrorCode.InvalidKey, `invalid key: expected a string of 1 to 255 bytes of UTF-8, got ${key === null ? 'null' : typeof key}`);
+  }
+  const keyBytes = Buffer.from(key, 'utf8');
+  if (keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
+    return new ClonekvError(ErrorCode.InvalidKey, `invalid key ${JSON.stringify(key)}: keys are 1 to 255 bytes of UTF-8`);
+  }
+  if (isReservedKey(key)) return new ClonekvError(ErrorCode.InvalidKey, `key "${key}" is reserved by the protocol (commands and $peers/)`);
+  return keyBytes;
+}
+
+/**
+ * Checks the per-write options `timeout` (a whole number of ms from 1 to the longest timer wait,
+ * default `fallback`) and `ttl` (seconds, positive, at most {@link MAX_TTL_SECONDS}). Returns the
+ * timeout; throws `CLONEKV_INVALID_OPTION` naming the option.
+ */
+export function checkWriteOptions(timeout: unknown, ttl: unknown, fallback: number): number {
+  if (ttl !== undefined) {
+    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0 || ttl > MAX_TTL_SECONDS) {
+      throw new InvalidOptionError('ttl', `expected a positive number of seconds up to ${MAX_TTL_SECONDS} (a year), got ${String(ttl)}`);
+    }
+  }
+  return durationOption('timeout', timeout, fallback, 1);
+}
 
 /** What the peer knows of the server: a clonekv forwarder, a plain CHP server, or not yet. */
 export type ServerKind = 'unknown' | 'clonekv' | 'plain';
