@@ -13,6 +13,7 @@ export type {
   ForwarderOptions,
   ForwarderStats,
   HighWaterMarks,
+  OwnershipLostInfo,
   PeerOptions,
   PeerStats,
   PeerStatus,

@@ -178,6 +178,18 @@ export type PeerStatus =
 /** Why a peer resynced. */
 export type ResyncReason = 'silence' | 'epoch' | 'sequence' | 'gap' | 'overflow' | 'incomplete';
 
+/**
+ * What a peer's `ownershipLost` event tells: the forwarder purged this peer (it heard no beat
+ * for longer than its `peerTimeout`: a paused process, a cut network) and later registered it
+ * again. Every key the peer owned (`ephemeral: true`) was deleted with reason `purged`.
+ */
+export interface OwnershipLostInfo {
+  /** When the forwarder registered the peer again (ms since 1970, the forwarder's clock). */
+  readonly since: number;
+  /** When it had registered the peer before (same clock). */
+  readonly previousSince: number;
+}
+
 /** Counters of a peer. */
 export interface PeerStats {
   /** Live updates applied. */

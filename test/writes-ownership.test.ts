@@ -60,7 +60,7 @@ test('a peer paused past peerTimeout learns, when it resumes, that its keys were
   const info = await owner.ask('noop', (o) => o.ownershipLost as { since: number; previousSince: number } | undefined, 10_000);
   assert.ok(info.since > info.previousSince, JSON.stringify(info));
   // Re-taking ownership as the README says: create-if-absent, owned.
-  const again = await owner.ask('set lock/a "mine again" ephemeral', (o) => (o.set === 'lock/a' ? o : undefined));
+  const again = await owner.ask('set lock/a "again" ephemeral', (o) => (o.set === 'lock/a' ? o : undefined));
   assert.ok(typeof again.seq === 'number', JSON.stringify(again));
-  await waitFor('observer sees the lock again', () => observer.get('lock/a') === 'mine again');
+  await waitFor('observer sees the lock again', () => observer.get('lock/a') === 'again');
 });

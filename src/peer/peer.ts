@@ -27,6 +27,7 @@ import type {
   DeleteReason,
   Endpoints,
   Entry,
+  OwnershipLostInfo,
   PeerOptions,
   PeerStats,
   PeerStatus,
@@ -37,6 +38,7 @@ import type {
 } from '../types.ts';
 import { Link } from './link.ts';
 import { LocalMap, type LocalEntry } from './local-map.ts';
+import { Registration } from './ownership.ts';
 import { checkKey, checkWriteOptions, PendingWrites, type ServerKind } from './pending-writes.ts';
 import { Watchers } from './watchers.ts';
 
@@ -55,6 +57,22 @@ export interface PeerEvents {
   progress: [info: { received: number }];
   /** A problem the peer recovered from (malformed input, transport error). Never fatal. */
   error: [error: ClonekvError];
+  /**
+   * The forwarder had purged this peer (no beat for longer than its `peerTimeout`: the process
+   * was paused, or the network cut) and has now registered it again: every key this peer owned
+   * (`ephemeral: true`) was deleted, reason `purged`, and may have been taken by another peer
+   * since. To take a key back, write it again with `{ ifVersion: 0, ephemeral: true }`: it wins
+   * only if the key is still absent, else it rejects with `CLONEKV_CONFLICT`. Needs a clonekv
+   * forwarder that sends KVPRESENT.
+   *
+   * @example
+   * ```ts
+   * peer.on('ownershipLost', () => {
+   *   peer.set('locks/job-42', peer.id, { ifVersion: 0, ephemeral: true }).catch(() => {});
+   * });
+   * ```
+   */
+  ownershipLost: [info: OwnershipLostInfo];
 }
 
 interface Settings {
@@ -205,6 +223,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #beatTimer: NodeJS.Timeout;
   /** Stable id: the owner of this peer's ephemeral keys and its presence entry. */
   readonly #id = randomBytes(8).toString('hex');
+  /** What the forwarder told of this peer's registration (KVPRESENT): a new one means it was purged. */
+  readonly #registration = new Registration(this.#id);
   #readyPromise: Promise<void>;
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
@@ -583,6 +603,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const command = frames[0]?.toString('latin1');
     if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
     if (command === Command.WriteAck) return this.#writes.onAck(frames);
+    if (command === Command.PeerPresent) return this.#onPresent(frames);
     if (command === Command.Stats) {
       const waiter = this.#statsWaiters.shift();
       try {
@@ -826,6 +847,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   }
 
   // ---- health --------------------------------------------------------------------------------
+
+  #onPresent(frames: Buffer[]): void {
+    const outcome = this.#registration.onPresent(frames);
+    if (outcome.kind === 'malformed') this.#stats.malformed++;
+    else if (outcome.kind === 'lost') this.emit('ownershipLost', outcome.info);
+  }
 
   /** Tells the forwarder this peer is alive (clonekv forwarders only; plain servers have no presence). */
   #sendBeat(): void {
