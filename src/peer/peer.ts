@@ -515,6 +515,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         },
         ready: this.#readyPromise,
         entries: () => map,
+        get sequence() {
+          return self.#last;
+        },
       },
       prefix,
       options,
