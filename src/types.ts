@@ -135,13 +135,20 @@ export interface PeerOptions {
   subtree?: string;
   /** A name for this peer, shown in logs and presence. Default `peer`. */
   name?: string;
-  /** Time without any message from the forwarder before the peer resyncs, ms. Default 3000. */
+  /**
+   * Time without any message on the subscriber (updates, heartbeats) before the peer resyncs,
+   * ms. Replies on the request socket (acknowledgements) do not count. Default 3000.
+   */
   silenceTimeout?: number;
   /** How long a write may stay unsequenced before it rejects with `CLONEKV_TIMEOUT`, ms. Default 5000. */
   writeTimeout?: number;
   /** Interval between retries of a pending write (same uuid), ms. Default 1000. */
   writeRetryInterval?: number;
-  /** First delay before a snapshot request is retried, ms; it doubles up to `maxRetryDelay`. Default 1000. */
+  /**
+   * First delay before a snapshot is asked for again, ms: after an attempt with no answer, after
+   * a refused snapshot, and before a resync that follows another one. It doubles up to
+   * `maxRetryDelay`, and starts afresh once a sync has stayed live for `maxRetryDelay`. Default 1000.
+   */
   snapshotRetryDelay?: number;
   /** Upper bound of the snapshot retry delay, ms. Default 10,000. */
   maxRetryDelay?: number;
@@ -155,6 +162,17 @@ export interface PeerOptions {
   publisherHwm?: HighWaterMarks;
   /** Live updates buffered while a snapshot is loading before the sync restarts. Default 1,000,000. */
   maxBufferedUpdates?: number;
+  /**
+   * Most entries a snapshot being loaded may hold. Past it the attempt is abandoned (its memory
+   * given back), counted in `stats().snapshotAborted`, reported by an `error` event, and retried
+   * after a backoff. Default 10,000,000.
+   */
+  maxSnapshotEntries?: number;
+  /**
+   * Most bytes (keys and bodies) a snapshot being loaded may hold, as `maxSnapshotEntries`.
+   * Default 1 GiB; at most 2^40.
+   */
+  maxSnapshotBytes?: number;
   /** Interval of this peer's heartbeats to the forwarder (presence, ownership), ms. Default 1000. */
   heartbeatInterval?: number;
   /**
@@ -176,7 +194,21 @@ export type PeerStatus =
   | 'closed';
 
 /** Why a peer resynced. */
-export type ResyncReason = 'silence' | 'epoch' | 'sequence' | 'gap' | 'overflow' | 'incomplete';
+export type ResyncReason =
+  /** Nothing from the server's publisher for `silenceTimeout`. */
+  | 'silence'
+  /** The forwarder restarted (a new epoch). */
+  | 'epoch'
+  /** A sequence went backwards on the subscriber stream (the server restarted). */
+  | 'sequence'
+  /** An update was missed (or the subscription was not proven live when the snapshot was taken). */
+  | 'gap'
+  /** More live updates arrived during a snapshot than `maxBufferedUpdates`. */
+  | 'overflow'
+  /** A snapshot did not add up (count, digest, malformed message) and was refused. */
+  | 'incomplete'
+  /** A snapshot outgrew `maxSnapshotEntries` or `maxSnapshotBytes` and was abandoned. */
+  | 'limit';
 
 /**
  * What a peer's `ownershipLost` event tells: the forwarder purged this peer (it heard no beat
@@ -202,8 +234,17 @@ export interface PeerStats {
   resyncs: number;
   /** Gaps detected (missed updates). */
   gaps: number;
-  /** Malformed messages dropped. */
+  /** Malformed messages dropped (an incomplete snapshot counts once). */
   malformed: number;
+  /**
+   * Values marked `enc=msgpack` that did not decode (in snapshots and live updates): each is
+   * held as its raw bytes (a `Uint8Array`) and reported by an `error` event.
+   */
+  undecodable: number;
+  /** Snapshots abandoned because they outgrew `maxSnapshotEntries` or `maxSnapshotBytes`. */
+  snapshotAborted: number;
+  /** Entries held by the snapshot being loaded now (0 when none): never above `maxSnapshotEntries`. */
+  snapshotEntries: number;
   /** Updates dropped as duplicates or older than the snapshot. */
   duplicates: number;
   /** Writes sent (not counting retries). */
@@ -243,3 +284,35 @@ export interface ForwarderStats {
   /** Heartbeats sent. */
   heartbeats: number;
 }
+
+/** One clonekv peer in the forwarder's presence table, as {@link Peer.serverStats} reports it. */
+export interface ServerPeerInfo {
+  /** The peer's stable id (owner of its ephemeral keys). */
+  readonly id: string;
+  /** The name the peer gave. */
+  readonly name: string;
+  /** The subtree it holds. */
+  readonly subtree: string;
+  /** The last sequence it said it applied. */
+  readonly version: number;
+  /** When it joined and when it was last heard from (ms since the epoch). */
+  readonly since: number;
+  readonly lastSeen: number;
+  /** Ephemeral keys it owns. */
+  readonly owned: number;
+}
+
+/**
+ * What {@link Peer.serverStats} returns: what `Forwarder.stats()` returns (its counters, the
+ * malformed messages by reason, its subscriptions and epoch), and its presence table.
+ */
+export type ServerStats = ForwarderStats & {
+  /** Malformed messages dropped, by reason. */
+  malformedBy: Record<string, number>;
+  /** Distinct subscriptions on the forwarder's publisher. */
+  subscriptions: number;
+  /** The forwarder run's epoch. */
+  epoch: string;
+  /** The clonekv peers alive. */
+  peerList: ServerPeerInfo[];
+};

@@ -15,19 +15,13 @@ import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import type { ResyncReason } from '../src/index.ts';
 import { contents, forwarder, readyPeer, waitFor, within, Inbox } from './helpers.ts';
+import { EMPTY, PlainServer, type Item } from './plain-server.ts';
 
-const EMPTY = Buffer.alloc(0);
 const ZERO_SEQ = Buffer.alloc(8);
 const HUGZ = 'HUGZ';
 const msgpack = new Packr({ useRecords: false });
 
 // ---- frame helpers (the plain implementations' own, from the spec) --------------------------
-
-function seqFrame(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(BigInt(n));
-  return b;
-}
 
 function seqOf(frame: Buffer): number {
   assert.equal(frame.length, 8, 'a sequence frame is 8 bytes');
@@ -53,23 +47,6 @@ function propMap(frame: Buffer): Map<string, string> {
   return m;
 }
 
-
-/** Serializes sends on one socket (zeromq.js allows one pending send per socket). */
-function serialSender(socket: zmq.Writable<Buffer[]>): (frames: Buffer[]) => Promise<void> {
-  let chain: Promise<void> = Promise.resolve();
-  return (frames) => {
-    const p = chain.then(() => socket.send(frames));
-    chain = p.catch(() => {});
-    return p;
-  };
-}
-
-interface Item {
-  readonly seq: number;
-  readonly uuid: Buffer;
-  readonly props: Buffer;
-  readonly body: Buffer;
-}
 
 // ---- a plain CHP client ---------------------------------------------------------------------
 
@@ -178,159 +155,6 @@ function plainClient(t: TestContext, base: number, subtree: string): PlainClient
     await Promise.all([c.subInbox.done, c.dealerInbox.done]);
   });
   return c;
-}
-
-// ---- a plain CHP server ---------------------------------------------------------------------
-
-/**
- * The spec's server: ROUTER on P (ICANHAZ? → KVSYNC per key under the subtree, then KTHXBAI
- * with its current sequence and the subtree as body), PUB on P+1 (KVPUB, HUGZ every 100 ms with
- * its current sequence, no properties), SUB on P+2 (KVSET, sequenced and republished as they
- * come, uuid and properties unchanged). It uses XPUB in place of PUB (allowed: the wire is the
- * same) only so that the test can see when a subscriber has arrived.
- */
-class PlainServer {
-  port = 0;
-  seq = 0;
-  map = new Map<string, Item>();
-  /** Every KVSET received on the collector, with the sequence it got. */
-  readonly sequenced: Array<{ key: string; seq: number; kvsetSeq: number; uuid: Buffer; props: Buffer; body: Buffer }> = [];
-  /** Subscriptions seen on the publisher since the last (re)start. */
-  subscriptions: string[] = [];
-  snapshots = 0;
-  #router!: zmq.Router;
-  #pub!: zmq.XPublisher;
-  #collector!: zmq.Subscriber;
-  #sendRouter!: (f: Buffer[]) => Promise<void>;
-  #sendPub!: (f: Buffer[]) => Promise<void>;
-  #heartbeat: NodeJS.Timeout | undefined;
-  #loops: Promise<void>[] = [];
-
-  static async start(t: TestContext, initial: Record<string, Buffer>): Promise<PlainServer> {
-    const s = new PlainServer();
-    t.after(() => s.close());
-    await s.#bind(0);
-    for (const [k, v] of Object.entries(initial)) s.apply(k, EMPTY, v);
-    return s;
-  }
-
-  /** `tcp://127.0.0.1:P`, what a Peer takes as `server`. */
-  get endpoint(): string {
-    return `tcp://127.0.0.1:${this.port}`;
-  }
-
-  /** Binds ROUTER, XPUB, SUB on P, P+1, P+2; with `port` 0 finds a free triple. */
-  async #bind(port: number): Promise<void> {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const router = new zmq.Router({ linger: 0 });
-      const pub = new zmq.XPublisher({ linger: 0 });
-      const collector = new zmq.Subscriber({ linger: 0 });
-      try {
-        await router.bind(`tcp://127.0.0.1:${port === 0 ? '*' : port}`);
-        const p = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
-        if (!(p > 0 && p <= 65533)) throw Object.assign(new Error('port too high for a triple'), { code: 'EADDRINUSE' });
-        await pub.bind(`tcp://127.0.0.1:${p + 1}`);
-        await collector.bind(`tcp://127.0.0.1:${p + 2}`);
-        collector.subscribe();
-        this.port = p;
-        this.#router = router;
-        this.#pub = pub;
-        this.#collector = collector;
-        break;
-      } catch (err) {
-        router.close();
-        pub.close();
-        collector.close();
-        if ((err as { code?: string }).code !== 'EADDRINUSE' || Date.now() > deadline) throw err;
-        // A port of the triple is taken (or, on restart, not yet released): try again.
-        await new Promise((r) => setImmediate(r));
-      }
-    }
-    this.#sendRouter = serialSender(this.#router);
-    this.#sendPub = serialSender(this.#pub);
-    this.subscriptions = [];
-    this.#loops = [this.#serveRouter(this.#router), this.#serveCollector(this.#collector), this.#watchSubscriptions(this.#pub)];
-    this.#heartbeat = setInterval(() => void this.#sendPub([Buffer.from(HUGZ), seqFrame(this.seq), EMPTY, EMPTY, EMPTY]).catch(() => {}), 100);
-  }
-
-  async #serveRouter(router: zmq.Router): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await router.receive();
-      } catch {
-        return;
-      }
-      const [id, command, subtree] = frames;
-      if (frames.length !== 3 || command?.toString() !== 'ICANHAZ?' || !id || !subtree) continue;
-      this.snapshots++;
-      const prefix = subtree.toString('latin1');
-      for (const [key, e] of this.map) {
-        if (key.startsWith(prefix)) void this.#sendRouter([id, Buffer.from(key, 'latin1'), seqFrame(e.seq), e.uuid, e.props, e.body]).catch(() => {});
-      }
-      void this.#sendRouter([id, Buffer.from('KTHXBAI'), seqFrame(this.seq), EMPTY, EMPTY, subtree]).catch(() => {});
-    }
-  }
-
-  async #serveCollector(collector: zmq.Subscriber): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await collector.receive();
-      } catch {
-        return;
-      }
-      if (frames.length !== 5) continue;
-      const [key, kvsetSeq, uuid, props, body] = frames as [Buffer, Buffer, Buffer, Buffer, Buffer];
-      if (kvsetSeq.length !== 8) continue;
-      const seq = this.apply(key.toString('latin1'), props, body, uuid);
-      this.sequenced.push({ key: key.toString('latin1'), seq, kvsetSeq: Number(kvsetSeq.readBigInt64BE(0)), uuid, props, body });
-    }
-  }
-
-  async #watchSubscriptions(pub: zmq.XPublisher): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await pub.receive();
-      } catch {
-        return;
-      }
-      const f = frames[0];
-      if (f && f[0] === 1) this.subscriptions.push(f.subarray(1).toString('latin1'));
-    }
-  }
-
-  /** Sequences, stores and publishes one update (an empty body deletes). */
-  apply(key: string, props: Buffer, body: Buffer, uuid: Buffer = EMPTY): number {
-    const seq = ++this.seq;
-    if (body.length === 0) this.map.delete(key);
-    else this.map.set(key, { seq, uuid, props, body });
-    void this.#sendPub([Buffer.from(key, 'latin1'), seqFrame(seq), uuid, props, body]).catch(() => {});
-    return seq;
-  }
-
-  async #stop(): Promise<void> {
-    clearInterval(this.#heartbeat);
-    this.#router?.close();
-    this.#pub?.close();
-    this.#collector?.close();
-    await Promise.all(this.#loops);
-  }
-
-  /** Stops and starts again on the same ports with a new map and the sequence back at 0. */
-  async restart(initial: Record<string, Buffer>): Promise<void> {
-    await this.#stop();
-    this.seq = 0;
-    this.map = new Map();
-    await this.#bind(this.port);
-    for (const [k, v] of Object.entries(initial)) this.apply(k, EMPTY, v);
-  }
-
-  close(): Promise<void> {
-    return this.#stop();
-  }
 }
 
 // ---- a plain CHP client against the clonekv forwarder ---------------------------------------

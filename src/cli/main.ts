@@ -394,8 +394,7 @@ async function stats(args: string[], io: Io): Promise<number> {
   const timeout = intArg('timeout', values.timeout, 5000, 1);
   const peer = await joinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io);
   try {
-    const s = await peer.serverStats(timeout);
-    delete s.peerList;
+    const { peerList: _peers, ...s } = await peer.serverStats(timeout);
     if (values.json) {
       io.out(JSON.stringify({ server: url, ...s }));
     } else {

@@ -1,7 +1,8 @@
 /**
  * A peer's sockets and nothing else: the SUB that carries updates and heartbeats, one DEALER per
  * sync attempt (snapshot, writes and acknowledgements to a clonekv forwarder), the PUB used only
- * with a plain CHP server, their receive loops, and this peer's beats. It makes no sync
+ * with a plain CHP server (an XPUB, to know when the server has subscribed), their receive
+ * loops, and this peer's beats. It makes no sync
  * decision: it hands every message to its handlers.
  *
  * ```
@@ -18,7 +19,7 @@ import { EMPTY_FRAME } from '../protocol/message.ts';
 import { encodeProperties } from '../protocol/properties.ts';
 import { ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { SendQueue } from '../transport/send-queue.ts';
-import { connectDealer, connectPublisher, connectSubscriber, receiveLoop, type Hwm, type zmq } from '../transport/sockets.ts';
+import { connectCollector, connectDealer, connectSubscriber, receiveLoop, subscriptionChanges, type Hwm, type zmq } from '../transport/sockets.ts';
 import type { Endpoints } from '../types.ts';
 
 /** Settings of a {@link Link}. */
@@ -37,8 +38,12 @@ export interface LinkSettings {
 export interface LinkHandlers {
   /** A message from the SUB (an update or a heartbeat). */
   onPublished(frames: Buffer[]): void;
-  /** A message from the DEALER opened as `dealer` (see {@link Link.openDealer}). */
-  onReply(dealer: number, frames: Buffer[]): void;
+  /** The subscriber's connection dropped (the server went away or restarted). */
+  onSubscriberDown(): void;
+  /** A message from the DEALER opened with `tag` (see {@link Link.openDealer}). */
+  onReply(tag: number, frames: Buffer[]): void;
+  /** The plain server's collector subscribed to (`true`) or left (`false`) the collector socket. */
+  onCollector(subscribed: boolean): void;
   /** A transport error on socket `what`; the peer reports it and goes on. */
   onError(what: string, err: unknown): void;
 }
@@ -48,17 +53,20 @@ export class Link {
   readonly #s: LinkSettings;
   readonly #h: LinkHandlers;
   readonly #sub: zmq.Subscriber;
-  #dealer: { socket: zmq.Dealer; sends: SendQueue; id: string; n: number } | undefined;
-  #dealers = 0;
-  #pub: { socket: zmq.Publisher; sends: SendQueue } | undefined;
+  #dealer: { socket: zmq.Dealer; sends: SendQueue; id: string } | undefined;
+  #pub: { socket: zmq.XPublisher; sends: SendQueue } | undefined;
   /** Receive loops still running (a loop removes itself when its socket closes). */
   readonly #loops = new Set<Promise<void>>();
 
-  /** Connects the SUB and subscribes to the subtree and the heartbeats. */
+  /**
+   * Connects the SUB and subscribes to the subtree and the heartbeats.
+   *
+   * @throws `CLONEKV_TRANSPORT` if zeromq refuses the endpoint (nothing is left open)
+   */
   constructor(settings: LinkSettings, handlers: LinkHandlers) {
     this.#s = settings;
     this.#h = handlers;
-    this.#sub = connectSubscriber(settings.endpoints.publisher, settings.subscriberHwm);
+    this.#sub = connectSubscriber(settings.endpoints.publisher, settings.subscriberHwm, () => handlers.onSubscriberDown());
     // Order matters: the join topic (subscribed in openDealer) goes last, so once the forwarder
     // sees it, these are live too.
     this.#sub.subscribe(settings.subtree);
@@ -73,19 +81,19 @@ export class Link {
 
   /**
    * Closes the current DEALER and opens a fresh one with a fresh routing id (so a late answer to
-   * an abandoned request can never mix in), subscribed to its join topic. Returns its number,
-   * given back with every reply.
+   * an abandoned request can never mix in), subscribed to its join topic. Its replies are
+   * handed over with `tag`.
+   *
+   * @throws `CLONEKV_TRANSPORT` if zeromq refuses the endpoint
    */
-  openDealer(): number {
+  openDealer(tag: number): void {
     this.closeDealer();
     const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
     const socket = connectDealer(this.#s.endpoints.snapshot, id, this.#s.requestHwm);
     const sends = new SendQueue(socket, 100_000, () => {}, (e) => this.#h.onError('snapshot socket', e));
     this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
-    const n = ++this.#dealers;
-    this.#dealer = { socket, sends, id, n };
-    this.#track(receiveLoop(socket, (f) => this.#h.onReply(n, f), (e) => this.#h.onError('snapshot socket', e)));
-    return n;
+    this.#dealer = { socket, sends, id };
+    this.#track(receiveLoop(socket, (f) => this.#h.onReply(tag, f), (e) => this.#h.onError('snapshot socket', e)));
   }
 
   /** Closes the current DEALER, if any. */
@@ -102,13 +110,21 @@ export class Link {
     this.#dealer?.sends.send(frames);
   }
 
-  /** Publishes a message to the collector (a plain server's); the PUB is connected on first use. */
+  /**
+   * Connects the collector socket (once; a plain server's writes go there). `onCollector` says
+   * when the server has subscribed to it: only then is a write sent, since one sent before is
+   * dropped.
+   */
+  openCollector(): void {
+    if (this.#pub) return;
+    const socket = connectCollector(this.#s.endpoints.collector, this.#s.publisherHwm);
+    this.#pub = { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#h.onError('publisher', e)) };
+    this.#track(subscriptionChanges(socket, (up) => this.#h.onCollector(up), (e) => this.#h.onError('publisher', e)));
+  }
+
+  /** Sends a KVSET to the collector (dropped if {@link openCollector} was not called). */
   publish(frames: Buffer[]): void {
-    if (!this.#pub) {
-      const socket = connectPublisher(this.#s.endpoints.collector, this.#s.publisherHwm);
-      this.#pub = { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#h.onError('publisher', e)) };
-    }
-    this.#pub.sends.send(frames);
+    this.#pub?.sends.send(frames);
   }
 
   /** Sends this peer's beat (`command` is a beat or a goodbye) on the DEALER, with its last applied sequence. */

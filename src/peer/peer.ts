@@ -4,8 +4,9 @@
  * once; any doubt (silence, a new epoch, a sequence going backwards, a gap, an incomplete
  * snapshot) leads to a resync that replaces the map.
  *
- * This module wires the parts: {@link Link} (sockets), {@link LocalMap}, {@link Watchers} and
- * {@link PendingWrites}; it holds the sync decisions.
+ * This module wires the parts and decides nothing about sync: {@link SyncMachine} makes the
+ * decisions and this facade carries out its commands on the {@link Link} (sockets), the
+ * {@link LocalMap}, the {@link Watchers} and the {@link PendingWrites}.
  *
  * @module
  */
@@ -13,15 +14,13 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, ErrorCode, InvalidOptionError } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
-import { booleanOption, intOption, rejectUnknown, stringOption } from '../options.ts';
+import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
-import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
-import { SnapshotDigest } from '../protocol/digest.ts';
-import { headFor, previousFor } from '../protocol/gaps.ts';
+import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
-import { PropertyView, type PropertyReader } from '../protocol/properties.ts';
+import { PropertyView } from '../protocol/properties.ts';
 import { ZERO_SEQUENCE } from '../protocol/sequence.ts';
-import { decodeBody, encodeValue } from '../protocol/values.ts';
+import { encodeValue } from '../protocol/values.ts';
 import type {
   DeleteOptions,
   DeleteReason,
@@ -32,18 +31,17 @@ import type {
   PeerStats,
   PeerStatus,
   ResyncReason,
+  ServerStats,
   SetOptions,
   WatchEntry,
   WatchOptions,
 } from '../types.ts';
 import { Link } from './link.ts';
-import { LocalMap, type LocalEntry } from './local-map.ts';
+import { LocalMap } from './local-map.ts';
 import { Registration } from './ownership.ts';
-import { checkKey, checkWriteOptions, PendingWrites, type ServerKind } from './pending-writes.ts';
+import { checkKey, checkWriteOptions, PendingWrites } from './pending-writes.ts';
+import { SyncMachine, type SyncCommand } from './sync-machine.ts';
 import { Watchers } from './watchers.ts';
-
-const HUGZ = Command.Heartbeat;
-const PRESENCE = Buffer.from(PRESENCE_PREFIX);
 
 /** Events of a {@link Peer}. */
 export interface PeerEvents {
@@ -55,7 +53,12 @@ export interface PeerEvents {
   resync: [info: { reason: ResyncReason }];
   /** Snapshot loading progress: entries received so far (about every 65,536 entries). */
   progress: [info: { received: number }];
-  /** A problem the peer recovered from (malformed input, transport error). Never fatal. */
+  /**
+   * A problem the peer recovered from, never fatal: `CLONEKV_MALFORMED` for bad input (an
+   * incomplete snapshot, a value marked msgpack that does not decode, naming its key and
+   * sequence, a snapshot abandoned for its size, naming the option to raise),
+   * `CLONEKV_TRANSPORT` for a socket error.
+   */
   error: [error: ClonekvError];
   /**
    * The forwarder had purged this peer (no beat for longer than its `peerTimeout`: the process
@@ -89,6 +92,8 @@ interface Settings {
   requestHwm: { send: number; receive: number };
   publisherHwm: { send: number; receive: number };
   maxBufferedUpdates: number;
+  maxSnapshotEntries: number;
+  maxSnapshotBytes: number;
   heartbeatInterval: number;
   presence: boolean;
 }
@@ -107,22 +112,33 @@ const KNOWN_OPTIONS = [
   'requestHwm',
   'publisherHwm',
   'maxBufferedUpdates',
+  'maxSnapshotEntries',
+  'maxSnapshotBytes',
   'heartbeatInterval',
   'presence',
 ] as const;
 
-/** Turns `tcp://HOST:P` into the three endpoints P, P+1, P+2. */
+/** Largest `maxSnapshotBytes` accepted (1 TiB). */
+const MAX_SNAPSHOT_BYTES = 2 ** 40;
+
+/**
+ * Turns `tcp://HOST:P` into the three endpoints P, P+1, P+2.
+ *
+ * @throws `CLONEKV_INVALID_OPTION` for anything else, and for the wildcard host `*` (a peer
+ *   connects; `*` only means something to a bind)
+ */
 export function resolveEndpoints(server: string | Endpoints): Endpoints {
   if (typeof server !== 'string') {
+    if (typeof server !== 'object' || server === null) throw new InvalidOptionError('server', 'expected tcp://HOST:PORT or { snapshot, publisher, collector }');
     for (const k of ['snapshot', 'publisher', 'collector'] as const) {
       if (typeof server[k] !== 'string') throw new InvalidOptionError(`server.${k}`, 'expected an endpoint string');
     }
     return server;
   }
-  const m = /^(tcp:\/\/(?:\[[^\]]+\]|[^:/]+)):(\d+)$/.exec(server);
+  const m = /^(tcp:\/\/(?:\[[^\]]+\]|[^:/*]+)):(\d+)$/.exec(server);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port < 1 || port > 65533) {
-    throw new InvalidOptionError('server', `expected tcp://HOST:PORT (PORT from 1 to 65533), got ${JSON.stringify(server)}`);
+    throw new InvalidOptionError('server', `expected tcp://HOST:PORT (a host to connect to, PORT from 1 to 65533), got ${JSON.stringify(server)}`);
   }
   return { snapshot: `${m[1]}:${port}`, publisher: `${m[1]}:${port + 1}`, collector: `${m[1]}:${port + 2}` };
 }
@@ -131,15 +147,16 @@ function peerSettings(options: PeerOptions): Settings {
   rejectUnknown(options, KNOWN_OPTIONS);
   const subtree = stringOption('subtree', options.subtree, '');
   if (Buffer.byteLength(subtree) > MAX_KEY_BYTES) throw new InvalidOptionError('subtree', 'longer than 255 bytes');
+  const snapshotRetryDelay = durationOption('snapshotRetryDelay', options.snapshotRetryDelay, 1000, 10);
   return {
     endpoints: resolveEndpoints(options.server ?? 'tcp://127.0.0.1:5556'),
     subtree,
     name: stringOption('name', options.name, 'peer'),
-    silenceTimeout: intOption('silenceTimeout', options.silenceTimeout, 3000, 50),
-    writeTimeout: intOption('writeTimeout', options.writeTimeout, 5000, 1),
-    writeRetryInterval: intOption('writeRetryInterval', options.writeRetryInterval, 1000, 10),
-    snapshotRetryDelay: intOption('snapshotRetryDelay', options.snapshotRetryDelay, 1000, 10),
-    maxRetryDelay: intOption('maxRetryDelay', options.maxRetryDelay, 10_000, 10),
+    silenceTimeout: durationOption('silenceTimeout', options.silenceTimeout, 3000, 50),
+    writeTimeout: durationOption('writeTimeout', options.writeTimeout, 5000, 1),
+    writeRetryInterval: durationOption('writeRetryInterval', options.writeRetryInterval, 1000, 10),
+    snapshotRetryDelay,
+    maxRetryDelay: durationOption('maxRetryDelay', options.maxRetryDelay, Math.max(10_000, snapshotRetryDelay), snapshotRetryDelay),
     maxValueBytes: intOption('maxValueBytes', options.maxValueBytes, 1024 * 1024, 1),
     subscriberHwm: {
       send: intOption('subscriberHwm.send', options.subscriberHwm?.send, 1000, 0),
@@ -154,31 +171,11 @@ function peerSettings(options: PeerOptions): Settings {
       receive: 0,
     },
     maxBufferedUpdates: intOption('maxBufferedUpdates', options.maxBufferedUpdates, 1_000_000, 1),
-    heartbeatInterval: intOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
+    maxSnapshotEntries: intOption('maxSnapshotEntries', options.maxSnapshotEntries, 10_000_000, 1),
+    maxSnapshotBytes: intOption('maxSnapshotBytes', options.maxSnapshotBytes, 2 ** 30, 1, MAX_SNAPSHOT_BYTES),
+    heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     presence: booleanOption('presence', options.presence, true),
   };
-}
-
-/** A live update as received, before it is applied. */
-interface Update {
-  readonly key: Buffer;
-  readonly seq: number;
-  readonly uuid: Buffer;
-  readonly props: PropertyReader;
-  readonly body: Buffer;
-}
-
-/** A snapshot being received. */
-interface SyncAttempt {
-  readonly reason: ResyncReason | undefined;
-  /** The DEALER this attempt asked on (its replies carry that number). */
-  readonly dealer: number;
-  readonly entries: Map<string, LocalEntry>;
-  readonly digest: SnapshotDigest;
-  readonly subLiveAtRequest: boolean;
-  buffered: Update[];
-  malformed: boolean;
-  timer: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -200,26 +197,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #map = new LocalMap();
   readonly #watchers: Watchers;
   readonly #writes: PendingWrites;
+  readonly #sync: SyncMachine;
   readonly #life = new Lifecycle();
-  #status: PeerStatus = 'syncing';
-  #kind: ServerKind = 'unknown';
-  #epoch: string | undefined;
-  /** Last applied sequence. */
-  #last = 0;
-  /** Sequence of the last update under the subtree that was applied (or of the snapshot). */
-  #subtreeLast = 0;
-  /**
-   * Sequence of the last message read from the subscriber (KVPUB or HUGZ). The subscriber is one
-   * ordered stream, so a sequence below it means the forwarder restarted; a sequence below
-   * `#last` alone does not: an update published before the snapshot may be read after it.
-   */
-  #lastFromSub = 0;
-  #sync: SyncAttempt | undefined;
-  #retryDelay: number;
-  #subLive = false;
-  #resyncWhenSubLive = false;
-  #lastHeard = Date.now();
-  readonly #silenceTimer: NodeJS.Timeout;
+  /** Whether the plain server's collector has subscribed to our collector socket. */
+  #collectorReady = false;
+  /** The one timer of the sync machine, armed for its next wake-up. */
+  #wake: NodeJS.Timeout | undefined;
+  #wakeAt = Infinity;
   readonly #beatTimer: NodeJS.Timeout;
   /** Stable id: the owner of this peer's ephemeral keys and its presence entry. */
   readonly #id = randomBytes(8).toString('hex');
@@ -228,7 +212,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #readyPromise: Promise<void>;
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
-  #statsWaiters: Array<{ resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }> = [];
+  #statsWaiters: Array<{ resolve: (v: ServerStats) => void; reject: (e: Error) => void }> = [];
   readonly #stats: PeerStats = {
     updates: 0,
     snapshots: 0,
@@ -236,6 +220,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     resyncs: 0,
     gaps: 0,
     malformed: 0,
+    undecodable: 0,
+    snapshotAborted: 0,
+    snapshotEntries: 0,
     duplicates: 0,
     writes: 0,
     writeRetries: 0,
@@ -245,13 +232,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   /**
    * Creates a peer and starts joining at once. Options are checked here.
    *
-   * @throws `CLONEKV_INVALID_OPTION` naming a bad option
+   * @throws `CLONEKV_INVALID_OPTION` naming a bad option; `CLONEKV_TRANSPORT` if zeromq refuses
+   *   an endpoint. Either way nothing is left open (no socket, no timer).
    */
   constructor(options: PeerOptions = {}) {
     super();
     this.#s = peerSettings(options);
     this.#subtreeBytes = Buffer.from(this.#s.subtree, 'utf8');
-    this.#retryDelay = this.#s.snapshotRetryDelay;
     this.#readyPromise = new Promise<void>((resolve, reject) => {
       this.#readyResolve = resolve;
       this.#readyReject = reject;
@@ -260,6 +247,20 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#watchers = new Watchers(
       () => this.listenerCount('update') > 0,
       (e) => this.emit('update', e),
+    );
+    this.#sync = new SyncMachine(
+      {
+        subtree: this.#subtreeBytes,
+        silenceTimeout: this.#s.silenceTimeout,
+        snapshotRetryDelay: this.#s.snapshotRetryDelay,
+        maxRetryDelay: this.#s.maxRetryDelay,
+        maxBufferedUpdates: this.#s.maxBufferedUpdates,
+        maxSnapshotEntries: this.#s.maxSnapshotEntries,
+        maxSnapshotBytes: this.#s.maxSnapshotBytes,
+      },
+      (c) => this.#execute(c),
+      this.#stats,
+      Date.now(),
     );
     this.#link = new Link(
       {
@@ -273,7 +274,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       },
       {
         onPublished: (f) => this.#onPublished(f),
-        onReply: (n, f) => this.#onDealer(n, f),
+        onSubscriberDown: () => this.#sync.subscriberDown(),
+        onReply: (attempt, f) => this.#onReply(attempt, f),
+        onCollector: (up) => this.#onCollector(up),
         onError: (what, e) => this.#report(ErrorCode.Transport, what, e),
       },
     );
@@ -283,21 +286,24 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       { endpoint: this.#s.endpoints.snapshot, retryInterval: this.#s.writeRetryInterval },
       {
         get kind() {
-          return self.#kind;
+          return self.#sync.kind;
         },
         get hasDealer() {
           return link.hasDealer;
         },
         request: (frames) => link.request(frames),
         publish: (frames) => link.publish(frames),
+        get collectorReady() {
+          return self.#collectorReady;
+        },
         get applied() {
-          return self.#last;
+          return self.#sync.applied;
         },
         get epoch() {
-          return self.#epoch;
+          return self.#sync.epoch;
         },
         get syncing() {
-          return self.#sync !== undefined;
+          return self.#sync.resyncing;
         },
         get closing() {
           return self.#life.closing;
@@ -305,16 +311,29 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       },
       this.#stats,
     );
-    this.#silenceTimer = setInterval(() => this.#checkSilence(), Math.max(10, Math.floor(this.#s.silenceTimeout / 4)));
     this.#beatTimer = setInterval(() => this.#sendBeat(), this.#s.heartbeatInterval);
-    this.#startSync(undefined);
+    try {
+      this.#sync.start(Date.now());
+    } catch (err) {
+      // The first DEALER was refused: leave nothing behind that would keep the process alive.
+      this.#abort();
+      throw err;
+    }
+    this.#armWake();
+  }
+
+  /** Undoes a constructor that failed half-way. */
+  #abort(): void {
+    clearInterval(this.#beatTimer);
+    this.#writes.close(new ClosedError('peer'));
+    void this.#link.close();
   }
 
   // ---- reads ---------------------------------------------------------------------------------
 
   /** Where the peer stands: `syncing` until the first snapshot, then `live`, or `stale` while resyncing. */
   get status(): PeerStatus {
-    return this.#status;
+    return this.#life.closing ? 'closed' : this.#sync.status;
   }
 
   /** This peer's stable id: its presence key is `$peers/<id>`, and it owns its ephemeral keys. */
@@ -339,12 +358,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** The last applied sequence number. */
   get sequence(): number {
-    return this.#last;
+    return this.#sync.applied;
   }
 
   /** The forwarder's epoch, once known (a plain CHP server has none). */
   get epoch(): string | undefined {
-    return this.#epoch;
+    return this.#sync.epoch;
   }
 
   /** The value of `key`, or `undefined`. Never blocks, never touches the network. */
@@ -376,12 +395,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** Counters (a copy). */
   stats(): PeerStats {
-    return { ...this.#stats, sequence: this.#last };
+    return { ...this.#stats, sequence: this.#sync.applied, snapshotEntries: this.#sync.snapshotEntries };
   }
 
   /**
-   * Resolves once the first complete snapshot has been applied (also when it is empty).
-   * Rejects with `CLONEKV_CLOSED` if the peer is closed first.
+   * Resolves once the first complete snapshot has been applied (also when it is empty, and also
+   * when updates that arrived meanwhile start another resync at once). Rejects with
+   * `CLONEKV_CLOSED` if the peer is closed first.
    */
   ready(): Promise<void> {
     return this.#readyPromise;
@@ -456,24 +476,42 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   }
 
   /**
-   * Asks the forwarder for its counters and presence table (what `clonekv stats` prints).
+   * Asks the forwarder for its counters and presence table (what `clonekv stats` prints): the
+   * same shape as `Forwarder.stats()`, plus `peerList`.
    *
-   * @param timeout - ms to wait for the answer, default the peer's `writeTimeout`
-   * @throws `CLONEKV_UNSUPPORTED` against a plain CHP server, `CLONEKV_TIMEOUT` if no answer
+   * @param timeout - ms to wait in all, joining included: default the peer's `writeTimeout`
+   * @throws `CLONEKV_INVALID_OPTION` for a bad timeout, `CLONEKV_UNSUPPORTED` against a plain
+   *   CHP server, `CLONEKV_TIMEOUT` if no answer in time (also while the peer cannot join)
    */
-  async serverStats(timeout = this.#s.writeTimeout): Promise<Record<string, unknown>> {
+  async serverStats(timeout?: number): Promise<ServerStats> {
+    const ms = durationOption('timeout', timeout, this.#s.writeTimeout, 1);
     if (this.#life.closing) throw new ClosedError('peer');
-    if (this.#status === 'syncing') await this.ready();
-    if (this.#kind !== 'clonekv' || !this.#link.hasDealer) {
+    const noAnswer = (): ClonekvError =>
+      new ClonekvError(ErrorCode.Timeout, `no stats from the forwarder at ${this.#s.endpoints.snapshot} within ${ms} ms`);
+    const deadline = Date.now() + ms;
+    if (this.#sync.status === 'syncing') {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          this.ready(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(noAnswer()), ms);
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    if (this.#sync.kind !== 'clonekv' || !this.#link.hasDealer) {
       throw new ClonekvError(ErrorCode.Unsupported, `the server at ${this.#s.endpoints.snapshot} is a plain CHP server: it has no counters to report`);
     }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#statsWaiters = this.#statsWaiters.filter((w) => w !== waiter);
-        reject(new ClonekvError(ErrorCode.Timeout, `no stats from the forwarder at ${this.#s.endpoints.snapshot} within ${timeout} ms`));
-      }, timeout);
+        reject(noAnswer());
+      }, Math.max(0, deadline - Date.now()));
       const waiter = {
-        resolve: (v: Record<string, unknown>) => {
+        resolve: (v: ServerStats) => {
           clearTimeout(timer);
           resolve(v);
         },
@@ -511,12 +549,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
           return self.#life.closing;
         },
         get syncing() {
-          return self.#status === 'syncing';
+          return self.#sync.status === 'syncing';
         },
         ready: this.#readyPromise,
         entries: () => map,
         get sequence() {
-          return self.#last;
+          return self.#sync.applied;
         },
       },
       prefix,
@@ -529,18 +567,16 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   /** Closes sockets and timers, rejects pending writes and ends watches. Idempotent. */
   close(): Promise<void> {
     return this.#life.close(async () => {
-      this.#status = 'closed';
-      clearInterval(this.#silenceTimer);
       clearInterval(this.#beatTimer);
-      if (this.#kind === 'clonekv' && this.#s.presence) {
+      clearTimeout(this.#wake);
+      if (this.#sync.kind === 'clonekv' && this.#s.presence) {
         // Leave cleanly: the forwarder deletes our ephemeral keys at once instead of after the
         // peer timeout.
-        await this.#link.bye(this.#last);
+        await this.#link.bye(this.#sync.applied);
       }
       this.#readyReject(new ClosedError('peer'));
       this.#writes.close(new ClosedError('peer'));
       for (const w of this.#statsWaiters.splice(0)) w.reject(new ClosedError('peer'));
-      this.#endSync();
       this.#watchers.endAll();
       await this.#link.close();
     });
@@ -555,54 +591,111 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     await this.close();
   }
 
-  // ---- sync ----------------------------------------------------------------------------------
+  // ---- carrying out the sync machine's commands ---------------------------------------------
 
-  /** Starts (or restarts) a snapshot request on a fresh DEALER. */
-  #startSync(reason: ResyncReason | undefined): void {
-    if (this.#life.closing) return;
-    this.#endSync();
-    if (reason !== undefined) {
-      this.#stats.resyncs++;
-      if (this.#status === 'live') this.#status = 'stale';
-      if (this.listenerCount('resync') > 0) this.emit('resync', { reason });
+  #execute(c: SyncCommand): void {
+    switch (c.type) {
+      case 'apply':
+        return this.#apply(c.seq, c.uuid, c.key, c.value, c.reason);
+      case 'request':
+        this.#link.openDealer(c.attempt);
+        if (this.#sync.kind === 'clonekv' && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#sync.applied);
+        this.#link.request(snapshotRequestFrames(this.#subtreeBytes));
+        return;
+      case 'resync':
+        if (this.listenerCount('resync') > 0) this.emit('resync', { reason: c.reason });
+        return;
+      case 'replace':
+        // Acknowledged writes now wait for this run's map, or resolve if another run sequenced them.
+        this.#writes.snapshotApplied(this.#sync.epoch, c.epochChanged);
+        this.#map.replace(c.entries, c.sequence, !c.first, (e) => this.#watchers.emit(e));
+        this.#writes.afterSnapshot();
+        return;
+      case 'ready':
+        return this.#readyResolve();
+      case 'synced':
+        if (this.listenerCount('synced') > 0) {
+          this.emit('synced', { sequence: c.sequence, keys: this.#map.size, ...(c.reason ? { reason: c.reason } : {}) });
+        }
+        return;
+      case 'echo':
+        return this.#writes.onEcho(c.uuid, c.seq);
+      case 'settle':
+        return this.#writes.settle();
+      case 'resendWrites':
+        return this.#writes.resendAll();
+      case 'beat':
+        return this.#sendBeat();
+      case 'kind':
+        if (c.kind === 'plain') this.#link.openCollector();
+        return;
+      case 'abandon':
+        // Stop reading the rest of that snapshot at once: its DEALER goes.
+        this.#link.closeDealer();
+        this.#report(
+          ErrorCode.Malformed,
+          `snapshot from ${this.#s.endpoints.snapshot} abandoned: it went past ${c.limit} (${c.value}); raise that option if the store is really that large`,
+        );
+        return;
+      case 'progress':
+        if (this.listenerCount('progress') > 0) this.emit('progress', { received: c.received });
+        return;
+      case 'report':
+        return this.#report(ErrorCode.Malformed, `${c.message} (from ${this.#s.endpoints.snapshot})`, c.cause);
     }
-    const dealer = this.#link.openDealer();
-    if (this.#kind === 'clonekv' && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#last);
-    const attempt: SyncAttempt = {
-      reason,
-      dealer,
-      entries: new Map(),
-      digest: new SnapshotDigest(),
-      subLiveAtRequest: this.#subLive,
-      buffered: [],
-      malformed: false,
-      timer: undefined,
-    };
-    this.#sync = attempt;
-    this.#link.request(snapshotRequestFrames(this.#subtreeBytes));
-    this.#stats.snapshotRequests++;
-    this.#armSyncTimer(attempt);
-    // Writes not yet acknowledged may have been lost with the previous DEALER.
-    this.#writes.resendAll();
   }
 
-  /** Retries the snapshot if it makes no progress for the current retry delay (backing off). */
-  #armSyncTimer(attempt: SyncAttempt): void {
-    if (attempt.timer) clearTimeout(attempt.timer);
-    attempt.timer = setTimeout(() => {
-      if (this.#sync !== attempt) return;
-      this.#retryDelay = Math.min(this.#retryDelay * 2, this.#s.maxRetryDelay);
-      this.#startSync(attempt.reason ?? (this.#status === 'syncing' ? undefined : 'silence'));
-    }, this.#retryDelay);
+  /** Applies one live update to the map (`key` undefined: not held; `value` undefined: a delete). */
+  #apply(seq: number, uuid: Buffer, key: string | undefined, value: unknown, reason: DeleteReason | undefined): void {
+    // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
+    this.#writes.onEcho(uuid, seq);
+    if (key === undefined) return;
+    const before = this.#map.get(key);
+    if (value === undefined) {
+      if (!before) return;
+      this.#map.delete(key);
+      this.#stats.updates++;
+      if (this.#watchers.observed) {
+        this.#watchers.emit({ key, operation: 'delete', value: undefined, previous: before.value, version: seq, isUpdate: true, reason: reason ?? 'deleted', fromResync: false });
+      }
+      return;
+    }
+    this.#stats.updates++;
+    this.#map.set(key, { value, version: seq });
+    if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'put', value, previous: before?.value, version: seq, isUpdate: true, fromResync: false });
   }
 
-  #endSync(): void {
-    if (this.#sync?.timer) clearTimeout(this.#sync.timer);
-    this.#sync = undefined;
+  /** Runs the sync machine's timer work, then re-arms for its next wake-up. */
+  #armWake(): void {
+    if (this.#life.closing) return;
+    const at = this.#sync.nextWake();
+    if (at >= this.#wakeAt) return;
+    clearTimeout(this.#wake);
+    this.#wakeAt = at;
+    if (at === Infinity) return;
+    this.#wake = setTimeout(() => {
+      this.#wakeAt = Infinity;
+      this.#wake = undefined;
+      this.#sync.tick(Date.now());
+      this.#armWake();
+    }, Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));
   }
 
-  #onDealer(dealer: number, frames: Buffer[]): void {
-    this.#lastHeard = Date.now();
+  // ---- what the sockets deliver --------------------------------------------------------------
+
+  #onPublished(frames: Buffer[]): void {
+    const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
+    this.#sync.published(Date.now(), d.ok ? d.message : undefined);
+    this.#armWake();
+  }
+
+  #onCollector(subscribed: boolean): void {
+    this.#collectorReady = subscribed;
+    if (subscribed) this.#writes.resendAll();
+    else this.#writes.collectorLost();
+  }
+
+  #onReply(attempt: number, frames: Buffer[]): void {
     const command = frames[0]?.toString('latin1');
     if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
     if (command === Command.WriteAck) return this.#writes.onAck(frames);
@@ -610,66 +703,44 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (command === Command.Stats) {
       const waiter = this.#statsWaiters.shift();
       try {
-        waiter?.resolve(JSON.parse(frames[4]?.toString('utf8') ?? 'null') as Record<string, unknown>);
+        waiter?.resolve(JSON.parse(frames[4]?.toString('utf8') ?? 'null') as ServerStats);
       } catch (err) {
         waiter?.reject(new ClonekvError(ErrorCode.Malformed, 'unreadable stats reply', { cause: err }));
       }
       return;
     }
-    const attempt = this.#sync;
-    if (!attempt || attempt.dealer !== dealer) return; // an abandoned attempt
-    this.#armSyncTimer(attempt);
+    const sync = this.#sync;
+    const now = Date.now();
+    sync.replied(now, attempt);
     if (command === Command.SnapshotBatch && frames.length === 5) {
       try {
         scanBatch(frames[4]!, (b, s) =>
-          this.#addSnapshotEntry(attempt, b, s.keyStart, s.keyLength, s.sequence, b, s.propertiesStart, s.propertiesLength, b, s.bodyStart, s.bodyLength),
+          sync.snapshotEntry(
+            attempt,
+            b.subarray(s.keyStart, s.keyStart + s.keyLength),
+            s.sequence,
+            this.#isMsgpack(b, s.propertiesStart, s.propertiesLength),
+            b.subarray(s.bodyStart, s.bodyStart + s.bodyLength),
+          ),
         );
       } catch (err) {
         if (!(err instanceof BatchError)) throw err;
-        attempt.malformed = true;
+        sync.snapshotMalformed(attempt);
       }
-      return;
+    } else {
+      const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
+      if (!d.ok) sync.snapshotMalformed(attempt);
+      else {
+        const m = d.message;
+        if (command === Command.SnapshotEnd) sync.snapshotEnd(now, attempt, m.sequence, m.properties);
+        else {
+          // A plain server's snapshot may hold a write of ours whose fate was in doubt.
+          if (this.#writes.inDoubt) this.#writes.seenInSnapshot(m.uuid, m.sequence);
+          sync.snapshotEntry(attempt, m.key, m.sequence, this.#isMsgpack(m.rawProperties, 0, m.rawProperties.length), m.body);
+        }
+      }
     }
-    const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
-    if (!d.ok) {
-      this.#stats.malformed++;
-      attempt.malformed = true;
-      return;
-    }
-    const m = d.message;
-    if (command === Command.SnapshotEnd) return this.#finishSync(attempt, m.sequence, m.properties);
-    this.#addSnapshotEntry(attempt, m.key, 0, m.key.length, m.sequence, m.rawProperties, 0, m.rawProperties.length, m.body, 0, m.body.length);
-  }
-
-  /**
-   * Adds one snapshot entry given as byte ranges (key, properties, body), so a packed batch is
-   * read without a view per field: a large join is bound by allocations.
-   */
-  #addSnapshotEntry(
-    attempt: SyncAttempt,
-    kb: Buffer,
-    ks: number,
-    kl: number,
-    seq: number,
-    pb: Buffer,
-    ps: number,
-    pl: number,
-    bb: Buffer,
-    bs: number,
-    bl: number,
-  ): void {
-    attempt.digest.addRange(kb, ks, ks + kl, seq);
-    if ((attempt.digest.count & 0xffff) === 0 && this.listenerCount('progress') > 0) {
-      this.emit('progress', { received: attempt.digest.count });
-    }
-    if (bl === 0 || !this.#inSubtree(kb, ks, kl) || this.#isHidden(kb, ks, kl)) return;
-    try {
-      const value = decodeBody(bb.subarray(bs, bs + bl), this.#isMsgpack(pb, ps, pl));
-      attempt.entries.set(kb.toString('utf8', ks, ks + kl), { value, version: seq });
-    } catch {
-      this.#stats.malformed++;
-      attempt.malformed = true;
-    }
+    this.#armWake();
   }
 
   #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY_FRAME, msgpack: false };
@@ -683,170 +754,14 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const last = this.#lastProps;
     if (length === last.raw.length && buf.compare(last.raw, 0, length, start, start + length) === 0) return last.msgpack;
     const raw = Buffer.from(buf.subarray(start, start + length));
-    const msgpack = new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING;
+    let msgpack = false;
+    try {
+      msgpack = new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING;
+    } catch {
+      // Unreadable properties: the body is given as raw bytes.
+    }
     this.#lastProps = { raw, msgpack };
     return msgpack;
-  }
-
-  #finishSync(attempt: SyncAttempt, snapshotSeq: number, props: PropertyReader): void {
-    this.#endSync();
-    const count = props.get(Prop.Count);
-    const digest = props.get(Prop.Digest);
-    const isClonekv = props.has(Prop.Version);
-    this.#kind = isClonekv ? 'clonekv' : 'plain';
-    // A snapshot that does not add up is rejected, never applied (reference failure 2).
-    if (
-      attempt.malformed ||
-      (count !== undefined && Number(count) !== attempt.digest.count) ||
-      (digest !== undefined && digest !== attempt.digest.hex)
-    ) {
-      this.#stats.malformed++;
-      this.#report(ErrorCode.Malformed, `incomplete snapshot from ${this.#s.endpoints.snapshot} (got ${attempt.digest.count} of ${count ?? '?'} entries)`);
-      this.#startSync('incomplete');
-      return;
-    }
-    const epoch = props.get(Prop.Epoch);
-    const epochChanged = epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch;
-    if (epoch !== undefined) this.#epoch = epoch;
-    // Acknowledged writes now wait for this run's map, or resolve if another run sequenced them.
-    this.#writes.snapshotApplied(this.#epoch, epochChanged);
-    this.#retryDelay = this.#s.snapshotRetryDelay;
-    this.#stats.snapshots++;
-    const first = this.#status === 'syncing';
-    this.#map.replace(attempt.entries, snapshotSeq, !first, (e) => this.#watchers.emit(e));
-    this.#last = snapshotSeq;
-    this.#subtreeLast = snapshotSeq;
-    this.#status = 'live';
-    this.#lastHeard = Date.now();
-    // Without the forwarder's word that our subscription was live when it took the snapshot
-    // (a plain CHP server, or a join that timed out), updates in between may be missing: take
-    // another snapshot as soon as the subscription has proven live.
-    this.#resyncWhenSubLive = props.get(Prop.Joined) !== '1' && !attempt.subLiveAtRequest;
-    this.#lastFromSub = 0;
-    for (const u of attempt.buffered) {
-      if (u.seq <= this.#lastFromSub) {
-        this.#startSync('sequence');
-        break;
-      }
-      this.#lastFromSub = u.seq;
-      if (u.seq > this.#last) this.#applyUpdate(u);
-      else this.#stats.duplicates++;
-      if (this.#sync) break; // a gap in the buffered updates restarted the sync
-    }
-    if (this.#sync) return;
-    this.#writes.settle();
-    this.#sendBeat();
-    this.#writes.resendAll();
-    if (first) this.#readyResolve();
-    if (this.listenerCount('synced') > 0) {
-      this.emit('synced', { sequence: this.#last, keys: this.#map.size, ...(attempt.reason ? { reason: attempt.reason } : {}) });
-    }
-  }
-
-  // ---- live updates --------------------------------------------------------------------------
-
-  #onPublished(frames: Buffer[]): void {
-    this.#lastHeard = Date.now();
-    this.#subLive = true;
-    const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
-    if (!d.ok) {
-      this.#stats.malformed++;
-      return;
-    }
-    const m = d.message;
-    if (m.key.length === HUGZ.length && m.key.toString('latin1') === HUGZ) return this.#onHeartbeat(m.sequence, m.properties);
-    if (!this.#inSubtree(m.key)) return; // e.g. a key under the HUGZ topic
-    const update: Update = { key: m.key, seq: m.sequence, uuid: m.uuid, props: m.properties, body: m.body };
-    if (this.#sync) {
-      if (this.#sync.buffered.length >= this.#s.maxBufferedUpdates) {
-        this.#startSync('overflow');
-        return;
-      }
-      this.#sync.buffered.push(update);
-      return;
-    }
-    if (update.seq <= this.#lastFromSub) return this.#startSync('sequence');
-    this.#lastFromSub = update.seq;
-    if (update.seq <= this.#last) {
-      this.#stats.duplicates++; // already in the snapshot
-      return;
-    }
-    this.#applyUpdate(update);
-    this.#writes.settle();
-  }
-
-  #onHeartbeat(seq: number, props: PropertyReader): void {
-    if (props.has(Prop.Version) && this.#kind === 'unknown') {
-      this.#kind = 'clonekv';
-      this.#sendBeat();
-      this.#writes.resendAll();
-    }
-    const epoch = props.get(Prop.Epoch);
-    if (this.#resyncWhenSubLive && !this.#sync) {
-      this.#resyncWhenSubLive = false;
-      this.#startSync('gap');
-      return;
-    }
-    if (this.#sync || this.#status !== 'live') return;
-    if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) return this.#startSync('epoch');
-    // A clonekv HUGZ always carries the current sequence; a plain server's may carry 0 (as
-    // RFC 12 says) or its sequence (as the reference servers do): only a non-zero one counts.
-    if (epoch !== undefined || seq > 0) {
-      if (seq < this.#lastFromSub) return this.#startSync('sequence');
-      this.#lastFromSub = seq;
-    }
-    const heads = props.get(Prop.Heads);
-    if (heads !== undefined) {
-      const head = headFor(heads, this.#subtreeBytes);
-      if (head !== undefined && head > this.#subtreeLast) {
-        this.#stats.gaps++;
-        this.#startSync('gap');
-      }
-    }
-  }
-
-  #applyUpdate(u: Update): void {
-    if (this.#resyncWhenSubLive) {
-      this.#resyncWhenSubLive = false;
-      this.#startSync('gap');
-      return;
-    }
-    const prevProp = u.props.get(Prop.Previous);
-    const previous = prevProp === undefined ? undefined : previousFor(prevProp, this.#subtreeBytes.length);
-    const missed = previous !== undefined ? previous > this.#subtreeLast : this.#s.subtree === '' && u.seq !== this.#last + 1;
-    if (missed) {
-      this.#stats.gaps++;
-      this.#startSync('gap');
-      return;
-    }
-    this.#last = u.seq;
-    this.#subtreeLast = u.seq;
-    // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
-    this.#writes.onEcho(u.uuid, u.seq);
-    if (this.#isHidden(u.key)) return;
-    const key = u.key.toString('utf8');
-    const before = this.#map.get(key);
-    if (u.body.length === 0) {
-      if (!before) return;
-      this.#map.delete(key);
-      this.#stats.updates++;
-      const why = u.props.get(Prop.Reason);
-      const reason: DeleteReason = why === 'expired' || why === 'purged' ? why : 'deleted';
-      if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'delete', value: undefined, previous: before.value, version: u.seq, isUpdate: true, reason, fromResync: false });
-      return;
-    }
-    let value: unknown;
-    try {
-      value = decodeBody(u.body, u.props.get(Prop.Encoding) === MSGPACK_ENCODING);
-    } catch (err) {
-      // Sequenced but undecodable: keep the old value rather than store garbage, and say so.
-      this.#stats.malformed++;
-      this.#report(ErrorCode.Malformed, `value of "${key}" at sequence ${u.seq} is not valid msgpack`, err);
-      return;
-    }
-    this.#stats.updates++;
-    this.#map.set(key, { value, version: u.seq });
-    if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'put', value, previous: before?.value, version: u.seq, isUpdate: true, fromResync: false });
   }
 
   // ---- health --------------------------------------------------------------------------------
@@ -859,34 +774,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** Tells the forwarder this peer is alive (clonekv forwarders only; plain servers have no presence). */
   #sendBeat(): void {
-    if (this.#kind === 'clonekv' && this.#link.hasDealer && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#last);
+    if (this.#sync.kind === 'clonekv' && this.#link.hasDealer && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#sync.applied);
   }
 
-  #checkSilence(): void {
-    if (this.#life.closing || this.#sync) return;
-    if (Date.now() - this.#lastHeard > this.#s.silenceTimeout) {
-      this.#lastHeard = Date.now();
-      this.#startSync('silence');
-    }
-  }
-
-  /**
-   * The forwarder's presence keys (`$peers/...`) are metadata: a full-tree peer applies their
-   * sequence numbers but does not hold them; a peer whose subtree names them does.
-   */
-  #isHidden(key: Buffer, start = 0, length = key.length): boolean {
-    return (
-      this.#subtreeBytes.length === 0 &&
-      length > PRESENCE.length &&
-      key[start] === PRESENCE[0] && // '$': most keys are ruled out without a compare
-      key.compare(PRESENCE, 0, PRESENCE.length, start, start + PRESENCE.length) === 0
-    );
-  }
-
-  /** Whether the key `key[start, start + length)` is under this peer's subtree. */
-  #inSubtree(key: Buffer, start = 0, length = key.length): boolean {
+  /** Whether the key is under this peer's subtree. */
+  #inSubtree(key: Buffer): boolean {
     const p = this.#subtreeBytes;
-    return p.length === 0 || (length >= p.length && key.compare(p, 0, p.length, start, start + p.length) === 0);
+    return p.length === 0 || (key.length >= p.length && key.compare(p, 0, p.length, 0, p.length) === 0);
   }
 
   #report(code: ErrorCode, what: string, cause?: unknown): void {
@@ -897,3 +791,5 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 }
 
 const STATS = Buffer.from(Command.Stats);
+/** Longest a Node.js timer can wait; a later wake-up is reached in steps. */
+const MAX_TIMER_MS = 2_147_483_647;

@@ -75,6 +75,13 @@ export interface PendingWrite {
   queued: boolean;
   /** Whether it was handed to a socket at least once (a timeout then says "maybe applied"). */
   sent: boolean;
+  /**
+   * Sent to a plain server's collector and not known lost: over PUB a second copy is a
+   * duplicate that a plain server would sequence again, so it is not re-sent.
+   */
+  published: boolean;
+  /** Published on a connection that has since dropped, with no echo yet: maybe lost. */
+  inDoubt: boolean;
   /** When it was last handed to a socket (ms). */
   sentAt: number;
   /** The sequence the forwarder assigned (once acknowledged). */
@@ -96,6 +103,8 @@ export interface WriteRoute {
   request(frames: Buffer[]): void;
   /** Publishes a KVSET to a plain server's collector. */
   publish(frames: Buffer[]): void;
+  /** Whether the plain server's collector has subscribed (what is published before is lost). */
+  readonly collectorReady: boolean;
   /** The last sequence applied locally. */
   readonly applied: number;
   /** The epoch of the forwarder run the local map comes from (`undefined`: not known, or a plain server). */
@@ -170,6 +179,48 @@ export class PendingWrites {
     return this.#pending.size;
   }
 
+  /** Whether some write published to a plain server may have been lost (see {@link collectorLost}). */
+  get inDoubt(): boolean {
+    return this.#inDoubt > 0;
+  }
+
+  #inDoubt = 0;
+
+  /**
+   * The plain server's collector went away (it stopped or restarted): what was published and
+   * not echoed may be lost. Such a write is re-sent after the next snapshot unless that snapshot
+   * holds it (see {@link seenInSnapshot}, {@link afterSnapshot}).
+   */
+  collectorLost(): void {
+    for (const pw of this.#pending.values()) {
+      if (pw.published && pw.seq === 0 && !pw.inDoubt) {
+        pw.inDoubt = true;
+        this.#inDoubt++;
+      }
+    }
+  }
+
+  /** A snapshot entry carried `uuid` at `seq`: a write in doubt with that uuid was applied. */
+  seenInSnapshot(uuid: Buffer, seq: number): void {
+    const pw = uuid.length === 16 ? this.#pending.get(uuid.toString('latin1')) : undefined;
+    if (pw?.inDoubt && pw.seq === 0) {
+      pw.seq = seq;
+      this.#awaitApply(pw);
+    }
+  }
+
+  /** A snapshot was applied: writes still in doubt were lost with the old server and go again. */
+  afterSnapshot(): void {
+    if (this.#inDoubt === 0) return;
+    for (const pw of this.#pending.values()) {
+      if (!pw.inDoubt) continue;
+      pw.inDoubt = false;
+      if (pw.seq === 0) pw.published = false;
+    }
+    this.#inDoubt = 0;
+    this.resendAll();
+  }
+
   /**
    * Queues a write and sends it when it can. Resolves with its sequence, or rejects.
    *
@@ -200,6 +251,8 @@ export class PendingWrites {
         graced: false,
         queued: false,
         sent: false,
+        published: false,
+        inDoubt: false,
         sentAt: 0,
         seq: 0,
         epoch: undefined,
@@ -451,7 +504,10 @@ export class PendingWrites {
         );
         return;
       }
+      if (pw.published) return; // sent once; only a resync that proved it lost sends it again
+      if (!route.collectorReady) return; // held: a PUB drops what it sends before the server subscribed
       route.publish(pw.frames);
+      pw.published = true;
     }
     if (pw.sent) this.#stats.writeRetries++;
     pw.sent = true;

@@ -86,16 +86,27 @@ export function portOf(endpoint: string | null): number {
   return Number(m[1]);
 }
 
-/** A peer's connected sockets. */
-export interface PeerSockets {
-  readonly subscriber: zmq.Subscriber;
-  readonly dealer: zmq.Dealer;
+/**
+ * Connects `socket` to `endpoint`; if zeromq refuses the endpoint, closes the socket and throws
+ * a `CLONEKV_TRANSPORT` error naming it (a half-made socket would keep the process alive).
+ */
+function connectOrClose<S extends zmq.Socket>(socket: S, endpoint: string, what: string): S {
+  try {
+    socket.connect(endpoint);
+  } catch (err) {
+    socket.close();
+    throw new ClonekvError(ErrorCode.Transport, `cannot connect the ${what} to ${JSON.stringify(endpoint)}: ${(err as Error).message}`, { cause: err });
+  }
+  return socket;
 }
 
-/** Creates the subscriber (not yet subscribed) and connects it. */
-export function connectSubscriber(endpoint: string, hwm: Hwm): zmq.Subscriber {
-  const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: hwm.receive });
-  sub.connect(endpoint);
+/**
+ * Creates the subscriber (not yet subscribed) and connects it. `onDisconnect` is called each
+ * time its connection drops (the server went away or restarted).
+ */
+export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void): zmq.Subscriber {
+  const sub = connectOrClose(new zmq.Subscriber({ linger: 0, receiveHighWaterMark: hwm.receive }), endpoint, 'subscriber');
+  if (onDisconnect) sub.events.on('disconnect', onDisconnect);
   return sub;
 }
 
@@ -107,15 +118,36 @@ export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zm
     receiveHighWaterMark: hwm.receive,
     sendHighWaterMark: hwm.send,
   });
-  dealer.connect(endpoint);
-  return dealer;
+  return connectOrClose(dealer, endpoint, 'request socket');
 }
 
-/** Creates a PUB to send KVSETs to a plain CHP server's collector. */
-export function connectPublisher(endpoint: string, hwm: Hwm): zmq.Publisher {
-  const pub = new zmq.Publisher({ linger: 0, sendHighWaterMark: hwm.send });
-  pub.connect(endpoint);
-  return pub;
+/**
+ * Creates the socket that sends KVSETs to a plain CHP server's collector, and connects it. It
+ * is an XPUB (a PUB on the wire) so that it can tell when the collector has subscribed: a PUB
+ * drops what it sends before that, so a write sent earlier would be lost. Read it with
+ * {@link subscriptionChanges}.
+ */
+export function connectCollector(endpoint: string, hwm: Hwm): zmq.XPublisher {
+  return connectOrClose(new zmq.XPublisher({ linger: 0, sendHighWaterMark: hwm.send }), endpoint, 'collector socket');
+}
+
+/**
+ * Reads the subscriptions an XPUB receives until it closes, and calls `onChange` with whether
+ * anyone is subscribed now (a subscriber connected, or the last one went away).
+ */
+export async function subscriptionChanges(socket: zmq.XPublisher, onChange: (subscribed: boolean) => void, onError: (err: unknown) => void): Promise<void> {
+  let count = 0;
+  await receiveLoop(
+    socket,
+    (frames) => {
+      const f = frames[0];
+      if (!f || f.length === 0 || (f[0] !== 0 && f[0] !== 1)) return;
+      const was = count > 0;
+      count = Math.max(0, count + (f[0] === 1 ? 1 : -1));
+      if (was !== count > 0) onChange(count > 0);
+    },
+    onError,
+  );
 }
 
 /**

@@ -1,0 +1,473 @@
+/**
+ * The peer's sync decisions, without sockets and without timers: when to ask for a snapshot
+ * (and how long to back off first), whether a snapshot is complete, whether a live update is
+ * applied, dropped as a duplicate or reveals a gap, when the peer is ready, live or stale.
+ *
+ * Inputs are method calls (snapshot entries and ends, live updates, heartbeats, the
+ * subscriber's connection dropping, ticks); time is always passed in. Outputs are
+ * {@link SyncCommand}s handed to a sink, in order, which the peer executes on its sockets and
+ * its map. Tested with tables of inputs and expected commands (test/peer-sync-machine.test.ts).
+ *
+ * Backoff: every resync that follows another one within `maxRetryDelay` of a successful sync
+ * waits before asking (first `snapshotRetryDelay`, doubling up to `maxRetryDelay`); a snapshot
+ * that was refused (incomplete, too large) always waits at least `snapshotRetryDelay`. A sync
+ * that stayed live for `maxRetryDelay` resets the backoff, so an isolated gap is repaired at once.
+ *
+ * @module
+ */
+import { Command, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
+import { SnapshotDigest } from '../protocol/digest.ts';
+import { headFor, previousFor } from '../protocol/gaps.ts';
+import type { ChpMessage } from '../protocol/message.ts';
+import type { PropertyReader } from '../protocol/properties.ts';
+import { decodeBody } from '../protocol/values.ts';
+import type { DeleteReason, PeerStats, ResyncReason } from '../types.ts';
+import type { LocalEntry } from './local-map.ts';
+
+/** Settings of a {@link SyncMachine}: all durations in ms. */
+export interface SyncSettings {
+  /** The subtree held (empty: everything). */
+  readonly subtree: Buffer;
+  readonly silenceTimeout: number;
+  readonly snapshotRetryDelay: number;
+  readonly maxRetryDelay: number;
+  readonly maxBufferedUpdates: number;
+  readonly maxSnapshotEntries: number;
+  readonly maxSnapshotBytes: number;
+}
+
+/** What the peer knows of the server: a clonekv forwarder, a plain CHP server, or not yet. */
+export type ServerKind = 'unknown' | 'clonekv' | 'plain';
+
+/** Where the sync stands (the peer's status, but for `closed`). */
+export type SyncStatus = 'syncing' | 'live' | 'stale';
+
+/** Which option bounded a snapshot that was abandoned. */
+export type SnapshotLimit = 'maxSnapshotEntries' | 'maxSnapshotBytes';
+
+/** What the machine asks the peer to do. */
+export type SyncCommand =
+  /** Open a fresh DEALER tagged `attempt` (closing the previous one) and send a snapshot request on it. */
+  | { readonly type: 'request'; readonly attempt: number }
+  /** A resync begins (the `resync` event); reads keep serving the last known state. */
+  | { readonly type: 'resync'; readonly reason: ResyncReason }
+  /**
+   * Apply a live update at `seq`: `key` undefined is a key the peer does not hold (presence
+   * metadata), `value` undefined is a delete (with `reason`). `uuid` may acknowledge a write.
+   */
+  | { readonly type: 'apply'; readonly seq: number; readonly uuid: Buffer; readonly key: string | undefined; readonly value: unknown; readonly reason: DeleteReason | undefined }
+  /** Replace the map with a complete snapshot (watchers see the differences unless `first`). */
+  | { readonly type: 'replace'; readonly entries: Map<string, LocalEntry>; readonly sequence: number; readonly first: boolean; readonly epochChanged: boolean }
+  /** The first snapshot is applied: resolve `ready()`. Emitted exactly once. */
+  | { readonly type: 'ready' }
+  /** A sync finished and the peer is live (the `synced` event). */
+  | { readonly type: 'synced'; readonly sequence: number; readonly reason: ResyncReason | undefined }
+  /**
+   * An update at `seq` carrying `uuid` was already in the snapshot: if it is one of our writes,
+   * that is its acknowledgement (a plain server gives no other).
+   */
+  | { readonly type: 'echo'; readonly seq: number; readonly uuid: Buffer }
+  /** The local map moved on: writes waiting for it may resolve. */
+  | { readonly type: 'settle' }
+  /** Writes not yet acknowledged may go (again) on the current DEALER. */
+  | { readonly type: 'resendWrites' }
+  /** Send this peer's beat now. */
+  | { readonly type: 'beat' }
+  /** The server turned out to be `kind`. */
+  | { readonly type: 'kind'; readonly kind: 'clonekv' | 'plain' }
+  /** Close the DEALER of an abandoned attempt (its answer is no longer wanted). */
+  | { readonly type: 'abandon'; readonly limit: SnapshotLimit; readonly value: number }
+  /** Snapshot loading progress. */
+  | { readonly type: 'progress'; readonly received: number }
+  /** Report a problem the peer recovered from, as a `CLONEKV_MALFORMED` error event. */
+  | { readonly type: 'report'; readonly message: string; readonly cause?: unknown };
+
+/** Entries between two `progress` commands. */
+const PROGRESS_EVERY = 0x10000;
+const PRESENCE = Buffer.from(PRESENCE_PREFIX);
+const HUGZ = Command.Heartbeat;
+
+interface Attempt {
+  readonly n: number;
+  readonly reason: ResyncReason | undefined;
+  /** Entries received; dropped (never kept) when the attempt is abandoned. */
+  readonly entries: Map<string, LocalEntry>;
+  readonly digest: SnapshotDigest;
+  /** Key and body bytes held. */
+  bytes: number;
+  readonly subLiveAtRequest: boolean;
+  readonly buffered: ChpMessage[];
+  malformed: boolean;
+  /** When the attempt last made progress. */
+  lastProgress: number;
+}
+
+/** The sync state machine of one peer. */
+export class SyncMachine {
+  readonly #s: SyncSettings;
+  readonly #out: (c: SyncCommand) => void;
+  readonly #stats: PeerStats;
+  #status: SyncStatus = 'syncing';
+  #kind: ServerKind = 'unknown';
+  #epoch: string | undefined;
+  /** Last applied sequence. */
+  #last = 0;
+  /** Sequence of the last update under the subtree that was applied (or of the snapshot). */
+  #subtreeLast = 0;
+  /**
+   * Sequence of the last message read from the subscriber (KVPUB or HUGZ). The subscriber is one
+   * ordered stream, so a sequence below it means the server restarted; a sequence below `#last`
+   * alone does not: an update published before the snapshot may be read after it.
+   */
+  #lastFromSub = 0;
+  #attempts = 0;
+  #attempt: Attempt | undefined;
+  /** A resync decided but not asked for yet (backing off). */
+  #waiting: { at: number; reason: ResyncReason | undefined } | undefined;
+  /** Delay before the next resync's request (0: at once). */
+  #backoff = 0;
+  /** How long an attempt may go without progress before it is asked for again. */
+  #attemptTimeout: number;
+  #syncedAt = -Infinity;
+  /** Whether the subscriber has delivered anything since its connection last dropped. */
+  #subLive = false;
+  /** The last snapshot was not proven to follow the subscription: take another once it is live. */
+  #resyncWhenSubLive = false;
+  #lastHeard: number;
+  #readySent = false;
+
+  /**
+   * @param out - receives every command, synchronously, in order
+   * @param stats - the peer's counters, updated in place (gaps, duplicates, resyncs, snapshots…)
+   */
+  constructor(settings: SyncSettings, out: (c: SyncCommand) => void, stats: PeerStats, now: number) {
+    this.#s = settings;
+    this.#out = out;
+    this.#stats = stats;
+    this.#attemptTimeout = settings.snapshotRetryDelay;
+    this.#lastHeard = now;
+  }
+
+  get status(): SyncStatus {
+    return this.#status;
+  }
+
+  get kind(): ServerKind {
+    return this.#kind;
+  }
+
+  get epoch(): string | undefined {
+    return this.#epoch;
+  }
+
+  /** The last applied sequence. */
+  get applied(): number {
+    return this.#last;
+  }
+
+  /** Whether a resync is under way (waiting to ask, or loading): the map may be replaced soon. */
+  get resyncing(): boolean {
+    return this.#attempt !== undefined || this.#waiting !== undefined;
+  }
+
+  /** Entries held by the snapshot in progress (0 when none). */
+  get snapshotEntries(): number {
+    return this.#attempt?.entries.size ?? 0;
+  }
+
+  /** The first join: ask at once. */
+  start(now: number): void {
+    this.#request(now, undefined);
+  }
+
+  /** When {@link tick} next has something to do (ms, Date.now clock). */
+  nextWake(): number {
+    if (this.#waiting) return this.#waiting.at;
+    if (this.#attempt) return this.#attempt.lastProgress + this.#attemptTimeout;
+    if (this.#status === 'live') return this.#lastHeard + this.#s.silenceTimeout + 1;
+    return Infinity;
+  }
+
+  /** Time passed: a backed-off request is due, an attempt stalled, or the server fell silent. */
+  tick(now: number): void {
+    if (this.#waiting) {
+      if (now >= this.#waiting.at) this.#request(now, this.#waiting.reason);
+      return;
+    }
+    const a = this.#attempt;
+    if (a) {
+      if (now - a.lastProgress >= this.#attemptTimeout) {
+        // No answer (the server is down, or the request was lost): ask again, waiting longer next time.
+        this.#attemptTimeout = Math.min(this.#attemptTimeout * 2, this.#s.maxRetryDelay);
+        const reason = a.reason ?? (this.#status === 'syncing' ? undefined : 'silence');
+        if (reason !== undefined) this.#announce(reason);
+        this.#request(now, reason);
+      }
+      return;
+    }
+    if (this.#status === 'live' && now - this.#lastHeard > this.#s.silenceTimeout) {
+      this.#lastHeard = now;
+      this.#resync(now, 'silence');
+    }
+  }
+
+  /** The subscriber's connection dropped: until it delivers again, a snapshot may miss updates. */
+  subscriberDown(): void {
+    this.#subLive = false;
+  }
+
+  /**
+   * A message from the subscriber (`undefined`: malformed). Only the subscriber's stream proves
+   * the server alive: traffic on the DEALER does not.
+   */
+  published(now: number, m: ChpMessage | undefined): void {
+    this.#lastHeard = now;
+    this.#subLive = true;
+    if (!m) {
+      this.#stats.malformed++;
+      return;
+    }
+    if (m.key.length === HUGZ.length && m.key.toString('latin1') === HUGZ) return this.#heartbeat(now, m.sequence, m.properties);
+    if (!this.#inSubtree(m.key)) return; // e.g. a key under the HUGZ topic
+    const a = this.#attempt;
+    if (a) {
+      if (a.buffered.length >= this.#s.maxBufferedUpdates) return this.#resync(now, 'overflow');
+      a.buffered.push(m);
+      return;
+    }
+    if (this.#waiting) return; // the snapshot about to be asked for covers it
+    if (m.sequence <= this.#lastFromSub) return this.#resync(now, 'sequence');
+    this.#lastFromSub = m.sequence;
+    if (m.sequence <= this.#last) return this.#duplicate(m); // already in the snapshot
+    this.#apply(now, m);
+    if (!this.resyncing) this.#out({ type: 'settle' });
+  }
+
+  /** A message of attempt `attempt` arrived: it makes progress (resets its stall timer). */
+  replied(now: number, attempt: number): void {
+    if (this.#attempt?.n === attempt) this.#attempt.lastProgress = now;
+  }
+
+  /** A snapshot message of attempt `attempt` was malformed: the snapshot cannot be complete. */
+  snapshotMalformed(attempt: number): void {
+    if (this.#attempt?.n !== attempt) return;
+    this.#stats.malformed++;
+    this.#attempt.malformed = true;
+  }
+
+  /**
+   * One snapshot entry of attempt `attempt` (an empty body is counted, not held). A body marked
+   * msgpack that does not decode is held as its raw bytes, counted and reported: one bad value
+   * must not stop anyone from syncing.
+   */
+  snapshotEntry(attempt: number, key: Buffer, seq: number, msgpack: boolean, body: Buffer): void {
+    const a = this.#attempt;
+    if (a?.n !== attempt) return;
+    a.digest.addRange(key, 0, key.length, seq);
+    const count = a.digest.count;
+    if ((count & (PROGRESS_EVERY - 1)) === 0) this.#out({ type: 'progress', received: count });
+    if (body.length === 0 || !this.#inSubtree(key) || this.#isHidden(key)) return;
+    if (a.entries.size >= this.#s.maxSnapshotEntries) return this.#abandon(a, 'maxSnapshotEntries', this.#s.maxSnapshotEntries);
+    a.bytes += key.length + body.length;
+    if (a.bytes > this.#s.maxSnapshotBytes) return this.#abandon(a, 'maxSnapshotBytes', this.#s.maxSnapshotBytes);
+    const k = key.toString('utf8');
+    a.entries.set(k, { value: this.#decode(k, seq, msgpack, body), version: seq });
+  }
+
+  /** The end of a snapshot (KTHXBAI) of attempt `attempt`, with its sequence and properties. */
+  snapshotEnd(now: number, attempt: number, seq: number, props: PropertyReader): void {
+    const a = this.#attempt;
+    if (a?.n !== attempt) return;
+    this.#attempt = undefined;
+    const kind = props.has(Prop.Version) ? 'clonekv' : 'plain';
+    if (kind !== this.#kind) {
+      this.#kind = kind;
+      this.#out({ type: 'kind', kind });
+    }
+    const count = props.get(Prop.Count);
+    const digest = props.get(Prop.Digest);
+    // A snapshot that does not add up is refused, never applied (reference failure 2).
+    if (a.malformed || (count !== undefined && Number(count) !== a.digest.count) || (digest !== undefined && digest !== a.digest.hex)) {
+      this.#stats.malformed++;
+      this.#out({ type: 'report', message: `incomplete snapshot (got ${a.digest.count} of ${count ?? '?'} entries)` });
+      return this.#resync(now, 'incomplete');
+    }
+    const epoch = props.get(Prop.Epoch);
+    const epochChanged = epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch;
+    if (epoch !== undefined) this.#epoch = epoch;
+    this.#attemptTimeout = this.#s.snapshotRetryDelay;
+    this.#stats.snapshots++;
+    const first = this.#status === 'syncing';
+    this.#status = 'live';
+    this.#syncedAt = now;
+    this.#lastHeard = now;
+    this.#out({ type: 'replace', entries: a.entries, sequence: seq, first, epochChanged });
+    this.#last = seq;
+    this.#subtreeLast = seq;
+    // Every path that reaches live the first time resolves ready(), even if the updates buffered
+    // meanwhile start another resync at once.
+    if (!this.#readySent) {
+      this.#readySent = true;
+      this.#out({ type: 'ready' });
+    }
+    // Without the server's word that our subscription was live when it took the snapshot (a
+    // plain CHP server, or a join that timed out), updates in between may be missing: take
+    // another snapshot as soon as the subscription has proven live.
+    this.#resyncWhenSubLive = props.get(Prop.Joined) !== '1' && !a.subLiveAtRequest;
+    this.#lastFromSub = 0;
+    for (const u of a.buffered) {
+      if (u.sequence <= this.#lastFromSub) {
+        this.#resync(now, 'sequence');
+        break;
+      }
+      this.#lastFromSub = u.sequence;
+      if (u.sequence > this.#last) this.#apply(now, u);
+      else this.#duplicate(u);
+      if (this.resyncing) break; // a gap in the buffered updates restarted the sync
+    }
+    if (this.resyncing) return;
+    this.#out({ type: 'settle' });
+    this.#out({ type: 'beat' });
+    this.#out({ type: 'resendWrites' });
+    this.#out({ type: 'synced', sequence: this.#last, reason: a.reason });
+  }
+
+  #heartbeat(now: number, seq: number, props: PropertyReader): void {
+    if (this.#kind === 'unknown' && props.has(Prop.Version)) {
+      this.#kind = 'clonekv';
+      this.#out({ type: 'kind', kind: 'clonekv' });
+      this.#out({ type: 'beat' });
+      this.#out({ type: 'resendWrites' });
+    }
+    if (this.#resyncWhenSubLive && !this.resyncing) {
+      this.#resyncWhenSubLive = false;
+      return this.#resync(now, 'gap');
+    }
+    if (this.resyncing || this.#status !== 'live') return;
+    const epoch = props.get(Prop.Epoch);
+    if (epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch) return this.#resync(now, 'epoch');
+    // A clonekv HUGZ always carries the current sequence; a plain server's may carry 0 (as
+    // RFC 12 says) or its sequence (as the reference servers do): only a non-zero one counts.
+    if (epoch !== undefined || seq > 0) {
+      if (seq < this.#lastFromSub) return this.#resync(now, 'sequence');
+      this.#lastFromSub = seq;
+    }
+    const heads = props.get(Prop.Heads);
+    if (heads !== undefined) {
+      const head = headFor(heads, this.#s.subtree);
+      if (head !== undefined && head > this.#subtreeLast) {
+        this.#stats.gaps++;
+        this.#resync(now, 'gap');
+      }
+    }
+  }
+
+  #apply(now: number, u: ChpMessage): void {
+    if (this.#resyncWhenSubLive) {
+      this.#resyncWhenSubLive = false;
+      return this.#resync(now, 'gap');
+    }
+    const prevProp = u.properties.get(Prop.Previous);
+    const previous = prevProp === undefined ? undefined : previousFor(prevProp, this.#s.subtree.length);
+    const missed = previous !== undefined ? previous > this.#subtreeLast : this.#s.subtree.length === 0 && u.sequence !== this.#last + 1;
+    if (missed) {
+      this.#stats.gaps++;
+      return this.#resync(now, 'gap');
+    }
+    this.#last = u.sequence;
+    this.#subtreeLast = u.sequence;
+    if (this.#isHidden(u.key)) {
+      this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key: undefined, value: undefined, reason: undefined });
+      return;
+    }
+    const key = u.key.toString('utf8');
+    if (u.body.length === 0) {
+      const why = u.properties.get(Prop.Reason);
+      const reason: DeleteReason = why === 'expired' || why === 'purged' ? why : 'deleted';
+      this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value: undefined, reason });
+      return;
+    }
+    const value = this.#decode(key, u.sequence, u.properties.get(Prop.Encoding) === MSGPACK_ENCODING, u.body);
+    this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value, reason: undefined });
+  }
+
+  #duplicate(u: ChpMessage): void {
+    this.#stats.duplicates++;
+    if (u.uuid.length === 16) this.#out({ type: 'echo', seq: u.sequence, uuid: u.uuid });
+  }
+
+  /** A body's value; one marked msgpack that does not decode is given as raw bytes, and reported. */
+  #decode(key: string, seq: number, msgpack: boolean, body: Buffer): unknown {
+    try {
+      return decodeBody(body, msgpack);
+    } catch (err) {
+      this.#stats.undecodable++;
+      this.#out({ type: 'report', message: `value of "${key}" at sequence ${seq} is marked msgpack but does not decode; it is given as raw bytes`, cause: err });
+      return decodeBody(body, false);
+    }
+  }
+
+  /** Drops a snapshot that outgrew a bound (its entries with it) and tries again later. */
+  #abandon(a: Attempt, limit: SnapshotLimit, value: number): void {
+    this.#attempt = undefined;
+    a.entries.clear();
+    this.#stats.snapshotAborted++;
+    this.#out({ type: 'abandon', limit, value });
+    this.#resync(a.lastProgress, 'limit');
+  }
+
+  /** Counts and announces a resync (the status turns stale once live). */
+  #announce(reason: ResyncReason): void {
+    this.#stats.resyncs++;
+    if (this.#status === 'live') this.#status = 'stale';
+    this.#out({ type: 'resync', reason });
+  }
+
+  /** Starts a resync: at once after a sync that lasted, later (backing off) when they repeat. */
+  #resync(now: number, reason: ResyncReason): void {
+    this.#attempt = undefined;
+    // Only a resync that interrupts a sync which lasted starts afresh; one that follows a
+    // failed attempt (status stale or still syncing) keeps backing off.
+    if (this.#status === 'live' && now - this.#syncedAt >= this.#s.maxRetryDelay) this.#backoff = 0;
+    this.#announce(reason);
+    // A refused snapshot is never asked for again at once: the server would refuse the same.
+    if ((reason === 'incomplete' || reason === 'limit') && this.#backoff === 0) this.#backoff = this.#s.snapshotRetryDelay;
+    const delay = this.#backoff;
+    this.#backoff = delay === 0 ? this.#s.snapshotRetryDelay : Math.min(delay * 2, this.#s.maxRetryDelay);
+    if (delay === 0) this.#request(now, reason);
+    else this.#waiting = { at: now + delay, reason };
+  }
+
+  #request(now: number, reason: ResyncReason | undefined): void {
+    this.#waiting = undefined;
+    const n = ++this.#attempts;
+    this.#attempt = {
+      n,
+      reason,
+      entries: new Map(),
+      digest: new SnapshotDigest(),
+      bytes: 0,
+      subLiveAtRequest: this.#subLive,
+      buffered: [],
+      malformed: false,
+      lastProgress: now,
+    };
+    this.#stats.snapshotRequests++;
+    this.#out({ type: 'request', attempt: n });
+    // Writes not yet acknowledged may have been lost with the previous DEALER.
+    this.#out({ type: 'resendWrites' });
+  }
+
+  /**
+   * The forwarder's presence keys (`$peers/...`) are metadata: a full-tree peer applies their
+   * sequence numbers but does not hold them; a peer whose subtree names them does.
+   */
+  #isHidden(key: Buffer): boolean {
+    return this.#s.subtree.length === 0 && key.length > PRESENCE.length && key[0] === PRESENCE[0] && key.compare(PRESENCE, 0, PRESENCE.length, 0, PRESENCE.length) === 0;
+  }
+
+  #inSubtree(key: Buffer): boolean {
+    const p = this.#s.subtree;
+    return p.length === 0 || (key.length >= p.length && key.compare(p, 0, p.length, 0, p.length) === 0);
+  }
+}
