@@ -31,8 +31,10 @@ export const Command = {
   /** clonekv extension: a request for the forwarder's counters, answered with a JSON body. */
   Stats: 'KVSTATS',
   /**
-   * clonekv extension: the forwarder's word to a peer it registers (first beat, or a beat after a
-   * purge), properties `owner` and `since` (ms): a new `since` tells the peer it was purged.
+   * clonekv extension: the forwarder's answer to the first beat of a registration (a new peer
+   * id, or one purged before): sequence = that of the presence key written at registration,
+   * properties `owner` and `since` (ms since epoch). A peer that sees `since` change knows it
+   * was purged meanwhile, and with it the ephemeral keys it owned.
    */
   PeerPresent: 'KVPRESENT',
 } as const;
@@ -100,7 +102,7 @@ export const Prop = {
   Applied: 'applied',
   /** KTHXBAI: `1` when the forwarder saw the peer's subscription before taking the snapshot. */
   Joined: 'joined',
-  /** KVPRESENT: when the forwarder registered the peer (ms since the epoch, decimal). */
+  /** KVPRESENT: when the peer's registration began, ms since epoch (decimal). */
   Since: 'since',
 } as const;
 
