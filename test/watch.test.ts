@@ -71,3 +71,22 @@ test('a watch that starts before the peer is ready streams the first snapshot th
   }
   assert.equal(n, KEYS);
 });
+
+test('a watch stopped during its replay (abort, or break) ends cleanly and keeps nothing queued', async (t) => {
+  const fwd = await forwarder(t);
+  await fwd.load(Array.from({ length: 5000 }, (_, i) => [`big/${i}`, i] as const));
+  const p = await readyPeer(t, fwd.endpoint, { subtree: 'big/' });
+  const ac = new AbortController();
+  let n = 0;
+  for await (const e of p.watch('big/', { maxPending: 10, signal: ac.signal })) {
+    assert.equal(e.isUpdate, false);
+    if (++n === 100) ac.abort();
+    assert.ok(n <= 100, 'nothing after the abort');
+  }
+  assert.equal(n, 100);
+  const it = p.watch('big/', { maxPending: 10 });
+  for await (const _ of it) break;
+  // Changes after the break go nowhere: far more of them than maxPending, and no overflow.
+  await Promise.all(Array.from({ length: 50 }, (_, i) => p.set(`big/${i}`, 'again')));
+  assert.deepEqual(await it.next(), { value: undefined, done: true });
+});
