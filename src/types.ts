@@ -55,11 +55,17 @@ export interface WatchOptions {
 
 /** Options of {@link Peer.set}. */
 export interface SetOptions {
-  /** Time to live in seconds; the forwarder deletes the key (reason `expired`) when it runs out. */
+  /**
+   * Time to live in seconds (positive, at most one year); the forwarder deletes the key (reason
+   * `expired`) when it runs out.
+   */
   ttl?: number;
   /** Write only if the key's current version equals this (0 = only if the key is absent). */
   ifVersion?: number;
-  /** Override the peer's `writeTimeout` for this write, in milliseconds. */
+  /**
+   * Override the peer's `writeTimeout` for this write: a whole number of milliseconds from 1 to
+   * 2^31−1. It bounds the wait for the forwarder's acknowledgement, not what follows it.
+   */
   timeout?: number;
   /**
    * Owned by this peer: the forwarder deletes the key (reason `purged`) when the peer closes or

@@ -56,6 +56,11 @@ test('a timeout that is NaN, negative, fractional, too long or not a number is r
       assert.equal(err.option, 'timeout');
     }
   }
+  for (const options of [null, 'fast', 5]) {
+    const err = await rejection(() => p.set('k', 1, options as never));
+    assert.ok(err instanceof InvalidOptionError, `options ${String(options)}: ${String(err)}`);
+    assert.equal(err.option, 'options');
+  }
   // The longest allowed one is accepted.
   assert.ok((await p.set('k', 1, { timeout: MAX_DURATION_MS })) > 0);
 });

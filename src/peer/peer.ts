@@ -414,7 +414,14 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * has sequenced the write; if the key is under this peer's subtree, the local map already shows
    * the write (or a later one) by then.
    *
-   * @throws `CLONEKV_INVALID_KEY`, `CLONEKV_INVALID_VALUE` at once; rejects with `CLONEKV_TIMEOUT`,
+   * A write the forwarder has acknowledged never times out: it resolves once the local map
+   * reaches it (however long a resync takes). A `TimeoutError` says with `maybeApplied` whether
+   * the write may have been applied even so (sent, no answer) or surely was not (never sent).
+   *
+   * @throws nothing: every failure is a rejection. Rejects at once with `CLONEKV_INVALID_KEY`
+   *   (not a string, empty, over 255 bytes, reserved), `CLONEKV_INVALID_VALUE`,
+   *   `CLONEKV_INVALID_OPTION` (`timeout` not a whole number of ms from 1 to 2^31−1, `ttl` not a
+   *   positive number of seconds up to a year, `ifVersion`); later with `CLONEKV_TIMEOUT`,
    *   `CLONEKV_CONFLICT` (for `ifVersion`), `CLONEKV_REJECTED`, or `CLONEKV_CLOSED`
    */
   set(key: string, value: unknown, options: SetOptions = {}): Promise<number> {
@@ -422,7 +429,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
     let timeout: number;
     try {
-      timeout = checkWriteOptions(options.timeout, options.ttl, this.#s.writeTimeout);
+      timeout = checkWriteOptions(options, this.#s.writeTimeout);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -457,7 +464,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
     let timeout: number;
     try {
-      timeout = checkWriteOptions(options.timeout, undefined, this.#s.writeTimeout);
+      timeout = checkWriteOptions(options, this.#s.writeTimeout);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -564,7 +571,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   // ---- lifecycle -----------------------------------------------------------------------------
 
-  /** Closes sockets and timers, rejects pending writes and ends watches. Idempotent. */
+  /**
+   * Closes sockets and timers, settles pending writes (one the forwarder already sequenced
+   * resolves with its sequence, the others reject with `CLONEKV_CLOSED`) and ends watches.
+   * Idempotent.
+   */
   close(): Promise<void> {
     return this.#life.close(async () => {
       clearInterval(this.#beatTimer);

@@ -36,11 +36,16 @@ export function checkKey(key: unknown): Buffer | ClonekvError {
 }
 
 /**
- * Checks the per-write options `timeout` (a whole number of ms from 1 to the longest timer wait,
- * default `fallback`) and `ttl` (seconds, positive, at most {@link MAX_TTL_SECONDS}). Returns the
- * timeout; throws `CLONEKV_INVALID_OPTION` naming the option.
+ * Checks the options of one write: an object whose `timeout` is a whole number of ms from 1 to
+ * the longest timer wait (default `fallback`) and whose `ttl`, if any, is a positive number of
+ * seconds up to {@link MAX_TTL_SECONDS}. Returns the timeout; throws `CLONEKV_INVALID_OPTION`
+ * naming the option.
  */
-export function checkWriteOptions(timeout: unknown, ttl: unknown, fallback: number): number {
+export function checkWriteOptions(options: unknown, fallback: number): number {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidOptionError('options', `expected an object, got ${options === null ? 'null' : typeof options}`);
+  }
+  const { timeout, ttl } = options as { timeout?: unknown; ttl?: unknown };
   if (ttl !== undefined) {
     if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0 || ttl > MAX_TTL_SECONDS) {
       throw new InvalidOptionError('ttl', `expected a positive number of seconds up to ${MAX_TTL_SECONDS} (a year), got ${String(ttl)}`);
