@@ -245,6 +245,14 @@ test('item 3: ready() is resolved when the join was not confirmed (joinWait ran 
   assert.deepEqual(h.hugz(20, 4, { clonekv: '1', epoch: 'e1' }), ['resync gap', 'request 2', 'resendWrites']);
 });
 
+test('item 3: ready() is resolved when the join was not confirmed and updates landed during the first snapshot', () => {
+  const h = harness();
+  h.start(0);
+  assert.deepEqual(h.entry(1, 'a', 1, 'x'), []);
+  assert.deepEqual(h.pub(5, 'b', 6, 'y', { prev: prev(5) }), [], 'buffered: published after the snapshot was taken');
+  assert.deepEqual(h.end(10, 1, 5, { clonekv: '1', epoch: 'e1' }), ['kind clonekv', 'replace @5 first {a="x"}', 'ready', 'resync gap', 'request 2', 'resendWrites']);
+});
+
 test('item 13: a snapshot past maxSnapshotEntries or maxSnapshotBytes is abandoned, its entries dropped, and retried after a backoff', () => {
   const h = harness({ maxSnapshotEntries: 3, snapshotRetryDelay: 1000 });
   h.start(0);

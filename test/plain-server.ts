@@ -56,6 +56,8 @@ export class PlainServer {
   snapshots = 0;
   /** While set, each snapshot's KVSYNCs are sent but its KTHXBAI waits for this promise. */
   hold: Promise<void> | undefined;
+  /** Called right after a KTHXBAI is queued (its KVSYNCs may still be on their way). */
+  afterSnapshot: (() => void) | undefined;
   #router!: zmq.Router;
   #pub!: zmq.XPublisher;
   #collector!: zmq.Subscriber;
@@ -129,6 +131,7 @@ export class PlainServer {
       }
       if (this.hold) await this.hold;
       void this.#sendRouter([id, Buffer.from('KTHXBAI'), seqFrame(this.seq), EMPTY, EMPTY, subtree]).catch(() => {});
+      this.afterSnapshot?.();
     }
   }
 
