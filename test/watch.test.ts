@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { WatchEntry } from '../src/index.ts';
-import { contents, forwarder, peer, readyPeer, waitFor, within } from './helpers.ts';
+import { contents, forwarder, peer, readyPeer, spawnCli, waitFor, within } from './helpers.ts';
 
 const KEYS = 200_000;
 
@@ -89,4 +89,22 @@ test('a watch stopped during its replay (abort, or break) ends cleanly and keeps
   // Changes after the break go nowhere: far more of them than maxPending, and no overflow.
   await Promise.all(Array.from({ length: 50 }, (_, i) => p.set(`big/${i}`, 'again')));
   assert.deepEqual(await it.next(), { value: undefined, done: true });
+});
+
+test('`clonekv watch` over a store larger than its queue prints every entry, then live changes', async (t) => {
+  // Topology: an in-process Forwarder loaded with more keys than a watch's default maxPending
+  // (100,000); the CLI in a child process watching it; an in-process Peer writing one change.
+  const fwd = await forwarder(t);
+  const n = 120_000;
+  await fwd.load(Array.from({ length: n }, (_, i) => [`cli/${i}`, i] as const));
+  const cli = spawnCli(t, ['watch', 'cli/', '--server', fwd.endpoint]);
+  // (The output is megabytes: look for one line, not split them all on every poll.)
+  await waitFor('the last existing entry printed', () => cli.stdout().includes(`put cli/${n - 1} `), 20_000);
+  const writer = await readyPeer(t, fwd.endpoint);
+  await writer.set('cli/zz-live', 'after the replay');
+  await waitFor('the live change printed', () => cli.stdout().includes('put cli/zz-live '), 10_000);
+  const keys = cli.stdout().split('\n').filter((l) => l.startsWith('put cli/')).map((l) => l.split(' ')[1]);
+  assert.equal(keys.length, n + 1, 'each entry once, then the change');
+  assert.equal(new Set(keys).size, n + 1);
+  assert.equal(keys.at(-1), 'cli/zz-live');
 });
