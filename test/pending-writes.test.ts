@@ -167,3 +167,14 @@ test('a write released twice in one turn goes out once (item 17)', async (t) => 
   assert.equal(route.sent.length, 1);
   assert.equal(route.sent[0]!.length, 2);
 });
+
+test('closing resolves a write already sequenced (a retry would apply it twice) and rejects the others', async (t) => {
+  const { writes, route } = setup(t);
+  const acked = await write(writes, route);
+  const unanswered = await write(writes, route);
+  writes.onAckBatch(acks(acked.uuid, 12, 'run1'));
+  writes.close(new Error('closed'));
+  await turn();
+  assert.equal(acked.state(), 'resolved 12');
+  assert.equal(unanswered.state(), 'rejected Error');
+});
