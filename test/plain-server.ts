@@ -129,8 +129,10 @@ export class PlainServer {
       for (const [key, e] of this.map) {
         if (key.startsWith(prefix)) void this.#sendRouter([id, Buffer.from(key, 'latin1'), seqFrame(e.seq), e.uuid, e.props, e.body]).catch(() => {});
       }
+      // The snapshot is taken now: KTHXBAI carries this sequence even if it is held.
+      const at = this.seq;
       if (this.hold) await this.hold;
-      void this.#sendRouter([id, Buffer.from('KTHXBAI'), seqFrame(this.seq), EMPTY, EMPTY, subtree]).catch(() => {});
+      void this.#sendRouter([id, Buffer.from('KTHXBAI'), seqFrame(at), EMPTY, EMPTY, subtree]).catch(() => {});
       this.afterSnapshot?.();
     }
   }

@@ -63,8 +63,9 @@ export type SyncCommand =
   /** A sync finished and the peer is live (the `synced` event). */
   | { readonly type: 'synced'; readonly sequence: number; readonly reason: ResyncReason | undefined }
   /**
-   * An update at `seq` carrying `uuid` was already in the snapshot: if it is one of our writes,
-   * that is its acknowledgement (a plain server gives no other).
+   * An update at `seq` carrying `uuid` is not applied now (already in the snapshot, or left to
+   * the next one): if it is one of our writes, it still acknowledges it (a plain server gives no
+   * other acknowledgement).
    */
   | { readonly type: 'echo'; readonly seq: number; readonly uuid: Buffer }
   /** The local map moved on: writes waiting for it may resolve. */
@@ -231,12 +232,19 @@ export class SyncMachine {
     if (!this.#inSubtree(m.key)) return; // e.g. a key under the HUGZ topic
     const a = this.#attempt;
     if (a) {
-      if (a.buffered.length >= this.#s.maxBufferedUpdates) return this.#resync(now, 'overflow');
+      if (a.buffered.length >= this.#s.maxBufferedUpdates) {
+        this.#echo(m);
+        return this.#resync(now, 'overflow');
+      }
       a.buffered.push(m);
       return;
     }
-    if (this.#waiting) return; // the snapshot about to be asked for covers it
-    if (m.sequence <= this.#lastFromSub) return this.#resync(now, 'sequence');
+    // The snapshot about to be asked for covers it.
+    if (this.#waiting) return this.#echo(m);
+    if (m.sequence <= this.#lastFromSub) {
+      this.#echo(m);
+      return this.#resync(now, 'sequence');
+    }
     this.#lastFromSub = m.sequence;
     if (m.sequence <= this.#last) return this.#duplicate(m); // already in the snapshot
     this.#apply(now, m);
@@ -315,17 +323,20 @@ export class SyncMachine {
     // another snapshot as soon as the subscription has proven live.
     this.#resyncWhenSubLive = props.get(Prop.Joined) !== '1' && !a.subLiveAtRequest;
     this.#lastFromSub = 0;
-    for (const u of a.buffered) {
-      if (u.sequence <= this.#lastFromSub) {
-        this.#resync(now, 'sequence');
-        break;
+    for (let i = 0; i < a.buffered.length; i++) {
+      const u = a.buffered[i]!;
+      if (u.sequence <= this.#lastFromSub) this.#resync(now, 'sequence');
+      else {
+        this.#lastFromSub = u.sequence;
+        if (u.sequence > this.#last) this.#apply(now, u);
+        else this.#duplicate(u);
       }
-      this.#lastFromSub = u.sequence;
-      if (u.sequence > this.#last) this.#apply(now, u);
-      else this.#duplicate(u);
-      if (this.resyncing) break; // a gap in the buffered updates restarted the sync
+      if (this.resyncing) {
+        // A gap or a restart: the rest is left to the next snapshot, but still acknowledges.
+        for (let j = i; j < a.buffered.length; j++) this.#echo(a.buffered[j]!);
+        return;
+      }
     }
-    if (this.resyncing) return;
     this.#out({ type: 'settle' });
     this.#out({ type: 'beat' });
     this.#out({ type: 'resendWrites' });
@@ -365,6 +376,7 @@ export class SyncMachine {
   #apply(now: number, u: ChpMessage): void {
     if (this.#resyncWhenSubLive) {
       this.#resyncWhenSubLive = false;
+      this.#echo(u);
       return this.#resync(now, 'gap');
     }
     const prevProp = u.properties.get(Prop.Previous);
@@ -372,6 +384,7 @@ export class SyncMachine {
     const missed = previous !== undefined ? previous > this.#subtreeLast : this.#s.subtree.length === 0 && u.sequence !== this.#last + 1;
     if (missed) {
       this.#stats.gaps++;
+      this.#echo(u);
       return this.#resync(now, 'gap');
     }
     this.#last = u.sequence;
@@ -393,6 +406,14 @@ export class SyncMachine {
 
   #duplicate(u: ChpMessage): void {
     this.#stats.duplicates++;
+    this.#echo(u);
+  }
+
+  /**
+   * An update that is not applied now (already in the snapshot, or left to the next one) was
+   * still sequenced: if it carries one of our writes' uuids, that acknowledges the write.
+   */
+  #echo(u: ChpMessage): void {
     if (u.uuid.length === 16) this.#out({ type: 'echo', seq: u.sequence, uuid: u.uuid });
   }
 
