@@ -11,8 +11,10 @@ export type {
   Endpoints,
   Entry,
   ForwarderOptions,
+  ForwarderPeer,
   ForwarderStats,
   HighWaterMarks,
+  MalformedCounts,
   OwnershipLostInfo,
   PeerOptions,
   PeerStats,
@@ -23,7 +25,6 @@ export type {
   WatchOptions,
 } from './types.ts';
 export type { PeerEvents } from './peer/peer.ts';
-export type { MalformedCounts } from './forwarder/forwarder.ts';
 export {
   ClonekvError,
   ClosedError,

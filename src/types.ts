@@ -111,8 +111,20 @@ export interface ForwarderOptions {
   heartbeatInterval?: number;
   /** Largest accepted value body in bytes. Default 1 MiB. */
   maxValueBytes?: number;
-  /** How many recent write uuids are remembered to de-duplicate retries. Default 100,000. */
-  dedupWindow?: number;
+  /**
+   * How long the outcome of a write is remembered by its uuid, in ms, so that a retry (same
+   * uuid) is answered with it instead of being applied again. Keep it at least as long as the
+   * longest `writeTimeout` your peers use. Default 60,000; at most 3,600,000.
+   */
+  dedupTtl?: number;
+  /**
+   * Most write outcomes remembered at once: a memory cap (about 40 bytes each are reserved up
+   * front, and the uuids take about as much again once held). When it forces out an outcome
+   * younger than `dedupTtl`, `dedupEvictions` counts it: a retry of that write would be applied
+   * twice. Default 500,000 (about 6 s of writes at 80,000 a second, more than the peers'
+   * default 5 s write timeout).
+   */
+  dedupMax?: number;
   /** Keys per snapshot batch message sent to clonekv peers. Default 512. */
   snapshotBatch?: number;
   /** High-water marks of the publisher socket (per subscriber). Default send 10,000, receive 1,000. */
@@ -128,6 +140,12 @@ export interface ForwarderOptions {
   peerTimeout?: number;
   /** How long to wait for a clonekv peer's subscription before answering its snapshot request, ms. Default 2000. */
   joinWait?: number;
+  /**
+   * Refuse a write whose body is marked `enc=msgpack` but is not exactly one valid msgpack
+   * value (see the README's Forwarder section): a clonekv writer gets `CLONEKV_REJECTED`, a
+   * plain CHP write is dropped; both are counted in `malformedBy['value-encoding']`. Default `true`.
+   */
+  checkValues?: boolean;
 }
 
 /** Options of {@link Peer}. All are optional. */
@@ -289,6 +307,62 @@ export interface ForwarderStats {
   dropped: number;
   /** Heartbeats sent. */
   heartbeats: number;
+  /** Write outcomes forced out of the de-duplication memory (`dedupMax`) before `dedupTtl` ran out. */
+  dedupEvictions: number;
+  /** Malformed or refused input, by reason (their sum is `malformed`). */
+  malformedBy: MalformedCounts;
+  /** Prefixes subscribed on the publisher (each counted once however many subscribers hold it). */
+  subscriptions: number;
+  /** This forwarder run's id (hex), as announced in HUGZ and KTHXBAI. */
+  epoch: string;
+}
+
+/**
+ * Counters of malformed or refused input at the forwarder, by reason:
+ * - `frame-count`, `empty-key`, `key-too-long`, `sequence-size`, `sequence-range`, `uuid-size`,
+ *   `properties` (a bad property frame, or a bad `ttl`/`if-version`), `value-too-large`: a
+ *   message that breaks the wire format or a limit;
+ * - `reserved-key`: a write to a protocol command or to `$peers/`;
+ * - `value-encoding`: a body marked `enc=msgpack` that is not one valid msgpack value (with
+ *   the `checkValues` option);
+ * - `owner`: an `owner` property that is not a peer id (1 to 64 lowercase hex digits);
+ * - `batch`: an unreadable KVWRITE; `snapshot-request`: an ICANHAZ? that is not two frames;
+ *   `subscription`: an unreadable subscription message.
+ */
+export type MalformedCounts = Record<
+  | 'frame-count'
+  | 'empty-key'
+  | 'key-too-long'
+  | 'sequence-size'
+  | 'sequence-range'
+  | 'uuid-size'
+  | 'properties'
+  | 'value-too-large'
+  | 'reserved-key'
+  | 'value-encoding'
+  | 'owner'
+  | 'batch'
+  | 'snapshot-request'
+  | 'subscription',
+  number
+>;
+
+/** A live clonekv peer in the forwarder's presence table ({@link Forwarder.peers}). */
+export interface ForwarderPeer {
+  /** Stable id of the peer (hex), also the `owner` of its ephemeral keys. */
+  readonly id: string;
+  /** The name it gives in its beats (`unknown` until its first beat, if first seen in a write). */
+  readonly name: string;
+  /** The subtree it holds. */
+  readonly subtree: string;
+  /** The last sequence it said it applied. */
+  readonly version: number;
+  /** When this registration began, ms since epoch. */
+  readonly since: number;
+  /** When it was last heard, ms since epoch. */
+  readonly lastSeen: number;
+  /** Keys it owns (its ephemeral keys and its presence key). */
+  readonly owned: number;
 }
 
 /** One clonekv peer in the forwarder's presence table, as {@link Peer.serverStats} reports it. */

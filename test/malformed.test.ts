@@ -164,6 +164,36 @@ const collectorCases: BadCase[] = [
     rejected: 1,
   },
   {
+    // Issue 7, items 1 and 14: bodies marked msgpack that do not decode to one plain value.
+    name: 'a body c1 marked enc=msgpack',
+    key: 'bad/c1',
+    frames: (k) => [k, ZERO_SEQ, uuid16(), Buffer.from('enc=msgpack\n'), Buffer.from([0xc1])],
+    reasons: { 'value-encoding': 1 },
+    rejected: 1,
+  },
+  {
+    name: 'a body d4 00 00 (undefined) marked enc=msgpack',
+    key: 'bad/d4',
+    frames: (k) => [k, ZERO_SEQ, uuid16(), Buffer.from('enc=msgpack\n'), Buffer.from([0xd4, 0, 0])],
+    reasons: { 'value-encoding': 1 },
+    rejected: 1,
+  },
+  {
+    // Issue 7, item 1: `$peers/<owner>` would be a 307-byte key in every snapshot.
+    name: 'an owner of 300 characters',
+    key: 'bad/owner',
+    frames: (k) => [k, ZERO_SEQ, uuid16(), Buffer.from(`owner=${'a'.repeat(300)}\n`), Buffer.from('v')],
+    reasons: { owner: 1 },
+    rejected: 1,
+  },
+  {
+    name: 'an owner that is not hex',
+    key: 'bad/owner2',
+    frames: (k) => [k, ZERO_SEQ, uuid16(), Buffer.from('owner=../x\n'), Buffer.from('v')],
+    reasons: { owner: 1 },
+    rejected: 1,
+  },
+  {
     name: 'a negative sequence',
     key: 'bad/neg',
     frames: (k) => [k, Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 1]), uuid16(), EMPTY, Buffer.from('v')],

@@ -21,7 +21,7 @@ const msgpack = new Packr({ useRecords: false });
 const NO_UUID = Buffer.alloc(0);
 const CLONEKV = { clonekv: '1', joined: '1', epoch: 'e1' };
 /** The `heads` property of a heartbeat saying the full tree's head is `seq`. */
-const heads = (seq: number): string => encodeHeads([['', seq]]);
+const heads = (seq: number): string => encodeHeads([['', seq]])[0]!; // one prefix: one HUGZ's list
 /** The `prev` property of an update whose full-tree predecessor is `seq`. */
 const prev = (seq: number): string => addPrevious('', 0, seq);
 

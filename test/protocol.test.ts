@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../src/protocol/batch.ts';
 import { SnapshotDigest } from '../src/protocol/digest.ts';
-import { addPrevious, encodeHeads, headFor, previousFor } from '../src/protocol/gaps.ts';
+import { addPrevious, encodeHeads, headFor, previousFor, headId } from '../src/protocol/gaps.ts';
 import { decodeMessage } from '../src/protocol/message.ts';
 import { appendProperty, encodeProperties, parseProperties, PropertiesError, PropertyView } from '../src/protocol/properties.ts';
 import { encodeSequence, readSequence } from '../src/protocol/sequence.ts';
@@ -136,7 +136,7 @@ test('gap properties: prev by prefix length, heads by prefix', () => {
   assert.equal(previousFor(prev, 10), 0);
   assert.equal(previousFor(prev, 1), undefined);
   assert.equal(previousFor('4:x', 4), undefined);
-  const heads = encodeHeads([['', 9], ['app/', 3], ['\u0000bin', 2]]);
+  const [heads = ''] = encodeHeads([[headId(''), 9], [headId('app/'), 3], [headId('\u0000bin'), 2]]);
   assert.ok(!heads.includes('=') && !heads.includes('\n'));
   assert.equal(headFor(heads, b('')), 9);
   assert.equal(headFor(heads, b('app/')), 3);

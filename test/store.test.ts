@@ -52,3 +52,18 @@ test('expiry queue pops in deadline order', () => {
   assert.equal(q.peek(), 50);
   assert.equal(q.size, 2);
 });
+
+test('a hot key rewritten with a ttl does not grow the expiry queue without bound (issue 7, item 11)', () => {
+  const m = new SequencedMap();
+  for (let i = 0; i < 100_000; i++) m.apply('hot', E, E, v(String(i)), 60_000, i);
+  assert.ok(m.pendingExpiries <= 2 * 1 + 1024 + 1, `${m.pendingExpiries} slots for one key`);
+  // Expiry still works after compaction: the last write expires, once, at its own deadline.
+  assert.deepEqual(m.dueForExpiry(99_999 + 59_999), []);
+  assert.deepEqual(m.dueForExpiry(99_999 + 60_000), ['hot']);
+  // Many keys with a ttl, rewritten and deleted: the queue follows the live count.
+  for (let i = 0; i < 50_000; i++) m.apply(`k${i % 5000}`, E, E, v('x'), 1000, 0);
+  for (let i = 0; i < 5000; i += 2) m.apply(`k${i}`, E, E, E, 0, 0);
+  for (let i = 0; i < 10_000; i++) m.apply(`k${1 + 2 * (i % 2500)}`, E, E, v('y'), 1000, 0);
+  assert.ok(m.pendingExpiries <= 2 * 2500 + 1024 + 1, `${m.pendingExpiries} slots for 2,500 keys`);
+  assert.equal(m.dueForExpiry(1000).length, 2500);
+});

@@ -34,7 +34,8 @@ export const Command = {
    * clonekv extension: the forwarder's answer to the first beat of a registration (a new peer
    * id, or one purged before): sequence = that of the presence key written at registration,
    * properties `owner` and `since` (ms since epoch). A peer that sees `since` change knows it
-   * was purged meanwhile, and with it the ephemeral keys it owned.
+   * was purged meanwhile, and with it the ephemeral keys it owned. Sent after any snapshot
+   * being served to (or waiting for) that routing id, never in the middle of one.
    */
   PeerPresent: 'KVPRESENT',
 } as const;

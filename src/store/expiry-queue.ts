@@ -1,7 +1,9 @@
 /**
  * A min-heap of (deadline, key, sequence) used to expire ttl values in deadline order without
- * scanning the whole map. Entries are never removed eagerly: when a key is overwritten its old
- * heap entry is recognised as stale (the sequence no longer matches) when it comes due.
+ * scanning the whole map. Entries are not removed when a key is overwritten: its old heap entry
+ * is recognised as stale (the sequence no longer matches) when it comes due, and the owner
+ * drops stale entries in bulk with {@link ExpiryQueue.retain} when they pile up (a hot key
+ * rewritten with a ttl would otherwise grow the heap for as long as its ttl).
  *
  * @module
  */
@@ -48,25 +50,36 @@ export class ExpiryQueue {
       const last = h.pop()!;
       if (h.length > 0) {
         h[0] = last;
-        let i = 0;
-        for (;;) {
-          const l = 2 * i + 1;
-          const r = l + 1;
-          let m = i;
-          if (l < h.length && h[l]!.at < h[m]!.at) m = l;
-          if (r < h.length && h[r]!.at < h[m]!.at) m = r;
-          if (m === i) break;
-          [h[m], h[i]] = [h[i]!, h[m]!];
-          i = m;
-        }
+        siftDown(h, 0);
       }
       out.push({ key: top.key, seq: top.seq });
     }
     return out;
   }
 
+  /** Keeps only the slots `keep` accepts and rebuilds the heap, in O(n). */
+  retain(keep: (key: string, seq: number) => boolean): void {
+    const h = this.#heap.filter((slot) => keep(slot.key, slot.seq));
+    for (let i = (h.length >> 1) - 1; i >= 0; i--) siftDown(h, i);
+    this.#heap = h;
+  }
+
   /** Drops everything. */
   clear(): void {
     this.#heap = [];
+  }
+}
+
+/** Moves the slot at `i` down until neither child is earlier. */
+function siftDown(h: Slot[], i: number): void {
+  for (;;) {
+    const l = 2 * i + 1;
+    const r = l + 1;
+    let m = i;
+    if (l < h.length && h[l]!.at < h[m]!.at) m = l;
+    if (r < h.length && h[r]!.at < h[m]!.at) m = r;
+    if (m === i) return;
+    [h[m], h[i]] = [h[i]!, h[m]!];
+    i = m;
   }
 }

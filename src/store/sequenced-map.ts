@@ -60,6 +60,8 @@ export class SequencedMap {
   #map = new Map<string, StoredEntry>();
   #seq = 0;
   #expiry = new ExpiryQueue();
+  /** Stored keys that have a ttl: the live part of the expiry queue. */
+  #withTtl = 0;
 
   /** The last assigned sequence. */
   get sequence(): number {
@@ -89,14 +91,26 @@ export class SequencedMap {
    */
   apply(key: string, uuid: Buffer, properties: Buffer, body: Buffer, ttlMs: number, now: number): number {
     const seq = ++this.#seq;
+    if ((this.#map.get(key)?.expiresAt ?? 0) > 0) this.#withTtl--;
     if (body.length === 0) {
       this.#map.delete(key);
     } else {
       const expiresAt = ttlMs > 0 ? now + ttlMs : 0;
       this.#map.set(key, new StoredEntry(seq, uuid, properties, body, expiresAt));
-      if (expiresAt > 0) this.#expiry.push(expiresAt, key, seq);
+      if (expiresAt > 0) {
+        this.#withTtl++;
+        this.#expiry.push(expiresAt, key, seq);
+        // Stale slots (keys rewritten or deleted since) are dropped once they outnumber the live
+        // ones: the queue stays within about twice the keys with a ttl, at O(1) amortized cost.
+        if (this.#expiry.size > 2 * this.#withTtl + 1024) this.#expiry.retain((k, s) => this.#map.get(k)?.seq === s);
+      }
     }
     return seq;
+  }
+
+  /** Slots in the expiry queue, stale ones included (bounded by about twice the keys with a ttl). */
+  get pendingExpiries(): number {
+    return this.#expiry.size;
   }
 
   /** The earliest pending ttl deadline (ms), or `undefined`. */

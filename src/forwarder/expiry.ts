@@ -1,0 +1,49 @@
+/**
+ * Expiry of ttl values: only the forwarder expires keys. One timer waits for the earliest
+ * deadline; when it fires, every key due is deleted through the update log (reason `expired`)
+ * and the timer is armed for the next deadline.
+ *
+ * @module
+ */
+import { DeadlineTimer } from '../deadline-timer.ts';
+import { Prop } from '../protocol/commands.ts';
+import { EMPTY_FRAME } from '../protocol/message.ts';
+import { encodeProperties } from '../protocol/properties.ts';
+import type { Counters } from './counters.ts';
+import type { UpdateLog } from './update-log.ts';
+
+const EXPIRED_PROPS = encodeProperties([[Prop.Reason, 'expired']]);
+
+/** Deletes ttl values when they run out. */
+export class Expiry {
+  readonly #timer = new DeadlineTimer(() => this.#expire());
+  readonly #log: () => UpdateLog;
+  readonly #counters: Counters;
+
+  /** @param log - the update log (a getter: the log and the expiry refer to each other) */
+  constructor(log: () => UpdateLog, counters: Counters) {
+    this.#log = log;
+    this.#counters = counters;
+  }
+
+  /** Makes sure an expiry pass runs by `at` (ms, Date.now clock). */
+  arm(at: number): void {
+    this.#timer.arm(at);
+  }
+
+  /** Stops for good. */
+  stop(): void {
+    this.#timer.stop();
+  }
+
+  #expire(): void {
+    const log = this.#log();
+    const now = Date.now();
+    for (const key of log.store.dueForExpiry(now)) {
+      this.#counters.events.expired++;
+      log.append(Buffer.from(key, 'latin1'), key, EMPTY_FRAME, EXPIRED_PROPS, EMPTY_FRAME, 0, now, undefined);
+    }
+    const next = log.store.nextExpiry();
+    if (next !== undefined) this.#timer.arm(next);
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * The sequencer's decisions on writes: whether a KVSET is applied (size, reserved keys, value
+ * encoding, owner, ttl, condition), once per uuid however often it is retried, and what the
+ * writer is told (KVACK for one write on the ROUTER, KVACKS for a KVWRITE batch). Plain CHP
+ * writes (on the collector) go through the same decisions; nobody is told, a refusal is only
+ * counted. No sockets.
+ *
+ * @module
+ */
+import { MAX_TTL_SECONDS } from '../options.ts';
+import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
+import { Command, isReservedKey, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
+import { EMPTY_FRAME, type ChpMessage } from '../protocol/message.ts';
+import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
+import { encodeSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
+import { isValidValue } from '../protocol/values.ts';
+import type { Counters } from './counters.ts';
+import { WriteDedup, type WriteOutcome } from './dedup.ts';
+import { isPeerId, type Presence } from './presence.ts';
+import type { Settings } from './settings.ts';
+import type { UpdateLog } from './update-log.ts';
+
+const KVACK = Buffer.from(Command.WriteAck);
+const KVACKS = Buffer.from(Command.AckBatch);
+const ACK_OK = encodeProperties([[Prop.Status, 'ok']]);
+const NEWLINE = Buffer.from('\n');
+
+/** What the sequencer needs from the rest of the forwarder. */
+export interface SequencerHooks {
+  readonly log: UpdateLog;
+  readonly presence: Presence;
+  readonly counters: Counters;
+  readonly settings: Pick<Settings, 'maxValueBytes' | 'checkValues' | 'dedupTtl' | 'dedupMax'>;
+  /** This forwarder run's id: named in every KVACKS, so a peer never takes a sequence of this run for one of another. */
+  readonly epoch: string;
+}
+
+/** Decides on writes, once per uuid, and words the acknowledgements. */
+export class Sequencer {
+  readonly #hooks: SequencerHooks;
+  readonly #dedup: WriteDedup;
+  /** Frame 3 of every KVACKS: `epoch=<this run>` (read-your-writes across a restart). */
+  readonly #ackHeader: Buffer;
+
+  constructor(hooks: SequencerHooks) {
+    this.#hooks = hooks;
+    this.#ackHeader = encodeProperties([[Prop.Epoch, hooks.epoch]]);
+    this.#dedup = new WriteDedup({ ttl: hooks.settings.dedupTtl, max: hooks.settings.dedupMax });
+  }
+
+  /** Outcomes forced out of the de-duplication memory before their time (see {@link WriteDedup}). */
+  get dedupEvictions(): number {
+    return this.#dedup.evictions;
+  }
+
+  /** Applies a write once per uuid: a retry gets the outcome of the first attempt. */
+  write(msg: ChpMessage): WriteOutcome {
+    const uuidKey = msg.uuid.length === 16 ? msg.uuid.toString('latin1') : undefined;
+    if (uuidKey !== undefined) {
+      const earlier = this.#dedup.get(uuidKey);
+      if (earlier !== undefined) {
+        this.#hooks.counters.events.duplicates++;
+        return earlier;
+      }
+    }
+    const outcome = this.#decide(msg);
+    if (uuidKey !== undefined) this.#dedup.set(uuidKey, outcome);
+    return outcome;
+  }
+
+  /** The KVACK frames for one write. */
+  ack(uuid: Buffer, outcome: WriteOutcome): Buffer[] {
+    return [KVACK, outcome.status === 'ok' ? encodeSequence(outcome.seq) : ZERO_SEQUENCE, uuid, ackProperties(outcome), EMPTY_FRAME];
+  }
+
+  /**
+   * A KVWRITE body: every write in it, answered with one KVACKS (or nothing if it held none),
+   * whose properties name this run's epoch.
+   */
+  writeBatch(body: Buffer): Buffer[] | undefined {
+    const { counters } = this.#hooks;
+    const acks: WireEntry[] = [];
+    let bytes = 0;
+    try {
+      unpackBatch(body, (w) => {
+        let outcome: WriteOutcome;
+        let properties: PropertyReader | undefined;
+        try {
+          properties = new PropertyView(w.properties);
+        } catch (err) {
+          if (!(err instanceof PropertiesError)) throw err;
+        }
+        if (w.key.length === 0 || properties === undefined || (w.uuid.length !== 0 && w.uuid.length !== 16)) {
+          counters.malformed(w.key.length === 0 ? 'empty-key' : properties === undefined ? 'properties' : 'uuid-size');
+          outcome = { status: 'rejected', detail: 'malformed write' };
+        } else {
+          outcome = this.write({ key: w.key, sequence: 0, uuid: w.uuid, rawProperties: w.properties, properties, body: w.body });
+        }
+        const ack: WireEntry = { key: w.key.length > 0 ? w.key : KVACK, sequence: outcome.status === 'ok' ? outcome.seq : 0, uuid: w.uuid, properties: ackProperties(outcome), body: EMPTY_FRAME };
+        bytes += entrySize(ack);
+        acks.push(ack);
+      });
+    } catch (err) {
+      if (!(err instanceof BatchError)) throw err;
+      counters.malformed('batch');
+    }
+    return acks.length > 0 ? [KVACKS, ZERO_SEQUENCE, EMPTY_FRAME, this.#ackHeader, packBatch(acks, bytes)] : undefined;
+  }
+
+  #decide(msg: ChpMessage): WriteOutcome {
+    const { counters, settings, log, presence } = this.#hooks;
+    const key = msg.key.toString('latin1');
+    const name = JSON.stringify(key);
+    if (msg.body.length > settings.maxValueBytes) {
+      counters.refused('value-too-large');
+      return { status: 'rejected', detail: `value of ${msg.body.length} bytes for ${name} is over the limit of ${settings.maxValueBytes}` };
+    }
+    if (isReservedKey(key)) {
+      // Stored, a key such as KTHXBAI would end a plain client's snapshot early; $peers/ is the
+      // forwarder's own.
+      counters.refused('reserved-key');
+      return { status: 'rejected', detail: `key ${name} is reserved (protocol commands and $peers/)` };
+    }
+    if (settings.checkValues && msg.body.length > 0 && msg.properties.get(Prop.Encoding) === MSGPACK_ENCODING && !isValidValue(msg.body)) {
+      // Stored, such a value would be given as raw bytes by every peer; refused at the door,
+      // the writer hears of it (a clonekv writer) or it is dropped and counted (a plain one).
+      counters.refused('value-encoding');
+      return { status: 'rejected', detail: `value of ${name} is marked enc=msgpack but is not one valid msgpack value` };
+    }
+    const ownerProp = msg.properties.get(Prop.Owner);
+    if (ownerProp !== undefined && !isPeerId(ownerProp)) {
+      // The same rule as for beats: the owner names a presence key, `$peers/<owner>`, which
+      // must stay a valid key (at most 255 bytes) or every snapshot would carry a bad one.
+      counters.refused('owner');
+      return { status: 'rejected', detail: `owner of ${name} is not a peer id (1 to 64 lowercase hex digits)` };
+    }
+    let ttlMs = 0;
+    const ttl = msg.properties.get(Prop.Ttl);
+    if (ttl !== undefined && msg.body.length > 0) {
+      const seconds = Number(ttl);
+      if (!Number.isFinite(seconds) || seconds < 0 || ttl.trim() === '' || seconds > MAX_TTL_SECONDS) {
+        counters.refused('properties');
+        return { status: 'rejected', detail: `ttl ${ttl} of ${name} is not a number of seconds from 0 to ${MAX_TTL_SECONDS}` };
+      }
+      ttlMs = Math.ceil(seconds * 1000);
+    }
+    const ifVersion = msg.properties.get(Prop.IfVersion);
+    if (ifVersion !== undefined) {
+      const expected = Number(ifVersion);
+      if (!Number.isSafeInteger(expected) || expected < 0) {
+        counters.refused('properties');
+        return { status: 'rejected', detail: `if-version ${ifVersion} of ${name} is not a version number` };
+      }
+      const current = log.store.version(key);
+      if (current !== expected) {
+        counters.events.conflicts++;
+        return { status: 'conflict', current };
+      }
+    }
+    const owner = msg.body.length > 0 ? ownerProp : undefined;
+    // An owner the forwarder has not heard from: present from now on, purged if it never beats.
+    if (owner !== undefined) presence.registerOwner(owner);
+    // Every property line must end in a newline (RFC 12); a writer that left the last one bare is
+    // fixed here, once, so snapshots and live updates carry the same well-formed frame.
+    const props = msg.rawProperties.length > 0 && msg.rawProperties[msg.rawProperties.length - 1] !== 0x0a
+      ? Buffer.concat([msg.rawProperties, NEWLINE])
+      : msg.rawProperties;
+    return { status: 'ok', seq: log.append(msg.key, key, msg.uuid, props, msg.body, ttlMs, Date.now(), owner) };
+  }
+}
+
+/** The properties of an acknowledgement: `status`, and `current` or `detail`. */
+function ackProperties(outcome: WriteOutcome): Buffer {
+  if (outcome.status === 'ok') return ACK_OK;
+  if (outcome.status === 'conflict') {
+    return encodeProperties([
+      [Prop.Status, 'conflict'],
+      [Prop.Current, String(outcome.current)],
+    ]);
+  }
+  return encodeProperties([
+    [Prop.Status, 'rejected'],
+    [Prop.Detail, outcome.detail.replace(/[=\n]/g, ' ')],
+  ]);
+}

@@ -1,0 +1,70 @@
+/**
+ * The forwarder's options, checked at once (a bad one is named) and filled in with defaults.
+ *
+ * @module
+ */
+import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
+import type { ForwarderOptions, HighWaterMarks } from '../types.ts';
+
+/** Longest `dedupTtl`: an hour, far beyond any sensible write timeout. */
+const MAX_DEDUP_TTL_MS = 3_600_000;
+
+/** Options with defaults applied. */
+export interface Settings {
+  readonly bind: string;
+  readonly port: number;
+  readonly heartbeatInterval: number;
+  readonly maxValueBytes: number;
+  readonly dedupTtl: number;
+  readonly dedupMax: number;
+  readonly snapshotBatch: number;
+  readonly joinWait: number;
+  readonly peerTimeout: number;
+  readonly checkValues: boolean;
+  readonly publisherHwm: { send: number; receive: number };
+  readonly snapshotHwm: { send: number; receive: number };
+  readonly collectorHwm: { send: number; receive: number };
+}
+
+const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
+  'bind',
+  'port',
+  'heartbeatInterval',
+  'maxValueBytes',
+  'dedupTtl',
+  'dedupMax',
+  'snapshotBatch',
+  'publisherHwm',
+  'snapshotHwm',
+  'collectorHwm',
+  'joinWait',
+  'peerTimeout',
+  'checkValues',
+];
+
+function hwmOption(name: string, value: HighWaterMarks | undefined, send: number, receive: number) {
+  return {
+    send: intOption(`${name}.send`, value?.send, send, 0),
+    receive: intOption(`${name}.receive`, value?.receive, receive, 0),
+  };
+}
+
+/** Checks options and fills in defaults. Throws `CLONEKV_INVALID_OPTION` naming a bad one. */
+export function forwarderSettings(options: ForwarderOptions = {}): Settings {
+  rejectUnknown(options, KNOWN_OPTIONS);
+  return {
+    bind: stringOption('bind', options.bind, '127.0.0.1'),
+    port: intOption('port', options.port, 5556, 0, 65533),
+    heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
+    maxValueBytes: intOption('maxValueBytes', options.maxValueBytes, 1024 * 1024, 1, 256 * 1024 * 1024),
+    dedupTtl: durationOption('dedupTtl', options.dedupTtl, 60_000, 1, MAX_DEDUP_TTL_MS),
+    dedupMax: intOption('dedupMax', options.dedupMax, 500_000, 1, 100_000_000),
+    snapshotBatch: intOption('snapshotBatch', options.snapshotBatch, 512, 1, 65_536),
+    joinWait: durationOption('joinWait', options.joinWait, 2000, 0),
+    peerTimeout: durationOption('peerTimeout', options.peerTimeout, 3000, 10),
+    checkValues: booleanOption('checkValues', options.checkValues, true),
+    publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 10_000, 1000),
+    snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
+    collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
+  };
+}
