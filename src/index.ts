@@ -20,6 +20,8 @@ export type {
   PeerStats,
   PeerStatus,
   ResyncReason,
+  ServerPeerInfo,
+  ServerStats,
   SetOptions,
   WatchEntry,
   WatchOptions,

@@ -54,3 +54,30 @@ test('a write made during a resync reaches a plain server exactly once', async (
   assert.equal(server.sequenced.filter((x) => x.key === 'app/marker').length, 1);
   assert.equal(peer.get('app/during'), 'v');
 });
+
+test('a write a plain server lost when it went away is sent again after the resync, and only then', async (t) => {
+  // The server receives the write but dies before sequencing it (dropWrites), then restarts on
+  // the same ports with a lower sequence. The collector's connection drops with it, so the write
+  // is in doubt; the new run's snapshot does not hold it, so the peer sends it again, once.
+  const server = await PlainServer.start(t, {});
+  const peer = await readyPeer(t, server.endpoint, { subtree: 'app/', writeTimeout: 15_000 });
+  await waitFor('the join confirmed', () => peer.stats().snapshots >= 2 && peer.status === 'live');
+  let s = 0;
+  for (let i = 0; i < 5; i++) s = server.apply(`app/u${i}`, EMPTY, Buffer.from('u'));
+  await waitFor('the updates applied', () => peer.sequence === s);
+  await peer.set('app/warm', 0);
+  server.dropWrites = true;
+  const received = server.received;
+  const lost = peer.set('app/lost', 'again');
+  await waitFor('the write sent (and dropped)', () => server.received > received);
+  const resyncs = peer.stats().resyncs;
+  await server.restart({ 'app/new': Buffer.from('n') });
+  server.dropWrites = false;
+  const seq = await within('the lost write, sent again', lost, 15_000);
+  assert.ok(peer.stats().resyncs > resyncs, 'after a resync');
+  const copies = server.sequenced.filter((x) => x.key === 'app/lost');
+  assert.equal(copies.length, 1, 'sequenced once by the new run');
+  assert.equal(copies[0]!.seq, seq);
+  assert.equal(peer.get('app/lost'), 'again');
+  assert.equal(peer.stats().writeRetries, 1);
+});

@@ -56,6 +56,10 @@ export class PlainServer {
   snapshots = 0;
   /** While set, each snapshot's KVSYNCs are sent but its KTHXBAI waits for this promise. */
   hold: Promise<void> | undefined;
+  /** While true, KVSETs are received and dropped (as by a server that dies before sequencing them). */
+  dropWrites = false;
+  /** KVSETs received on the collector, dropped ones included. */
+  received = 0;
   /** Called right after a KTHXBAI is queued (its KVSYNCs may still be on their way). */
   afterSnapshot: (() => void) | undefined;
   #router!: zmq.Router;
@@ -146,8 +150,9 @@ export class PlainServer {
         return;
       }
       if (frames.length !== 5) continue;
+      this.received++;
       const [key, kvsetSeq, uuid, props, body] = frames as [Buffer, Buffer, Buffer, Buffer, Buffer];
-      if (kvsetSeq.length !== 8) continue;
+      if (kvsetSeq.length !== 8 || this.dropWrites) continue;
       const seq = this.apply(key.toString('latin1'), props, body, uuid);
       this.sequenced.push({ key: key.toString('latin1'), seq, kvsetSeq: Number(kvsetSeq.readBigInt64BE(0)), uuid, props, body });
     }

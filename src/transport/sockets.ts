@@ -132,19 +132,39 @@ export function connectCollector(endpoint: string, hwm: Hwm): zmq.XPublisher {
 }
 
 /**
- * Reads the subscriptions an XPUB receives until it closes, and calls `onChange` with whether
- * anyone is subscribed now (a subscriber connected, or the last one went away).
+ * Tells when what an XPUB sends can reach a subscriber: once a subscription has arrived and
+ * while the connection is up. Calls `onChange` when that changes, until the socket closes.
+ *
+ * A connecting socket keeps its pipe, and the subscriptions recorded for it, across reconnects,
+ * so a subscriber that comes back (say, a restarted server) is not announced again: after a
+ * disconnect, the next handshake makes the socket usable again.
  */
 export async function subscriptionChanges(socket: zmq.XPublisher, onChange: (subscribed: boolean) => void, onError: (err: unknown) => void): Promise<void> {
-  let count = 0;
+  let subscriptions = 0;
+  let connected = true;
+  let usable = false;
+  const update = (): void => {
+    const now = connected && subscriptions > 0;
+    if (now !== usable) {
+      usable = now;
+      onChange(now);
+    }
+  };
+  socket.events.on('disconnect', () => {
+    connected = false;
+    update();
+  });
+  socket.events.on('handshake', () => {
+    connected = true;
+    update();
+  });
   await receiveLoop(
     socket,
     (frames) => {
       const f = frames[0];
       if (!f || f.length === 0 || (f[0] !== 0 && f[0] !== 1)) return;
-      const was = count > 0;
-      count = Math.max(0, count + (f[0] === 1 ? 1 : -1));
-      if (was !== count > 0) onChange(count > 0);
+      subscriptions = Math.max(0, subscriptions + (f[0] === 1 ? 1 : -1));
+      update();
     },
     onError,
   );
