@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { TimeoutError } from '../src/errors.ts';
 import { packBatch, unpackBatch, type WireEntry } from '../src/protocol/batch.ts';
-import { PendingWrites, type ServerKind, type WriteRoute } from '../src/peer/pending-writes.ts';
+import { PendingWrites, type WriteRoute } from '../src/peer/pending-writes.ts';
+import type { ServerKind } from '../src/peer/sync-machine.ts';
 import type { PeerStats } from '../src/types.ts';
 import { waitFor } from './helpers.ts';
 

@@ -18,6 +18,7 @@ import { EMPTY_FRAME } from '../protocol/message.ts';
 import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import type { PeerStats } from '../types.ts';
+import type { ServerKind } from './sync-machine.ts';
 
 /**
  * Checks a key given to `set` or `delete` (anything may come from JavaScript callers): returns
@@ -53,9 +54,6 @@ export function checkWriteOptions(options: unknown, fallback: number): number {
   }
   return durationOption('timeout', timeout, fallback, 1);
 }
-
-/** What the peer knows of the server: a clonekv forwarder, a plain CHP server, or not yet. */
-export type ServerKind = 'unknown' | 'clonekv' | 'plain';
 
 /** A write waiting for the forwarder. */
 export interface PendingWrite {
