@@ -46,34 +46,44 @@ for (const [size, value] of Object.entries(values)) {
   emit({ figure: 'door.check.ns', value: size, bytes: body.length, nsPerBody: Math.round(ns) });
 }
 
-async function writesPerSecond(checkValues: boolean, value: unknown): Promise<number> {
+/** A forwarder with `checkValues` on or off and one writer, kept for every round. */
+async function setup(checkValues: boolean) {
   const fwd = await Forwarder.start({ port: 0, checkValues });
   const peer = new Peer({ server: fwd.endpoint, presence: false, subtree: 'none/' });
-  try {
-    await peer.ready();
-    for (let i = 0; i < 1000; i++) await peer.set(`w/${i % 100}`, value).catch(() => {});
-    const t0 = performance.now();
-    const chunk = 1000;
-    for (let i = 0; i < writes; i += chunk) {
-      const batch: Promise<unknown>[] = [];
-      for (let j = i; j < i + chunk; j++) batch.push(peer.set(`k/${j % 1000}`, value));
-      await Promise.all(batch);
-    }
-    return writes / ((performance.now() - t0) / 1000);
-  } finally {
-    await peer.close();
-    await fwd.close();
-  }
+  await peer.ready();
+  return {
+    /** Writes per second for `writes` pipelined writes of `value`. */
+    async rate(value: unknown): Promise<number> {
+      const t0 = performance.now();
+      const chunk = 1000;
+      for (let i = 0; i < writes; i += chunk) {
+        const batch: Promise<unknown>[] = [];
+        for (let j = i; j < i + chunk; j++) batch.push(peer.set(`k/${j % 1000}`, value));
+        await Promise.all(batch);
+      }
+      return writes / ((performance.now() - t0) / 1000);
+    },
+    async close(): Promise<void> {
+      await peer.close();
+      await fwd.close();
+    },
+  };
 }
 
+const off = await setup(false);
+const on = await setup(true);
 for (const [size, value] of Object.entries(values)) {
-  const on: number[] = [];
-  const off: number[] = [];
+  await off.rate(value); // warm up both
+  await on.rate(value);
+  const rateOn: number[] = [];
+  const rateOff: number[] = [];
   for (let r = 0; r < rounds; r++) {
-    off.push(await writesPerSecond(false, value));
-    on.push(await writesPerSecond(true, value));
+    rateOff.push(await off.rate(value));
+    rateOn.push(await on.rate(value));
   }
-  const a = median(off);
-  const b = median(on);
+  const a = median(rateOff);
+  const b = median(rateOn);
   emit({ figure: 'door.writes', value: size, bytes: encodeValue(value).length, writes, rounds, checkOff: Math.round(a), checkOn: Math.round(b), changePct: Math.round(((b - a) / a) * 1000) / 10, checkSharePct: Math.round(((checkNs[size]! * a) / 1e9) * 1000) / 10 });
 }
+await off.close();
+await on.close();

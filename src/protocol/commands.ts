@@ -81,7 +81,7 @@ export const Prop = {
   Digest: 'digest',
   /** Gap detection on KVPUB: for each subscribed prefix of the key, `length:previous-sequence`. */
   Previous: 'prev',
-  /** Gap detection in HUGZ: for each subscribed prefix, `base64url(prefix):last-sequence`. */
+  /** Gap detection in HUGZ: for each subscribed prefix, `id:last-sequence` (see protocol/gaps.ts for the id). */
   Heads: 'heads',
   /** Conditional write: expected current version (0 = absent). */
   IfVersion: 'if-version',
