@@ -20,7 +20,6 @@ export type {
   PeerStats,
   PeerStatus,
   ResyncReason,
-  ServerPeerInfo,
   ServerStats,
   SetOptions,
   WatchEntry,

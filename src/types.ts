@@ -365,34 +365,11 @@ export interface ForwarderPeer {
   readonly owned: number;
 }
 
-/** One clonekv peer in the forwarder's presence table, as {@link Peer.serverStats} reports it. */
-export interface ServerPeerInfo {
-  /** The peer's stable id (owner of its ephemeral keys). */
-  readonly id: string;
-  /** The name the peer gave. */
-  readonly name: string;
-  /** The subtree it holds. */
-  readonly subtree: string;
-  /** The last sequence it said it applied. */
-  readonly version: number;
-  /** When it joined and when it was last heard from (ms since the epoch). */
-  readonly since: number;
-  readonly lastSeen: number;
-  /** Ephemeral keys it owns. */
-  readonly owned: number;
-}
-
 /**
- * What {@link Peer.serverStats} returns: what `Forwarder.stats()` returns (its counters, the
- * malformed messages by reason, its subscriptions and epoch), and its presence table.
+ * What {@link Peer.serverStats} returns: what `Forwarder.stats()` returns, and the presence
+ * table (`Forwarder.peers()`).
  */
 export type ServerStats = ForwarderStats & {
-  /** Malformed messages dropped, by reason. */
-  malformedBy: Record<string, number>;
-  /** Distinct subscriptions on the forwarder's publisher. */
-  subscriptions: number;
-  /** The forwarder run's epoch. */
-  epoch: string;
   /** The clonekv peers alive. */
-  peerList: ServerPeerInfo[];
+  peerList: ForwarderPeer[];
 };
