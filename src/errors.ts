@@ -69,14 +69,24 @@ export class InvalidOptionError extends ClonekvError {
 export class TimeoutError extends ClonekvError {
   /** The key of the write. */
   readonly key: string;
+  /**
+   * Whether the forwarder may have applied the write even so: `true` when it was sent at least
+   * once and no answer came (a blind retry may then apply it twice: retry with `ifVersion`, or
+   * read the key first); `false` when it never left this peer, so it was not applied.
+   */
+  readonly maybeApplied: boolean;
 
-  constructor(key: string, ms: number, endpoint: string) {
+  constructor(key: string, ms: number, endpoint: string, maybeApplied = false) {
     super(
       ErrorCode.Timeout,
       `write to "${key}" was not sequenced by the forwarder at ${endpoint} within ${ms} ms; ` +
+        (maybeApplied
+          ? 'it was sent and may have been applied even so: a blind retry may apply it twice (check the key, or retry with ifVersion); '
+          : 'it was never sent, so it was not applied; ') +
         'check that the forwarder is running and reachable, or allow more time (the writeTimeout option; --timeout in the CLI)',
     );
     this.key = key;
+    this.maybeApplied = maybeApplied;
   }
 }
 

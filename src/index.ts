@@ -15,6 +15,7 @@ export type {
   ForwarderStats,
   HighWaterMarks,
   MalformedCounts,
+  OwnershipLostInfo,
   PeerOptions,
   PeerStats,
   PeerStatus,

@@ -55,11 +55,17 @@ export interface WatchOptions {
 
 /** Options of {@link Peer.set}. */
 export interface SetOptions {
-  /** Time to live in seconds; the forwarder deletes the key (reason `expired`) when it runs out. */
+  /**
+   * Time to live in seconds (positive, at most one year); the forwarder deletes the key (reason
+   * `expired`) when it runs out.
+   */
   ttl?: number;
   /** Write only if the key's current version equals this (0 = only if the key is absent). */
   ifVersion?: number;
-  /** Override the peer's `writeTimeout` for this write, in milliseconds. */
+  /**
+   * Override the peer's `writeTimeout` for this write: a whole number of milliseconds from 1 to
+   * 2^31−1. It bounds the wait for the forwarder's acknowledgement, not what follows it.
+   */
   timeout?: number;
   /**
    * Owned by this peer: the forwarder deletes the key (reason `purged`) when the peer closes or
@@ -227,6 +233,18 @@ export type ResyncReason =
   | 'incomplete'
   /** A snapshot outgrew `maxSnapshotEntries` or `maxSnapshotBytes` and was abandoned. */
   | 'limit';
+
+/**
+ * What a peer's `ownershipLost` event tells: the forwarder purged this peer (it heard no beat
+ * for longer than its `peerTimeout`: a paused process, a cut network) and later registered it
+ * again. Every key the peer owned (`ephemeral: true`) was deleted with reason `purged`.
+ */
+export interface OwnershipLostInfo {
+  /** When the forwarder registered the peer again (ms since 1970, the forwarder's clock). */
+  readonly since: number;
+  /** When it had registered the peer before (same clock). */
+  readonly previousSince: number;
+}
 
 /** Counters of a peer. */
 export interface PeerStats {

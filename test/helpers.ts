@@ -128,9 +128,12 @@ export interface ChildPeer {
   ask<T>(line: string, match: (o: Record<string, unknown>) => T | undefined, ms?: number): Promise<T>;
 }
 
-/** Starts a peer in a child process and waits until it is ready. */
-export async function childPeer(t: TestContext, endpoint: string, options: PeerOptions = {}): Promise<ChildPeer> {
-  const child = spawn(process.execPath, ['--import', 'tsx', PEER_CHILD, endpoint, JSON.stringify(options)], {
+/** Path of the child-process writer fixture (fixtures/writer-child.ts), same command protocol plus `run`/`stop`. */
+export const WRITER_CHILD = fileURLToPath(new URL('./fixtures/writer-child.ts', import.meta.url));
+
+/** Starts a peer in a child process (`script`: a fixture, default fixtures/peer-child.ts) and waits until it is ready. */
+export async function childPeer(t: TestContext, endpoint: string, options: PeerOptions = {}, script = PEER_CHILD): Promise<ChildPeer> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, endpoint, JSON.stringify(options)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   t.after(async () => {

@@ -8,9 +8,10 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import type { WatchEntry } from '../src/index.ts';
 import { contents, peer, spawnCli, waitFor, within } from './helpers.ts';
+import { tcpProxy } from './tcp-proxy.ts';
 
-async function serve(t: Parameters<typeof spawnCli>[0], port: number) {
-  const proc = spawnCli(t, ['serve', '--port', String(port), '--json', '--heartbeat', '100']);
+async function serve(t: Parameters<typeof spawnCli>[0], port: number, heartbeat = 100) {
+  const proc = spawnCli(t, ['serve', '--port', String(port), '--json', '--heartbeat', String(heartbeat)]);
   const info = JSON.parse(await proc.line(/^\{/)) as { endpoint: string; epoch: string };
   return { ...proc, ...info, port: Number(info.endpoint.split(':').at(-1)) };
 }
@@ -42,6 +43,8 @@ test('a forwarder restarted on the same ports is detected and every peer resyncs
   // must disappear (a resync replaces, never merges: reference failure 4).
   await waitFor('peers on the new epoch', () => [writer, full, sub].every((p) => p.epoch === second.epoch && p.status === 'live'), 15_000);
   await writer.set('app/new', 'after restart');
+  // Read-your-writes holds at once, across the restart (item 5): no polling here.
+  assert.equal(writer.get('app/new'), 'after restart');
   await waitFor('new state everywhere', () => full.has('app/new') && sub.has('app/new'));
   assert.deepEqual(contents(full), { 'app/new': 'after restart' });
   assert.deepEqual(contents(sub), { 'app/new': 'after restart' });
@@ -64,8 +67,14 @@ test('a write pending while the forwarder is down is retried with the same uuid 
   await kill(first);
   const pending = p.set('survives', 'the outage');
   const second = await serve(t, first.port);
-  const seq = await within('pending write sequenced by the new forwarder', pending, 15_000);
-  await waitFor('value visible', () => p.get('survives') === 'the outage');
+  let readAtResolve: unknown;
+  const seq = await within(
+    'pending write sequenced by the new forwarder',
+    pending.then((s) => ((readAtResolve = p.get('survives')), s)),
+    15_000,
+  );
+  // Read-your-writes the moment the write resolves (item 5), not eventually.
+  assert.equal(readAtResolve, 'the outage');
   // Applied exactly once however often it was sent.
   const reader = peer(t, second.endpoint);
   await within('reader ready', reader.ready());
@@ -96,4 +105,37 @@ test('a peer whose forwarder goes silent keeps serving its last state, marked st
   await waitFor('stale status', () => p.status === 'stale', 5000);
   assert.equal(p.get('kept'), 'while down', 'reads still answer from the last known state');
   assert.deepEqual([...p.keys()], ['kept']);
+});
+
+test('a write sequenced by a restarted forwarder resolves only once the peer holds it in that run (read-your-writes)', async (t) => {
+  // Topology: `clonekv serve` children on one port triple; the writer's SUB goes through a
+  // cuttable proxy, its DEALER straight to the forwarder. While the SUB is cut, the writer cannot
+  // hear that the forwarder restarted, but its write is sequenced (and acknowledged) by the new
+  // run, with a sequence far below the old run's: that acknowledgement must not count as "the
+  // local map has reached it".
+  const first = await serve(t, 0);
+  const proxy = await tcpProxy(t, first.port + 1);
+  const server = { snapshot: first.endpoint, publisher: proxy.endpoint, collector: `tcp://127.0.0.1:${first.port + 2}` };
+  const p = peer(t, first.endpoint, { server, silenceTimeout: 10_000, snapshotRetryDelay: 100, maxRetryDelay: 500, writeTimeout: 20_000, writeRetryInterval: 100 });
+  await within('ready', p.ready());
+  for (let i = 0; i < 40; i++) await p.set('k', `old ${i}`);
+  assert.equal(p.get('k'), 'old 39');
+  proxy.cut();
+  await kill(first);
+  const second = await serve(t, first.port);
+  let readAtResolve: unknown = 'unresolved';
+  const write = p.set('k', 'new').then((seq) => {
+    readAtResolve = p.get('k');
+    return seq;
+  });
+  // Wait until the new run has sequenced the write (a reader straight on it sees the value): the
+  // acknowledgement is on its way to the writer, whose subscription is still cut.
+  const reader = peer(t, second.endpoint);
+  await within('reader ready', reader.ready());
+  await waitFor('the new run has the write', () => reader.get('k') === 'new', 15_000);
+  proxy.restore();
+  const seq = await within('the write resolves', write, 15_000);
+  assert.equal(readAtResolve, 'new', 'the writer read its own write when the write resolved');
+  assert.equal(p.epoch, second.epoch);
+  assert.equal(p.version('k'), seq);
 });

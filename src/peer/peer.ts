@@ -16,7 +16,7 @@ import { ClonekvError, ClosedError, ErrorCode, InvalidOptionError } from '../err
 import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
-import { Command, isReservedKey, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
+import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames, type MalformedReason } from '../protocol/message.ts';
 import { PropertyView } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
@@ -26,6 +26,7 @@ import type {
   DeleteReason,
   Endpoints,
   Entry,
+  OwnershipLostInfo,
   PeerOptions,
   PeerStats,
   PeerStatus,
@@ -37,7 +38,8 @@ import type {
 } from '../types.ts';
 import { Link } from './link.ts';
 import { LocalMap } from './local-map.ts';
-import { PendingWrites } from './pending-writes.ts';
+import { Registration } from './ownership.ts';
+import { checkKey, checkWriteOptions, PendingWrites } from './pending-writes.ts';
 import { SyncMachine, type SyncCommand } from './sync-machine.ts';
 import { Watchers } from './watchers.ts';
 
@@ -58,6 +60,22 @@ export interface PeerEvents {
    * `CLONEKV_TRANSPORT` for a socket error.
    */
   error: [error: ClonekvError];
+  /**
+   * The forwarder had purged this peer (no beat for longer than its `peerTimeout`: the process
+   * was paused, or the network cut) and has now registered it again: every key this peer owned
+   * (`ephemeral: true`) was deleted, reason `purged`, and may have been taken by another peer
+   * since. To take a key back, write it again with `{ ifVersion: 0, ephemeral: true }`: it wins
+   * only if the key is still absent, else it rejects with `CLONEKV_CONFLICT`. Needs a clonekv
+   * forwarder that sends KVPRESENT.
+   *
+   * @example
+   * ```ts
+   * peer.on('ownershipLost', () => {
+   *   peer.set('locks/job-42', peer.id, { ifVersion: 0, ephemeral: true }).catch(() => {});
+   * });
+   * ```
+   */
+  ownershipLost: [info: OwnershipLostInfo];
 }
 
 interface Settings {
@@ -189,6 +207,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #beatTimer: NodeJS.Timeout;
   /** Stable id: the owner of this peer's ephemeral keys and its presence entry. */
   readonly #id = randomBytes(8).toString('hex');
+  /** What the forwarder told of this peer's registration (KVPRESENT): a new one means it was purged. */
+  readonly #registration = new Registration(this.#id);
   #readyPromise: Promise<void>;
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
@@ -278,6 +298,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         },
         get applied() {
           return self.#sync.applied;
+        },
+        get epoch() {
+          return self.#sync.epoch;
         },
         get syncing() {
           return self.#sync.resyncing;
@@ -391,10 +414,25 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * has sequenced the write; if the key is under this peer's subtree, the local map already shows
    * the write (or a later one) by then.
    *
-   * @throws `CLONEKV_INVALID_KEY`, `CLONEKV_INVALID_VALUE` at once; rejects with `CLONEKV_TIMEOUT`,
+   * A write the forwarder has acknowledged never times out: it resolves once the local map
+   * reaches it (however long a resync takes). A `TimeoutError` says with `maybeApplied` whether
+   * the write may have been applied even so (sent, no answer) or surely was not (never sent).
+   *
+   * @throws nothing: every failure is a rejection. Rejects at once with `CLONEKV_INVALID_KEY`
+   *   (not a string, empty, over 255 bytes, reserved), `CLONEKV_INVALID_VALUE`,
+   *   `CLONEKV_INVALID_OPTION` (`timeout` not a whole number of ms from 1 to 2^31−1, `ttl` not a
+   *   positive number of seconds up to a year, `ifVersion`); later with `CLONEKV_TIMEOUT`,
    *   `CLONEKV_CONFLICT` (for `ifVersion`), `CLONEKV_REJECTED`, or `CLONEKV_CLOSED`
    */
   set(key: string, value: unknown, options: SetOptions = {}): Promise<number> {
+    const keyBytes = checkKey(key);
+    if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
+    let timeout: number;
+    try {
+      timeout = checkWriteOptions(options, this.#s.writeTimeout);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     let body: Buffer;
     try {
       body = encodeValue(value);
@@ -413,13 +451,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       props.push([Prop.Owner, this.#id]);
     }
-    if (options.ttl !== undefined) {
-      if (typeof options.ttl !== 'number' || !Number.isFinite(options.ttl) || options.ttl <= 0) {
-        return Promise.reject(new InvalidOptionError('ttl', `expected a positive number of seconds, got ${String(options.ttl)}`));
-      }
-      props.push([Prop.Ttl, String(options.ttl)]);
-    }
-    return this.#write(key, body, props, options.ifVersion, options.timeout);
+    if (options.ttl !== undefined) props.push([Prop.Ttl, String(options.ttl)]);
+    return this.#write(key, keyBytes, body, props, options.ifVersion, timeout);
   }
 
   /**
@@ -427,25 +460,26 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * key is sequenced too, unless `ifVersion` says otherwise).
    */
   delete(key: string, options: DeleteOptions = {}): Promise<number> {
-    return this.#write(key, EMPTY_FRAME, [], options.ifVersion, options.timeout);
+    const keyBytes = checkKey(key);
+    if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
+    let timeout: number;
+    try {
+      timeout = checkWriteOptions(options, this.#s.writeTimeout);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#write(key, keyBytes, EMPTY_FRAME, [], options.ifVersion, timeout);
   }
 
-  #write(key: string, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number | undefined): Promise<number> {
+  #write(key: string, keyBytes: Buffer, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number): Promise<number> {
     if (this.#life.closing) return Promise.reject(new ClosedError('peer'));
-    const keyBytes = Buffer.from(key, 'utf8');
-    if (typeof key !== 'string' || keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
-      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `invalid key ${JSON.stringify(key)}: keys are 1 to 255 bytes of UTF-8`));
-    }
-    if (isReservedKey(key)) {
-      return Promise.reject(new ClonekvError(ErrorCode.InvalidKey, `key "${key}" is reserved by the protocol (commands and $peers/)`));
-    }
     if (ifVersion !== undefined) {
       if (!Number.isSafeInteger(ifVersion) || ifVersion < 0) {
         return Promise.reject(new InvalidOptionError('ifVersion', `expected a version number (0 = absent), got ${String(ifVersion)}`));
       }
       props.push([Prop.IfVersion, String(ifVersion)]);
     }
-    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout ?? this.#s.writeTimeout);
+    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout);
   }
 
   /**
@@ -526,6 +560,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         },
         ready: this.#readyPromise,
         entries: () => map,
+        get sequence() {
+          return self.#sync.applied;
+        },
       },
       prefix,
       options,
@@ -534,7 +571,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   // ---- lifecycle -----------------------------------------------------------------------------
 
-  /** Closes sockets and timers, rejects pending writes and ends watches. Idempotent. */
+  /**
+   * Closes sockets and timers, settles pending writes (one the forwarder already sequenced
+   * resolves with its sequence, the others reject with `CLONEKV_CLOSED`) and ends watches.
+   * Idempotent.
+   */
   close(): Promise<void> {
     return this.#life.close(async () => {
       clearInterval(this.#beatTimer);
@@ -576,7 +617,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         if (this.listenerCount('resync') > 0) this.emit('resync', { reason: c.reason });
         return;
       case 'replace':
-        if (c.epochChanged) this.#writes.resolveAwaiting();
+        // Acknowledged writes now wait for this run's map, or resolve if another run sequenced them.
+        this.#writes.snapshotApplied(this.#sync.epoch, c.epochChanged);
         this.#map.replace(c.entries, c.sequence, !c.first, (e) => this.#watchers.emit(e));
         this.#writes.afterSnapshot();
         return;
@@ -668,6 +710,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const command = frames[0]?.toString('latin1');
     if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
     if (command === Command.WriteAck) return this.#writes.onAck(frames);
+    if (command === Command.PeerPresent) return this.#onPresent(frames);
     if (command === Command.Stats) {
       const waiter = this.#statsWaiters.shift();
       try {
@@ -739,6 +782,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   }
 
   // ---- health --------------------------------------------------------------------------------
+
+  #onPresent(frames: Buffer[]): void {
+    const outcome = this.#registration.onPresent(frames);
+    if (outcome.kind === 'malformed') this.#stats.malformed++;
+    else if (outcome.kind === 'lost') this.emit('ownershipLost', outcome.info);
+  }
 
   /** Tells the forwarder this peer is alive (clonekv forwarders only; plain servers have no presence). */
   #sendBeat(): void {

@@ -1,21 +1,59 @@
 /**
  * A peer's writes waiting for the forwarder: each has a uuid, a deadline and a retry schedule;
- * writes made in one turn of the event loop go out in one KVWRITE message; an acknowledged write
- * under the peer's subtree resolves only once the local map has reached its sequence
- * (read-your-writes).
+ * writes made in one turn of the event loop go out in one KVWRITE message (each write at most
+ * once); an acknowledged write under the peer's subtree resolves only once the local map has
+ * reached its sequence in the forwarder run that sequenced it (read-your-writes, also across a
+ * forwarder restart). Once acknowledged, a write has no deadline any more; a write that times out
+ * says whether it may have been applied (`maybeApplied`).
  *
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { ClonekvError, ConflictError, ErrorCode, TimeoutError } from '../errors.ts';
+import { ClonekvError, ConflictError, ErrorCode, InvalidOptionError, TimeoutError } from '../errors.ts';
 import { DeadlineTimer } from '../deadline-timer.ts';
 import { BatchError, entrySize, packBatch, unpackBatch, type WireEntry } from '../protocol/batch.ts';
-import { Command, Prop } from '../protocol/commands.ts';
+import { durationOption, MAX_TTL_SECONDS } from '../options.ts';
+import { Command, isReservedKey, MAX_KEY_BYTES, Prop } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import type { PeerStats } from '../types.ts';
 import type { ServerKind } from './sync-machine.ts';
+
+/**
+ * Checks a key given to `set` or `delete` (anything may come from JavaScript callers): returns
+ * its UTF-8 bytes, or the error to reject with (`CLONEKV_INVALID_KEY`), never a raw TypeError.
+ */
+export function checkKey(key: unknown): Buffer | ClonekvError {
+  if (typeof key !== 'string') {
+    return new ClonekvError(ErrorCode.InvalidKey, `invalid key: expected a string of 1 to 255 bytes of UTF-8, got ${key === null ? 'null' : typeof key}`);
+  }
+  const keyBytes = Buffer.from(key, 'utf8');
+  if (keyBytes.length === 0 || keyBytes.length > MAX_KEY_BYTES) {
+    return new ClonekvError(ErrorCode.InvalidKey, `invalid key ${JSON.stringify(key)}: keys are 1 to 255 bytes of UTF-8`);
+  }
+  if (isReservedKey(key)) return new ClonekvError(ErrorCode.InvalidKey, `key "${key}" is reserved by the protocol (commands and $peers/)`);
+  return keyBytes;
+}
+
+/**
+ * Checks the options of one write: an object whose `timeout` is a whole number of ms from 1 to
+ * the longest timer wait (default `fallback`) and whose `ttl`, if any, is a positive number of
+ * seconds up to {@link MAX_TTL_SECONDS}. Returns the timeout; throws `CLONEKV_INVALID_OPTION`
+ * naming the option.
+ */
+export function checkWriteOptions(options: unknown, fallback: number): number {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidOptionError('options', `expected an object, got ${options === null ? 'null' : typeof options}`);
+  }
+  const { timeout, ttl } = options as { timeout?: unknown; ttl?: unknown };
+  if (ttl !== undefined) {
+    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0 || ttl > MAX_TTL_SECONDS) {
+      throw new InvalidOptionError('ttl', `expected a positive number of seconds up to ${MAX_TTL_SECONDS} (a year), got ${String(ttl)}`);
+    }
+  }
+  return durationOption('timeout', timeout, fallback, 1);
+}
 
 /** A write waiting for the forwarder. */
 export interface PendingWrite {
@@ -31,9 +69,14 @@ export interface PendingWrite {
   readonly inSubtree: boolean;
   readonly resolve: (seq: number) => void;
   readonly reject: (err: Error) => void;
-  /** When it times out (Date.now clock), and the timeout it was given (ms). */
-  readonly deadline: number;
+  /** When it times out (Date.now clock; moved once after a pause), and the timeout it was given (ms). */
+  deadline: number;
   readonly timeout: number;
+  /** Whether its deadline was already moved once because the process had been paused. */
+  graced: boolean;
+  /** Whether it is in the KVWRITE being gathered for this turn (so it is not added twice). */
+  queued: boolean;
+  /** Whether it was handed to a socket at least once (a timeout then says "maybe applied"). */
   sent: boolean;
   /**
    * Sent to a plain server's collector and not known lost: over PUB a second copy is a
@@ -46,6 +89,11 @@ export interface PendingWrite {
   sentAt: number;
   /** The sequence the forwarder assigned (once acknowledged). */
   seq: number;
+  /**
+   * The epoch of the forwarder run that assigned `seq`, when known: the sequence means something
+   * only in that run's map.
+   */
+  epoch: string | undefined;
 }
 
 /** What pending writes need from the rest of the peer. */
@@ -62,6 +110,8 @@ export interface WriteRoute {
   readonly collectorReady: boolean;
   /** The last sequence applied locally. */
   readonly applied: number;
+  /** The epoch of the forwarder run the local map comes from (`undefined`: not known, or a plain server). */
+  readonly epoch: string | undefined;
   /** Whether a snapshot is loading (the map may be about to be replaced). */
   readonly syncing: boolean;
   /** Whether the peer is closing. */
@@ -83,6 +133,13 @@ const WRITE_BATCH = Buffer.from(Command.WriteBatch);
 const WRITE_BATCH_MAX = 512;
 const WRITE_BATCH_BYTES = 256 * 1024;
 
+/**
+ * A deadline timer that fires this much later than the deadline it was armed for (ms) means the
+ * process was paused (SIGSTOP, a long GC, a suspended VM): the answers may be on the wire or
+ * unread, so the writes get one more turn instead of a timeout.
+ */
+const PAUSE_LATENESS = 200;
+
 /** The writes of one peer that the forwarder has not settled yet. */
 export class PendingWrites {
   readonly #s: PendingWritesSettings;
@@ -95,6 +152,14 @@ export class PendingWrites {
    */
   #awaitingApply: PendingWrite[] = [];
   #awaitingHead = 0;
+  /**
+   * Acknowledged writes whose sequence the local map has reached, but in another forwarder run
+   * than the one that sequenced them: the next snapshot settles them.
+   */
+  #otherRun: PendingWrite[] = [];
+  /** The last KVACKS header read, and the epoch it names (acknowledgements repeat the same header). */
+  #ackHeader: { raw: Buffer; epoch: string | undefined } = { raw: EMPTY_FRAME, epoch: undefined };
+  #closed = false;
   #outgoing: PendingWrite[] = [];
   readonly #uuidPrefix = randomBytes(8);
   #uuidCounter = 0;
@@ -186,11 +251,14 @@ export class PendingWrites {
         },
         deadline: Date.now() + timeout,
         timeout,
+        graced: false,
+        queued: false,
         sent: false,
         published: false,
         inDoubt: false,
         sentAt: 0,
         seq: 0,
+        epoch: undefined,
       };
       this.#pending.set(uuidKey, pw);
       this.#stats.writes++;
@@ -213,6 +281,7 @@ export class PendingWrites {
     const pw = this.#pending.get(uuid.toString('latin1'));
     if (pw && pw.seq === 0) {
       pw.seq = seq;
+      pw.epoch = this.#route.epoch; // it came back in the stream the local map follows
       this.#awaitApply(pw);
     }
   }
@@ -223,27 +292,34 @@ export class PendingWrites {
       this.#stats.malformed++;
       return;
     }
-    this.#settleAck(frames[2]!, readSequence(frames[1]!), frames[3]!);
+    this.#settleAck(frames[2]!, readSequence(frames[1]!), frames[3]!, undefined);
   }
 
-  /** A KVACKS message: many acknowledgements packed in one body. */
+  /**
+   * A KVACKS message: many acknowledgements packed in one body. Its header (frame 3) names the
+   * epoch of the forwarder run that sequenced them (absent from older forwarders).
+   */
   onAckBatch(frames: Buffer[]): void {
+    const epoch = this.#epochOf(frames[3] ?? EMPTY_FRAME);
     try {
-      unpackBatch(frames[4] ?? EMPTY_FRAME, (a) => this.#settleAck(a.uuid, a.sequence, a.properties));
+      unpackBatch(frames[4] ?? EMPTY_FRAME, (a) => this.#settleAck(a.uuid, a.sequence, a.properties, epoch));
     } catch (err) {
       if (!(err instanceof BatchError)) throw err;
       this.#stats.malformed++;
     }
   }
 
-  /** Resolves writes whose sequence the local map has reached. */
+  /** Resolves writes whose sequence the local map has reached, in the run that sequenced them. */
   settle(): void {
     const a = this.#awaitingApply;
     if (this.#awaitingHead === a.length || this.#route.syncing) return;
     const last = this.#route.applied;
+    const epoch = this.#route.epoch;
     while (this.#awaitingHead < a.length && a[this.#awaitingHead]!.seq <= last) {
       const pw = a[this.#awaitingHead++]!;
-      if (this.#pending.has(pw.uuidKey)) pw.resolve(pw.seq);
+      if (!this.#pending.has(pw.uuidKey)) continue;
+      if (pw.epoch === undefined || pw.epoch === epoch) pw.resolve(pw.seq);
+      else this.#otherRun.push(pw); // a sequence of another run: this map has not reached it
     }
     if (this.#awaitingHead === a.length) {
       this.#awaitingApply = [];
@@ -255,25 +331,61 @@ export class PendingWrites {
   }
 
   /**
-   * The forwarder restarted (new epoch): writes the previous run sequenced but this peer had not
-   * applied yet can never be applied now (that run's map is gone). They were sequenced, so they
-   * resolve.
+   * A snapshot from the run `epoch` replaced the local map (call before {@link settle}). An
+   * acknowledged write of that run keeps waiting until the map reaches its sequence; one that
+   * another run sequenced (the forwarder restarted: `epochChanged`, or its acknowledgement named
+   * another epoch) can never be applied now, as that run's map is gone: it was sequenced, so it
+   * resolves.
    */
-  resolveAwaiting(): void {
-    for (const pw of this.#awaitingApply.slice(this.#awaitingHead)) if (this.#pending.has(pw.uuidKey)) pw.resolve(pw.seq);
+  snapshotApplied(epoch: string | undefined, epochChanged: boolean): void {
+    const waiting = [...this.#awaitingApply.slice(this.#awaitingHead), ...this.#otherRun];
     this.#awaitingApply = [];
     this.#awaitingHead = 0;
+    this.#otherRun = [];
+    for (const pw of waiting) {
+      if (!this.#pending.has(pw.uuidKey)) continue;
+      const sameRun = pw.epoch !== undefined ? pw.epoch === epoch : !epochChanged;
+      if (sameRun) this.#awaitApply(pw);
+      else pw.resolve(pw.seq);
+    }
   }
 
-  /** Stops the timers and rejects every pending write with `err` (the peer closes). */
+  /**
+   * Stops the timers and settles every pending write (the peer closes): a write the forwarder
+   * already sequenced resolves with its sequence (a retry would apply it twice); the others
+   * reject with `err`.
+   */
   close(err: Error): void {
+    this.#closed = true;
     clearInterval(this.#retryTimer);
     this.#writeTimer.stop();
-    for (const pw of [...this.#pending.values()]) pw.reject(err);
+    for (const pw of [...this.#pending.values()]) {
+      if (pw.seq > 0) pw.resolve(pw.seq);
+      else pw.reject(err);
+    }
   }
 
-  /** Applies one acknowledgement: resolves (once applied locally) or rejects the pending write. */
-  #settleAck(uuid: Buffer, seq: number, rawProps: Buffer): void {
+  /** The epoch named in a KVACKS header, if any; a malformed header is counted and names none. */
+  #epochOf(header: Buffer): string | undefined {
+    if (header.length === 0) return undefined;
+    const last = this.#ackHeader;
+    if (header.equals(last.raw)) return last.epoch;
+    let epoch: string | undefined;
+    try {
+      epoch = new PropertyView(header).get(Prop.Epoch);
+    } catch (err) {
+      if (!(err instanceof PropertiesError)) throw err;
+      this.#stats.malformed++;
+    }
+    this.#ackHeader = { raw: Buffer.from(header), epoch };
+    return epoch;
+  }
+
+  /**
+   * Applies one acknowledgement: resolves (once applied locally) or rejects the pending write.
+   * `epoch`: the forwarder run that sent it, when the acknowledgement says.
+   */
+  #settleAck(uuid: Buffer, seq: number, rawProps: Buffer, epoch: string | undefined): void {
     const pw = uuid.length === 16 ? this.#pending.get(uuid.toString('latin1')) : undefined;
     if (!pw) return; // a duplicate ack for a write already settled
     let props: PropertyReader;
@@ -287,12 +399,16 @@ export class PendingWrites {
     const status = props.get(Prop.Status);
     if (status === 'ok') {
       if (seq <= 0) return;
-      // Read-your-writes: resolve only once the local map has caught up with the write.
-      if (!pw.inSubtree || (this.#route.applied >= seq && !this.#route.syncing)) pw.resolve(seq);
-      else if (pw.seq === 0) {
-        pw.seq = seq;
-        this.#awaitApply(pw);
-      }
+      if (!pw.inSubtree) return pw.resolve(seq);
+      if (pw.seq > 0) return; // acknowledged before (the answer to a retry)
+      pw.seq = seq;
+      pw.epoch = epoch;
+      // Read-your-writes: resolve only once the local map has caught up with the write, in the
+      // forwarder run that sequenced it (a restarted forwarder counts from 0 again: its sequence
+      // says nothing about a map from the previous run).
+      const route = this.#route;
+      if (!route.syncing && route.applied >= seq && (epoch === undefined || epoch === route.epoch)) pw.resolve(seq);
+      else this.#awaitApply(pw);
     } else if (status === 'conflict') {
       pw.reject(new ConflictError(pw.key, pw.ifVersion ?? 0, Number(props.get(Prop.Current) ?? 0)));
     } else {
@@ -321,12 +437,37 @@ export class PendingWrites {
     else a.splice(i, 0, pw);
   }
 
+  /**
+   * The deadline timer fired. Timers run before the poll phase of the same turn of the event
+   * loop, so answers that already arrived may be unread: expire only after one round of I/O.
+   */
   #expire(): void {
+    const firedAt = Date.now();
+    setImmediate(() => this.#expireDue(firedAt));
+  }
+
+  #expireDue(firedAt: number): void {
+    if (this.#closed) return;
     const now = Date.now();
     let next = Infinity;
     for (const pw of [...this.#pending.values()]) {
-      if (pw.deadline <= now) pw.reject(new TimeoutError(pw.key, pw.timeout, this.#s.endpoint));
-      else next = Math.min(next, pw.deadline);
+      if (pw.seq > 0) continue; // sequenced: its deadline no longer applies, the map will reach it
+      if (pw.deadline > now) {
+        next = Math.min(next, pw.deadline);
+        continue;
+      }
+      if (!pw.graced && firedAt - pw.deadline > PAUSE_LATENESS) {
+        // Far past its deadline: this process was paused, so its answer may be on the way or
+        // still unread (our sockets' I/O stopped too). The pause does not count: send it again
+        // (the forwarder answers a duplicate from its de-duplication) and give it its timeout
+        // once more.
+        pw.graced = true;
+        pw.deadline = now + pw.timeout;
+        this.#send(pw);
+        next = Math.min(next, pw.deadline);
+        continue;
+      }
+      pw.reject(new TimeoutError(pw.key, pw.timeout, this.#s.endpoint, pw.sent));
     }
     if (next < Infinity) this.#writeTimer.arm(next);
   }
@@ -342,9 +483,13 @@ export class PendingWrites {
     if (route.kind === 'unknown') return; // sent once the forwarder has told what it is
     if (route.kind === 'clonekv') {
       if (!route.hasDealer) return;
+      // Released twice in one turn (a retry and a resync, a heartbeat and a snapshot end): it
+      // goes out once.
+      if (pw.queued) return;
       // Writes issued in the same turn of the event loop go out together in one KVWRITE
       // message (setImmediate rather than a microtask: a burst of incoming messages handled in
       // one turn, each releasing a write, then still makes one message).
+      pw.queued = true;
       this.#outgoing.push(pw);
       if (this.#outgoing.length === 1) setImmediate(() => this.#flush());
     } else {
@@ -375,6 +520,7 @@ export class PendingWrites {
   #flush(): void {
     const writes = this.#outgoing;
     this.#outgoing = [];
+    for (const pw of writes) pw.queued = false;
     const route = this.#route;
     if (!route.hasDealer || route.closing) return;
     let batch: WireEntry[] = [];

@@ -1,7 +1,9 @@
 /**
  * The queue behind a watch: an async iterator fed by the peer, bounded so that a consumer that
  * stops reading fails loudly (CLONEKV_WATCH_OVERFLOW) instead of growing memory forever, and
- * released on `break`, `return()` or an aborted signal.
+ * released on `break`, `return()` or an aborted signal. A replay (the entries existing when the
+ * watch starts) is read lazily, as the consumer asks, ahead of the queue: however many entries it
+ * has, it takes no room in the bound, which counts only changes waiting behind it.
  *
  * @module
  */
@@ -14,6 +16,8 @@ export class WatchQueue<T> implements AsyncIterableIterator<T> {
   #waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined;
   #done = false;
   #error: unknown;
+  /** Items yielded before anything queued, pulled one at a time. */
+  #replay: Iterator<T> | undefined;
   readonly #max: number;
   readonly #onEnd: () => void;
 
@@ -34,6 +38,25 @@ export class WatchQueue<T> implements AsyncIterableIterator<T> {
   /** Items waiting for the consumer. */
   get pending(): number {
     return this.#items.length - this.#head;
+  }
+
+  /**
+   * Yields `replay`'s items first, each pulled only when the consumer asks for it; pushed items
+   * wait behind them (bounded as always). Call before anything is pushed.
+   */
+  replayFirst(replay: Iterator<T>): void {
+    if (this.#done) return;
+    this.#replay = replay;
+    // A consumer already waiting (the watch started before the peer was ready) gets the first one.
+    const w = this.#waiter;
+    if (!w) return;
+    const r = replay.next();
+    if (r.done) {
+      this.#replay = undefined;
+      return;
+    }
+    this.#waiter = undefined;
+    w.resolve({ value: r.value, done: false });
   }
 
   /** Adds an item (ignored after the end). Overflow ends the iterator with an error. */
@@ -57,10 +80,11 @@ export class WatchQueue<T> implements AsyncIterableIterator<T> {
     this.#items.push(item);
   }
 
-  /** Ends the iterator; items already queued are still delivered. */
+  /** Ends the iterator; items already queued are still delivered (the rest of a replay is not). */
   end(): void {
     if (this.#done) return;
     this.#done = true;
+    this.#dropReplay();
     this.#onEnd();
     if (this.#waiter && this.pending === 0) {
       const w = this.#waiter;
@@ -85,6 +109,11 @@ export class WatchQueue<T> implements AsyncIterableIterator<T> {
   }
 
   next(): Promise<IteratorResult<T>> {
+    if (this.#replay) {
+      const r = this.#replay.next();
+      if (!r.done) return Promise.resolve({ value: r.value, done: false });
+      this.#replay = undefined;
+    }
     if (this.pending > 0) {
       const value = this.#items[this.#head]!;
       this.#items[this.#head] = undefined;
@@ -111,6 +140,12 @@ export class WatchQueue<T> implements AsyncIterableIterator<T> {
     this.#head = 0;
     this.end();
     return Promise.resolve({ value: undefined, done: true });
+  }
+
+  #dropReplay(): void {
+    const replay = this.#replay;
+    this.#replay = undefined;
+    replay?.return?.();
   }
 
   [Symbol.asyncIterator](): this {

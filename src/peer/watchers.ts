@@ -17,8 +17,29 @@ export interface WatchSource {
   readonly syncing: boolean;
   /** Resolves when the first snapshot is applied; rejects when the peer closes first. */
   readonly ready: Promise<void>;
-  /** The current entries, for the replay. */
+  /**
+   * The current entries, for the replay. Iterated lazily while changes go on: the iteration must
+   * follow the map object of the moment it starts (a resync swaps in a new one).
+   */
   entries(): Iterable<[string, LocalEntry]>;
+  /** The last sequence applied: every entry of `entries()` is at or below it when the watch starts. */
+  readonly sequence: number;
+}
+
+/**
+ * The entries under `prefix` as they were when the replay started (the peer's map at sequence
+ * `upTo`), read lazily from the live map: an entry changed since (a version above `upTo`) is
+ * skipped, as is one deleted since (the map no longer has it); either way its change is queued
+ * behind the replay. A resync swaps in a new map object; this iteration stays on the old one,
+ * which no longer changes, and the resync's differences are queued as changes. So replaying the
+ * replay and the queued changes on an empty map always gives the current map.
+ */
+function* replayEntries<V>(entries: Iterable<[string, LocalEntry]>, prefix: string, upTo: number): Generator<WatchEntry<V>> {
+  for (const [key, e] of entries) {
+    if (e.version <= upTo && key.startsWith(prefix)) {
+      yield { key, operation: 'put', value: e.value as V, previous: undefined, version: e.version, isUpdate: false, fromResync: false };
+    }
+  }
 }
 
 interface Watcher {
@@ -78,12 +99,11 @@ export class Watchers {
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const start = (): void => {
       if (queue.done) return;
+      // The replay is pulled as the consumer reads (never pushed into the bounded queue, which a
+      // store larger than maxPending would overflow); changes from now on queue behind it.
       if (!options.updatesOnly) {
-        for (const [key, e] of source.entries()) {
-          if (key.startsWith(prefix)) {
-            queue.push({ key, operation: 'put', value: e.value as V, previous: undefined, version: e.version, isUpdate: false, fromResync: false });
-          }
-        }
+        const entries = source.entries()[Symbol.iterator]();
+        queue.replayFirst(replayEntries<V>({ [Symbol.iterator]: () => entries }, prefix, source.sequence));
       }
       this.#watchers.add(watcher);
     };
