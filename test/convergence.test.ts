@@ -2,7 +2,7 @@
  * Convergence under chaos (issue 7, "A convergence test of your own"), short form; the long form
  * is `npx tsx bench/convergence.ts [--seed N] [--seconds S]`.
  *
- * Topology (see test/fixtures/convergence-run.ts): an in-process Forwarder; four peers in their
+ * Topology (see test/fixtures/convergence-run.ts): a forwarder process; four peers in their
  * own processes (full tree, a/, a/b/, c/), two of them through cuttable TCP proxies, watching
  * different subtrees; writers doing sets, deletes, conditional writes and ttl writes; random
  * SIGSTOP/SIGCONT, SIGKILL and restart, proxy cuts, and a burst past small high-water marks.
@@ -30,6 +30,8 @@ import { SHORT_PEERS, runConvergence, seedFromEnv } from './fixtures/convergence
 test('peers converge on the forwarder under pauses, kills, cuts and bursts', { timeout: 60_000 }, async (t) => {
   const seed = seedFromEnv();
   t.diagnostic(`seed ${seed}`);
+  // Also at once, in case the whole process dies before the runner reports anything.
+  process.stderr.write(`convergence: seed ${seed} (rerun: CONVERGENCE_SEED=${seed} npx tsx --test --test-timeout=60000 test/convergence.test.ts)\n`);
   const r = await runConvergence({ seed, seconds: 10, batchesPerSecond: 25, burst: 1500, bursts: 1, peers: SHORT_PEERS, settleMs: 12_000 });
   t.diagnostic(JSON.stringify(r.figures));
   if (r.failures.length > 0) {
