@@ -11,7 +11,7 @@
  *  - `--short`: the CI form's peers and rates (to replay a seed the test printed).
  */
 import { parseArgs } from 'node:util';
-import { SHORT_PEERS, runConvergence, seedFromEnv, type PeerSpec } from '../test/fixtures/convergence-run.ts';
+import { SHORT_FORM, SHORT_PEERS, runConvergence, seedFromEnv, type PeerSpec } from '../test/fixtures/convergence-run.ts';
 
 const { values } = parseArgs({
   options: {
@@ -44,7 +44,7 @@ for (let i = 0; i < runs; i++) {
   const seed = first + i;
   const r = await runConvergence(
     values.short
-      ? { seed, seconds: int('seconds', values.seconds, 10), batchesPerSecond: 25, burst: 1500, bursts: 1, peers: SHORT_PEERS, settleMs: 12_000 }
+      ? { ...SHORT_FORM, seed, seconds: int('seconds', values.seconds, SHORT_FORM.seconds) }
       : {
           seed,
           seconds: int('seconds', values.seconds, 60),

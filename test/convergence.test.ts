@@ -25,14 +25,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { checkConvergence, type RunRecord } from './fixtures/convergence-check.ts';
 import type { ReportedEvent, ReportedState } from './fixtures/convergence-peer.ts';
-import { SHORT_PEERS, runConvergence, seedFromEnv } from './fixtures/convergence-run.ts';
+import { SHORT_FORM, runConvergence, seedFromEnv } from './fixtures/convergence-run.ts';
 
 test('peers converge on the forwarder under pauses, kills, cuts and bursts', { timeout: 60_000 }, async (t) => {
   const seed = seedFromEnv();
   t.diagnostic(`seed ${seed}`);
   // Also at once, in case the whole process dies before the runner reports anything.
   process.stderr.write(`convergence: seed ${seed} (rerun: CONVERGENCE_SEED=${seed} npx tsx --test --test-timeout=60000 test/convergence.test.ts)\n`);
-  const r = await runConvergence({ seed, seconds: 10, batchesPerSecond: 25, burst: 1500, bursts: 1, peers: SHORT_PEERS, settleMs: 12_000 });
+  const r = await runConvergence({ seed, ...SHORT_FORM });
   t.diagnostic(JSON.stringify(r.figures));
   if (r.failures.length > 0) {
     const rerun =
