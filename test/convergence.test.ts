@@ -49,7 +49,7 @@ test('peers converge on the forwarder under pauses, kills, cuts and bursts', { t
   if (r.failures.length > 0) {
     const rerun =
       `rerun: CONVERGENCE_SEED=${seed} npx tsx --test --test-timeout=60000 test/convergence.test.ts` +
-      ` (or the long form: npx tsx bench/convergence.ts --seed ${seed})`;
+      ` (or: npx tsx bench/convergence.ts --short --seed ${seed})`;
     assert.fail(
       `convergence failed with seed ${seed}; ${rerun}\n` +
         `${r.failures.length} failure(s):\n  ${r.failures.slice(0, 30).join('\n  ')}\n` +
