@@ -22,8 +22,9 @@
  *    was lost with the connection or went to a DEALER that a resync replaced (item 15: the
  *    outcome is unknown, the error must say maybeApplied), or the write was acknowledged but not
  *    yet visible locally because only the publisher was cut (item 7, keys in the subtree).
- *  - item 2, in about half the runs (seeds 1, 200, 202, 304, 400, 403, 600, 601): "peer a#1 (subtree 'a/') differs
- *    from the forwarder" / "peer c#3 (subtree 'c/') differs …", with status live and no gap.
+ *  - item 2, in about half the runs (seeds 1, 200, 202, 304, 400, 403, 600, 601): "peer a#1
+ *    (subtree 'a/') differs from the forwarder" / "peer c#3 (subtree 'c/') differs …", with
+ *    status live and no gap.
  *    Those peers are the only subscribers of a/ and c/ and reach the forwarder through the
  *    proxies: after a cut the forwarder restarts that prefix's head at 0, and what was written
  *    meanwhile is never noticed.
@@ -35,8 +36,7 @@
  *    runs in its own process here, so such a crash fails the test with the seed.
  * Control runs separate them: with no peer behind the proxies (`--direct`) seeds 700-702
  * passed; with 20 s write timeouts (`--write-timeout 20000`) only the item 2 failures remained
- * (seeds 600, 601); with both, seeds 500-503 passed.
- * so the harness itself is not what fails.
+ * (seeds 600, 601); with both, seeds 500-503 passed: the harness itself is not what fails.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
