@@ -1,0 +1,119 @@
+/**
+ * Transport errors: every zeromq failure to connect, bind or configure a socket comes out as a
+ * ClonekvError with code CLONEKV_TRANSPORT that names the endpoint, never as a raw zeromq error.
+ * Topology: sockets made by src/transport on tcp://127.0.0.1; a node:net server holding a port;
+ * an in-process Forwarder and Peer for the public constructors.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:net';
+import { test, type TestContext } from 'node:test';
+import { ClonekvError, Forwarder, Peer } from '../src/index.ts';
+import { bindForwarderSockets, connectDealer, connectPublisher, connectSubscriber, type ForwarderSockets } from '../src/transport/sockets.ts';
+
+const HWM = { send: 10, receive: 10 };
+
+/** Checks that `fn` throws a CLONEKV_TRANSPORT ClonekvError whose message matches every `parts`. */
+function isTransportError(...parts: RegExp[]) {
+  return (e: unknown): boolean => {
+    assert.ok(e instanceof ClonekvError, `a ClonekvError, not ${String(e)}`);
+    assert.equal(e.code, 'CLONEKV_TRANSPORT');
+    for (const re of parts) assert.match(e.message, re);
+    return true;
+  };
+}
+
+const escape = (s: string): RegExp => new RegExp(s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+
+test('connecting to an endpoint that cannot work throws CLONEKV_TRANSPORT naming it', () => {
+  const connects = {
+    subscriber: (ep: string) => connectSubscriber(ep, HWM),
+    dealer: (ep: string) => connectDealer(ep, 'test-id', HWM),
+    publisher: (ep: string) => connectPublisher(ep, HWM),
+  };
+  const cases: Array<[string, RegExp]> = [
+    ['tcp://*:5556', /"\*"/], // zeromq: raw EINVAL
+    ['tcp://:0', /host is missing/], // zeromq accepts it and connects to nothing
+    ['tcp://127.0.0.1:0', /port/], // same
+    ['tcp://127.0.0.1', /tcp:\/\/HOST:PORT/], // zeromq: raw EINVAL
+    ['bogus://x', /not supported/i], // zeromq: raw EPROTONOSUPPORT
+  ];
+  for (const [name, connect] of Object.entries(connects)) {
+    for (const [endpoint, why] of cases) {
+      assert.throws(() => connect(endpoint), isTransportError(escape(JSON.stringify(endpoint)), why, /tcp:\/\/HOST:PORT/), `${name} ${endpoint}`);
+    }
+  }
+});
+
+test('a zeromq error is kept as the cause', () => {
+  assert.throws(
+    () => connectDealer('bogus://x', 'test-id', HWM),
+    (e: ClonekvError) => (e.cause as { code?: string } | undefined)?.code === 'EPROTONOSUPPORT',
+  );
+  // A socket option zeromq refuses is a transport error naming the option. (zeromq's own
+  // constructor would leak the half-built socket and crash the process at exit: this file
+  // exiting cleanly is part of the check.)
+  assert.throws(
+    () => connectDealer('tcp://127.0.0.1:5556', 'x'.repeat(300), HWM),
+    (e: unknown) => isTransportError(/snapshot \(DEALER\) socket/, /routingId = a 300-byte string/)(e) && (e as ClonekvError).cause !== undefined,
+  );
+  assert.throws(() => connectSubscriber('tcp://127.0.0.1:5556', { send: 0, receive: -1 }), isTransportError(/receiveHighWaterMark = -1/));
+});
+
+test('a good endpoint still connects (no server needed)', (t) => {
+  const sub = connectSubscriber('tcp://127.0.0.1:5556', HWM);
+  t.after(() => sub.close());
+  assert.equal(sub.closed, false);
+});
+
+/** A TCP listener on 127.0.0.1:port, closed after the test; resolves once it listens. */
+async function holdPort(t: TestContext, port: number): Promise<Server> {
+  const server = createServer();
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  return server;
+}
+
+/** A free port triple above the kernel's ephemeral range, so no parallel test takes it meanwhile. */
+async function freeTriple(): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = 61_000 + Math.floor(Math.random() * 4000);
+    try {
+      const s = await bindForwarderSockets('127.0.0.1', port, { router: HWM, publisher: HWM, collector: HWM });
+      closeSockets(s);
+      return port;
+    } catch (err) {
+      if (attempt > 20) throw err;
+    }
+  }
+}
+
+function closeSockets(s: ForwarderSockets): void {
+  s.router.close();
+  s.publisher.close();
+  s.collector.close();
+}
+
+test('binding a taken port says the port is in use, and releases the ports it had bound', async (t) => {
+  const port = await freeTriple();
+  // P+1 is taken: the ROUTER on P binds, then the XPUB fails.
+  const holder = await holdPort(t, port + 1);
+  await assert.rejects(
+    bindForwarderSockets('127.0.0.1', port, { router: HWM, publisher: HWM, collector: HWM }),
+    (e: unknown) => isTransportError(escape(`${port}`), /in use/, /--port/)(e) && (e as ClonekvError).cause !== undefined,
+  );
+  await new Promise<void>((r) => holder.close(() => r()));
+  // P was released by the failed attempt: the whole triple binds again at once.
+  const again = await bindForwarderSockets('127.0.0.1', port, { router: HWM, publisher: HWM, collector: HWM });
+  t.after(() => closeSockets(again));
+  assert.equal(again.port, port);
+});
+
+test('binding an address that is not this machine names it', async () => {
+  await assert.rejects(Forwarder.start({ port: 0, bind: '192.0.2.1' }), isTransportError(/192\.0\.2\.1/, /--bind/));
+});
+
+test('a Peer given tcp://*:P throws CLONEKV_TRANSPORT from its constructor', () => {
+  assert.throws(() => new Peer({ server: 'tcp://*:5556' }), isTransportError(/tcp:\/\/\*:5557/));
+});
