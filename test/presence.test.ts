@@ -30,12 +30,15 @@ function assertPresence(value: unknown, expected: { id: string; name: string; su
   assert.ok(since >= after && since <= Date.now(), `since ${v.since} is between the peer's start (${new Date(after).toISOString()}) and now`);
 }
 
+/** Ten beats of slack: a live peer in a loaded process that misses a few beats stays present. */
+const PEER_TIMEOUT = 10 * BEAT;
+
 test('keys owned by a peer killed with SIGKILL are deleted everywhere once its heartbeats stop', async (t) => {
-  const fwd = await forwarder(t, { peerTimeout: 3 * BEAT });
+  const fwd = await forwarder(t, { peerTimeout: PEER_TIMEOUT });
   const started = Date.now();
   const owner = await childPeer(t, fwd.endpoint, { heartbeatInterval: BEAT, name: 'doomed' });
-  // The observers do not announce themselves: with peerTimeout this short, a slow beat of theirs
-  // would be purged too and blur what the purge counter says.
+  // The observers do not announce themselves: a late beat of theirs (1 s by default, against a
+  // 2 s peerTimeout) must not add their presence keys to the purge counter checked below.
   const observers = [await readyPeer(t, fwd.endpoint, { presence: false }), await readyPeer(t, fwd.endpoint, { subtree: 'locks/', presence: false })];
   const presence = await readyPeer(t, fwd.endpoint, { subtree: '$peers/', presence: false });
   for (const key of ['locks/a', 'locks/b']) {
@@ -53,7 +56,7 @@ test('keys owned by a peer killed with SIGKILL are deleted everywhere once its h
   // How soon depends on the machine's load; that it happens, with no clean close, is the promise
   // (bench/ measures speeds). The deadline is only there so that a failure ends the test.
   for (const o of observers) await waitFor('owned keys purged', () => !o.has('locks/a') && !o.has('locks/b'), 15_000);
-  t.diagnostic(`owned keys purged ${Date.now() - killedAt} ms after SIGKILL (peerTimeout ${3 * BEAT} ms)`);
+  t.diagnostic(`owned keys purged ${Date.now() - killedAt} ms after SIGKILL (peerTimeout ${PEER_TIMEOUT} ms)`);
   assert.deepEqual(reasons.sort(), ['locks/a:purged', 'locks/b:purged']);
   assert.equal(observers[0]!.get('plain/kept'), 1, 'keys written without ephemeral stay');
   assert.equal(observers[1]!.size, 0, 'the locks/ peer holds nothing more');
@@ -81,9 +84,7 @@ test('a clean close deletes owned keys at once; a plain overwrite ends ownership
 });
 
 test('presence: clonekv peers lists live peers; a service can watch who is present', async (t) => {
-  // Ten beats of slack: the in-process watcher must stay present even if this loaded process
-  // misses a few of its beats; the killed member is purged all the same.
-  const fwd = await forwarder(t, { peerTimeout: 10 * BEAT });
+  const fwd = await forwarder(t, { peerTimeout: PEER_TIMEOUT });
   const watcher = await readyPeer(t, fwd.endpoint, { subtree: '$peers/', heartbeatInterval: BEAT });
   const joined: string[] = [];
   const left: string[] = [];
