@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { ClonekvError, Forwarder, Peer } from '../src/index.ts';
-import { bindForwarderSockets, connectDealer, connectPublisher, connectSubscriber, type ForwarderSockets } from '../src/transport/sockets.ts';
+import { bindForwarderSockets, connectDealer, connectPublisher, connectSubscriber, releaseForwarderSockets } from '../src/transport/sockets.ts';
 
 const HWM = { send: 10, receive: 10 };
 
@@ -66,47 +66,51 @@ test('a good endpoint still connects (no server needed)', (t) => {
   assert.equal(sub.closed, false);
 });
 
-/** A TCP listener on 127.0.0.1:port, closed after the test; resolves once it listens. */
-async function holdPort(t: TestContext, port: number): Promise<Server> {
+/** Listens on 127.0.0.1:port with node:net; rejects if the port is taken. */
+async function listenOn(port: number): Promise<Server> {
   const server = createServer();
   server.listen(port, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  const [event] = (await Promise.race([once(server, 'listening').then(() => ['listening']), once(server, 'error')])) as [unknown];
+  if (event !== 'listening') throw event;
   return server;
 }
 
-/** A free port triple above the kernel's ephemeral range, so no parallel test takes it meanwhile. */
-async function freeTriple(): Promise<number> {
+const closeServer = (s: Server): Promise<void> => new Promise((r) => s.close(() => r()));
+
+/**
+ * A port P above the kernel's ephemeral range (so no parallel test's ephemeral bind takes it)
+ * whose triple was free a moment ago, with P+1 now held by a node:net listener, closed after
+ * the test.
+ */
+async function tripleWithMiddleTaken(t: TestContext): Promise<{ port: number; holder: Server }> {
   for (let attempt = 0; ; attempt++) {
     const port = 61_000 + Math.floor(Math.random() * 4000);
+    const held: Server[] = [];
     try {
-      const s = await bindForwarderSockets('127.0.0.1', port, { router: HWM, publisher: HWM, collector: HWM });
-      closeSockets(s);
-      return port;
+      for (const p of [port, port + 1, port + 2]) held.push(await listenOn(p));
     } catch (err) {
+      await Promise.all(held.map(closeServer));
       if (attempt > 20) throw err;
+      continue;
     }
+    const [first, holder, third] = held as [Server, Server, Server];
+    await Promise.all([closeServer(first), closeServer(third)]);
+    t.after(() => (holder.listening ? closeServer(holder) : undefined));
+    return { port, holder };
   }
 }
 
-function closeSockets(s: ForwarderSockets): void {
-  s.router.close();
-  s.publisher.close();
-  s.collector.close();
-}
-
 test('binding a taken port says the port is in use, and releases the ports it had bound', async (t) => {
-  const port = await freeTriple();
-  // P+1 is taken: the ROUTER on P binds, then the XPUB fails.
-  const holder = await holdPort(t, port + 1);
+  const { port, holder } = await tripleWithMiddleTaken(t);
+  // P+1 is taken: the ROUTER binds P, then the XPUB fails on P+1.
   await assert.rejects(
     bindForwarderSockets('127.0.0.1', port, { router: HWM, publisher: HWM, collector: HWM }),
     (e: unknown) => isTransportError(escape(`${port}`), /in use/, /--port/)(e) && (e as ClonekvError).cause !== undefined,
   );
-  await new Promise<void>((r) => holder.close(() => r()));
-  // P was released by the failed attempt: the whole triple binds again at once.
+  await closeServer(holder);
+  // The failed attempt released P before it threw: the whole triple binds again at once.
   const again = await bindForwarderSockets('127.0.0.1', port, { router: HWM, publisher: HWM, collector: HWM });
-  t.after(() => closeSockets(again));
+  t.after(() => releaseForwarderSockets(again));
   assert.equal(again.port, port);
 });
 

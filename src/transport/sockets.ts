@@ -53,6 +53,51 @@ function closeAll(sockets: ReadonlyArray<Closable | undefined>): void {
   }
 }
 
+/** Longest wait for zeromq to report a released listener, ms; past it we return anyway. */
+const RELEASE_WAIT_MS = 2000;
+
+/**
+ * Unbinds `socket` from its bound endpoint and resolves once zeromq's I/O thread has closed the
+ * listening socket. `unbind()` alone resolves before that (in a loop here, about 1 bind in 30 at
+ * once on the same port still failed with EADDRINUSE), so the monitor's `close` event for the
+ * endpoint is awaited, up to {@link RELEASE_WAIT_MS}. Never throws.
+ */
+async function unbindAndWait(socket: zmq.Socket): Promise<void> {
+  const endpoint = socket.closed ? null : socket.lastEndpoint;
+  if (!endpoint) return;
+  let timer: NodeJS.Timeout | undefined;
+  let onClose: ((e: { address: string }) => void) | undefined;
+  const events = socket.events;
+  const released = new Promise<void>((resolve) => {
+    onClose = (e) => e.address === endpoint && resolve();
+    events.on('close', onClose);
+    timer = setTimeout(resolve, RELEASE_WAIT_MS);
+  });
+  try {
+    await socket.unbind(endpoint);
+    await released;
+  } catch {
+    // Already unbound or closed: nothing is bound any more.
+  } finally {
+    clearTimeout(timer);
+    if (onClose) events.off('close', onClose);
+  }
+}
+
+/** Unbinds (waiting until the ports are free, see {@link unbindAndWait}) and closes sockets. Never throws. */
+async function releaseAll(sockets: ReadonlyArray<zmq.Socket | undefined>): Promise<void> {
+  await Promise.all(sockets.map((s) => (s ? unbindAndWait(s) : undefined)));
+  closeAll(sockets);
+}
+
+/**
+ * Unbinds and closes the forwarder's sockets; when it resolves, the three ports are free.
+ * Never throws.
+ */
+export function releaseForwarderSockets(s: ForwarderSockets): Promise<void> {
+  return releaseAll([s.router, s.publisher, s.collector]);
+}
+
 /**
  * Creates a socket and sets its options one by one. zeromq checks options as they are set
  * (EINVAL for a routing id over 255 bytes or a negative high-water mark), and a socket whose
@@ -180,7 +225,8 @@ export async function bindForwarderSockets(
       return { router, publisher, collector, port: bound };
     } catch (err) {
       lastErr = err;
-      closeAll([router, publisher, collector]);
+      // The ports bound so far are free again when this function returns or retries.
+      await releaseAll([router, publisher, collector]);
       if (!isAddressInUse(err) || port !== 0) break;
     }
   }
