@@ -24,6 +24,21 @@ export async function waitFor<T>(what: string, check: () => T | undefined | fals
   }
 }
 
+/**
+ * Like {@link waitFor} for a reading that must itself wait (asking a child process, say): reads
+ * again as soon as the last reading settles, until `done(reading)`; resolves with that reading.
+ * Fails after `ms` with `what` and the last reading.
+ */
+export async function waitForReading<T>(what: string, read: () => Promise<T>, done: (reading: T) => boolean, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const reading = await within(what, read(), Math.max(1, deadline - Date.now()));
+    if (done(reading)) return reading;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last reading: ${JSON.stringify(reading)}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 /** Rejects if `p` does not settle within `ms`. */
 export async function within<T>(what: string, p: Promise<T>, ms = 10_000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

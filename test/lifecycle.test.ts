@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Forwarder, InvalidOptionError, Peer } from '../src/index.ts';
-import { forwarder, readyPeer, within } from './helpers.ts';
+import { forwarder, readyPeer, waitFor, within } from './helpers.ts';
 
 /** Starts a forwarder on a fixed port above the kernel's ephemeral range (32768-60999), so no
  * parallel test that binds ephemeral ports can take it between close and rebind. */
@@ -18,11 +18,13 @@ async function startAboveEphemeralRange(): Promise<Forwarder> {
   }
 }
 
-test('close() is idempotent, closed() resolves, and the ports are released', async () => {
+test('close() is idempotent, closed() resolves, and the ports are released', async (t) => {
   const fwd = await startAboveEphemeralRange();
+  t.after(() => fwd.close()); // a failed assertion must not leave the process running
   const port = fwd.port;
   const p = new Peer({ server: fwd.endpoint });
-  await p.ready();
+  t.after(() => p.close());
+  await within('peer ready', p.ready());
   await Promise.all([p.close(), p.close()]);
   await p.closed();
   assert.equal(p.status, 'closed');
@@ -31,6 +33,7 @@ test('close() is idempotent, closed() resolves, and the ports are released', asy
   await fwd.closed();
   // The same triple can be bound again at once.
   const again = await Forwarder.start({ port });
+  t.after(() => again.close());
   assert.equal(again.port, port);
   await again.close();
 });
@@ -43,7 +46,7 @@ test('await using closes peers and forwarders', async () => {
     endpoint = fwd.endpoint;
     await using p = new Peer({ server: endpoint });
     peerRef = p;
-    await p.ready();
+    await within('peer ready', p.ready());
   }
   assert.equal(peerRef.status, 'closed');
   await assert.rejects(peerRef.set('x', 1), { code: 'CLONEKV_CLOSED' });
@@ -54,6 +57,7 @@ test('closing a peer rejects pending writes and ready(), and ends watches', asyn
   const port = fwd.port;
   await fwd.close();
   const p = new Peer({ server: `tcp://127.0.0.1:${port}`, writeTimeout: 60_000 });
+  t.after(() => p.close());
   const ready = p.ready();
   const write = p.set('never', 1);
   const watch = (async () => {
@@ -73,11 +77,13 @@ test('a live peer ends its watches on close', async (t) => {
   await p.set('a', 1);
   const got: string[] = [];
   const watching = (async () => {
-    for await (const e of p.watch()) got.push(e.key);
+    for await (const e of p.watch()) got.push(`${e.key}=${String(e.value)}:${e.isUpdate}`);
   })();
+  // The watch is running (it replayed the current value) when the peer closes under it.
+  await waitFor('the replay of a', () => got.length > 0);
   await p.close();
   await within('watch to end', watching);
-  assert.ok(got.length <= 1);
+  assert.deepEqual(got, ['a=1:false'], 'the replay and nothing after it');
 });
 
 test('bad options are named in the error', async () => {
@@ -96,6 +102,7 @@ test('binding a port triple that is taken fails with a transport error naming it
   await assert.rejects(Forwarder.start({ port: fwd.port }), (e: Error & { code?: string }) => {
     assert.equal(e.code, 'CLONEKV_TRANSPORT');
     assert.match(e.message, new RegExp(`${fwd.port}`));
+    assert.match(e.message, /in use/);
     assert.match(e.message, /another process|--port/);
     return true;
   });

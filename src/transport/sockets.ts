@@ -26,13 +26,165 @@ export interface ForwarderSockets {
 }
 
 function isAddressInUse(err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  return code === 'EADDRINUSE' || /in use/i.test(String((err as Error).message));
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === 'EADDRINUSE' || /in use/i.test(String((err as Error | undefined)?.message));
+}
+
+/** The message of a zeromq (or any) error, for our own messages. */
+function reasonOf(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  return typeof e?.code === 'string' && !message.includes(e.code) ? `${message} (${e.code})` : message;
+}
+
+/** Anything zeromq hands out that must be closed once we stop owning it. */
+interface Closable {
+  close(): void;
+}
+
+/** Closes sockets we created but will not hand out; a close failure must not hide the first error. */
+function closeAll(sockets: ReadonlyArray<Closable | undefined>): void {
+  for (const s of sockets) {
+    try {
+      s?.close();
+    } catch {
+      // Already closed or never usable: nothing left to release.
+    }
+  }
+}
+
+/** Longest wait for zeromq to report a released listener, ms; past it we return anyway. */
+const RELEASE_WAIT_MS = 2000;
+
+/**
+ * Unbinds `socket` from its bound endpoint and resolves once zeromq's I/O thread has closed the
+ * listening socket. `unbind()` alone resolves before that (in a loop here, about 1 bind in 30 at
+ * once on the same port still failed with EADDRINUSE), so the monitor's `close` event for the
+ * endpoint is awaited, up to {@link RELEASE_WAIT_MS}. Never throws.
+ */
+async function unbindAndWait(socket: zmq.Socket): Promise<void> {
+  const endpoint = socket.closed ? null : socket.lastEndpoint;
+  if (!endpoint) return;
+  let timer: NodeJS.Timeout | undefined;
+  let onClose: ((e: { address: string }) => void) | undefined;
+  const events = socket.events;
+  const released = new Promise<void>((resolve) => {
+    onClose = (e) => e.address === endpoint && resolve();
+    events.on('close', onClose);
+    timer = setTimeout(resolve, RELEASE_WAIT_MS);
+  });
+  try {
+    await socket.unbind(endpoint);
+    await released;
+  } catch {
+    // Already unbound or closed: nothing is bound any more.
+  } finally {
+    clearTimeout(timer);
+    if (onClose) events.off('close', onClose);
+  }
+}
+
+/** Unbinds (waiting until the ports are free, see {@link unbindAndWait}) and closes sockets. Never throws. */
+async function releaseAll(sockets: ReadonlyArray<zmq.Socket | undefined>): Promise<void> {
+  await Promise.all(sockets.map((s) => (s ? unbindAndWait(s) : undefined)));
+  closeAll(sockets);
+}
+
+/**
+ * Unbinds and closes the forwarder's sockets; when it resolves, the three ports are free.
+ * Never throws.
+ */
+export function releaseForwarderSockets(s: ForwarderSockets): Promise<void> {
+  return releaseAll([s.router, s.publisher, s.collector]);
+}
+
+/**
+ * Creates a socket and sets its options one by one. zeromq checks options as they are set
+ * (EINVAL for a routing id over 255 bytes or a negative high-water mark), and a socket whose
+ * constructor throws on an option is leaked half-built (it even crashes the process at exit):
+ * so the socket is made bare, the options are set here, and on a refusal it is closed and the
+ * option named. `linger` should come first, so that closing a refused socket never waits.
+ */
+function createSocket<T extends Closable>(kind: string, endpoint: string, Make: new () => T, options: Partial<T>): T {
+  let socket: T;
+  try {
+    socket = new Make();
+  } catch (err) {
+    throw new ClonekvError(ErrorCode.Transport, `cannot create the ${kind} socket for ${endpoint}: ${reasonOf(err)}`, { cause: err });
+  }
+  for (const [name, value] of Object.entries(options)) {
+    try {
+      Reflect.set(socket, name, value);
+    } catch (err) {
+      closeAll([socket]);
+      const shown = typeof value === 'string' && value.length > 40 ? `a ${Buffer.byteLength(value)}-byte string` : JSON.stringify(value);
+      throw new ClonekvError(
+        ErrorCode.Transport,
+        `cannot create the ${kind} socket for ${endpoint}: zeromq refused ${name} = ${shown}: ${reasonOf(err)}; ` +
+          'check the options (high-water marks must be 0 or more)',
+        { cause: err },
+      );
+    }
+  }
+  return socket;
+}
+
+/**
+ * Why a peer cannot connect to `endpoint`, or undefined if it looks connectable. zeromq itself
+ * refuses some bad tcp endpoints (`tcp://*:P`, no port) with a bare EINVAL, and accepts others
+ * that can never reach anyone (`tcp://:0` connects to nothing and waits for ever): both are
+ * caught here with a reason a user can act on.
+ */
+function badConnectEndpoint(endpoint: string): string | undefined {
+  if (!endpoint.startsWith('tcp://')) return undefined; // ipc://, inproc://: zeromq decides
+  const m = /^tcp:\/\/(\[[^\]]*\]|[^:/]*):([^:/]*)$/.exec(endpoint);
+  if (!m) return 'expected tcp://HOST:PORT';
+  const [, host, port] = m as unknown as [string, string, string];
+  if (host === '' || host === '[]') return 'the host is missing';
+  if (host === '*') return '"*" means every local address when binding; a connection needs one host';
+  if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65_535) return `the port must be a number from 1 to 65535, got ${JSON.stringify(port)}`;
+  return undefined;
+}
+
+/**
+ * Creates a socket and connects it to `endpoint`. Any failure (a bad endpoint, an unsupported
+ * transport, a bad socket option) becomes a {@link ClonekvError} with code `CLONEKV_TRANSPORT`
+ * that names the endpoint and keeps zeromq's error as `cause`; the socket is closed first, so a
+ * failed connect leaves nothing open.
+ */
+function connectSocket<T extends Closable & { connect(endpoint: string): void }>(
+  kind: string,
+  endpoint: string,
+  Make: new () => T,
+  options: Partial<T>,
+): T {
+  const bad = badConnectEndpoint(endpoint);
+  if (bad !== undefined) throw connectError(kind, endpoint, bad, undefined);
+  const socket = createSocket(kind, endpoint, Make, options);
+  try {
+    socket.connect(endpoint);
+  } catch (err) {
+    closeAll([socket]);
+    throw connectError(kind, endpoint, reasonOf(err), err);
+  }
+  return socket;
+}
+
+function connectError(kind: string, endpoint: string, reason: string, cause: unknown): ClonekvError {
+  return new ClonekvError(
+    ErrorCode.Transport,
+    `cannot connect the ${kind} socket to ${JSON.stringify(endpoint)}: ${reason}; ` +
+      "give the forwarder's address as tcp://HOST:PORT (a host name or IP address, and the port it serves on)",
+    cause === undefined ? undefined : { cause },
+  );
 }
 
 /**
  * Binds ROUTER on P, XPUB on P+1 and SUB on P+2. With `port` 0 a free triple is found: the ROUTER
  * takes an ephemeral port and the two above it are tried, again with a new port if taken.
+ *
+ * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` naming the ports (and saying when one is in
+ *   use) or the bad address, with zeromq's error as `cause`; every socket created is closed first.
  */
 export async function bindForwarderSockets(
   address: string,
@@ -40,21 +192,30 @@ export async function bindForwarderSockets(
   hwm: { router: Hwm; publisher: Hwm; collector: Hwm },
 ): Promise<ForwarderSockets> {
   const attempts = port === 0 ? 50 : 1;
+  const where = `tcp://${address}:${port === 0 ? '*' : `${port}-${port + 2}`}`;
   let lastErr: unknown;
   for (let i = 0; i < attempts; i++) {
-    const router = new zmq.Router({
-      mandatory: true,
-      sendTimeout: 0,
-      linger: 0,
-      sendHighWaterMark: hwm.router.send,
-      receiveHighWaterMark: hwm.router.receive,
-    });
-    const publisher = new zmq.XPublisher({
-      linger: 0,
-      sendHighWaterMark: hwm.publisher.send,
-      receiveHighWaterMark: hwm.publisher.receive,
-    });
-    const collector = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: hwm.collector.receive });
+    let router: zmq.Router | undefined;
+    let publisher: zmq.XPublisher | undefined;
+    let collector: zmq.Subscriber | undefined;
+    try {
+      router = createSocket('snapshot (ROUTER)', where, zmq.Router, {
+        linger: 0,
+        mandatory: true,
+        sendTimeout: 0,
+        sendHighWaterMark: hwm.router.send,
+        receiveHighWaterMark: hwm.router.receive,
+      });
+      publisher = createSocket('publisher (XPUB)', where, zmq.XPublisher, {
+        linger: 0,
+        sendHighWaterMark: hwm.publisher.send,
+        receiveHighWaterMark: hwm.publisher.receive,
+      });
+      collector = createSocket('collector (SUB)', where, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.collector.receive });
+    } catch (err) {
+      closeAll([router, publisher, collector]);
+      throw err;
+    }
     try {
       await router.bind(`tcp://${address}:${port === 0 ? '*' : port}`);
       const bound = portOf(router.lastEndpoint);
@@ -64,17 +225,15 @@ export async function bindForwarderSockets(
       return { router, publisher, collector, port: bound };
     } catch (err) {
       lastErr = err;
-      router.close();
-      publisher.close();
-      collector.close();
+      // The ports bound so far are free again when this function returns or retries.
+      await releaseAll([router, publisher, collector]);
       if (!isAddressInUse(err) || port !== 0) break;
     }
   }
-  const where = `tcp://${address}:${port === 0 ? '*' : `${port}-${port + 2}`}`;
   const hint = isAddressInUse(lastErr)
-    ? 'another process holds one of the three ports; stop it or choose another --port'
-    : 'check the --bind address';
-  throw new ClonekvError(ErrorCode.Transport, `cannot bind ${where}: ${(lastErr as Error)?.message}; ${hint}`, {
+    ? `a port is already in use: another process holds one of the three ports${port === 0 ? '' : ` ${port}, ${port + 1}, ${port + 2}`}; stop it or choose another --port`
+    : 'check the --bind address (an IP address of this machine, or * for all)';
+  throw new ClonekvError(ErrorCode.Transport, `cannot bind ${where}: ${reasonOf(lastErr)}; ${hint}`, {
     cause: lastErr,
   });
 }
@@ -87,38 +246,41 @@ export function portOf(endpoint: string | null): number {
 }
 
 /**
- * Connects `socket` to `endpoint`; if zeromq refuses the endpoint, closes the socket and throws
- * a `CLONEKV_TRANSPORT` error naming it (a half-made socket would keep the process alive).
- */
-function connectOrClose<S extends zmq.Socket>(socket: S, endpoint: string, what: string): S {
-  try {
-    socket.connect(endpoint);
-  } catch (err) {
-    socket.close();
-    throw new ClonekvError(ErrorCode.Transport, `cannot connect the ${what} to ${JSON.stringify(endpoint)}: ${(err as Error).message}`, { cause: err });
-  }
-  return socket;
-}
+/** libzmq's option number for a socket's send high-water mark. */
+const ZMQ_SNDHWM = 23;
 
 /**
  * Creates the subscriber (not yet subscribed) and connects it. `onDisconnect` is called each
  * time its connection drops (the server went away or restarted).
+ *
+ * Its send side carries only subscriptions and has no high-water mark: libzmq drops what is over
+ * a SUB's send mark, and a subscribe dropped while its unsubscribe gets through trips an assertion
+ * in the server's XPUB (libzmq issue 2942) — it also capped the subscriptions that reached the
+ * forwarder at about 1,000 per connection. What is queued is bounded by the topics subscribed.
+ *
+ * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
 export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void): zmq.Subscriber {
-  const sub = connectOrClose(new zmq.Subscriber({ linger: 0, receiveHighWaterMark: hwm.receive }), endpoint, 'subscriber');
+  const sub = connectSocket('update (SUB)', endpoint, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.receive });
+  // zeromq.js exposes no send mark on a SUB (it sends no messages of its own), so the option is
+  // set by number: ZMQ_SNDHWM, before any subscription is queued.
+  (sub as unknown as { setInt32Option(option: number, value: number): void }).setInt32Option(ZMQ_SNDHWM, 0);
   if (onDisconnect) sub.events.on('disconnect', onDisconnect);
   return sub;
 }
 
-/** Creates a DEALER with the given routing id and connects it. */
+/**
+ * Creates a DEALER with the given routing id and connects it.
+ *
+ * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
+ */
 export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zmq.Dealer {
-  const dealer = new zmq.Dealer({
+  return connectSocket('snapshot (DEALER)', endpoint, zmq.Dealer, {
     linger: 0,
     routingId,
     receiveHighWaterMark: hwm.receive,
     sendHighWaterMark: hwm.send,
   });
-  return connectOrClose(dealer, endpoint, 'request socket');
 }
 
 /**
@@ -126,9 +288,11 @@ export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zm
  * is an XPUB (a PUB on the wire) so that it can tell when the collector has subscribed: a PUB
  * drops what it sends before that, so a write sent earlier would be lost. Read it with
  * {@link subscriptionChanges}.
+ *
+ * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
 export function connectCollector(endpoint: string, hwm: Hwm): zmq.XPublisher {
-  return connectOrClose(new zmq.XPublisher({ linger: 0, sendHighWaterMark: hwm.send }), endpoint, 'collector socket');
+  return connectSocket('collector (PUB)', endpoint, zmq.XPublisher, { linger: 0, sendHighWaterMark: hwm.send });
 }
 
 /**
