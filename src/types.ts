@@ -178,7 +178,11 @@ export interface PeerOptions {
   maxRetryDelay?: number;
   /** Largest value body accepted locally before sending, bytes. Default 1 MiB. */
   maxValueBytes?: number;
-  /** High-water marks of the update subscriber. Default receive 10,000. */
+  /**
+   * High-water marks of the update subscriber. Default receive 10,000. Only `receive` applies:
+   * what a SUB sends is its subscriptions, which are never dropped (a dropped one would leave the
+   * forwarder's view of the subscriptions wrong), so `send` is accepted and ignored.
+   */
   subscriberHwm?: HighWaterMarks;
   /** High-water marks of the DEALER to the snapshot socket (requests, writes). Default 10,000 each way. */
   requestHwm?: HighWaterMarks;
