@@ -146,6 +146,18 @@ export interface ForwarderOptions {
    * plain CHP write is dropped; both are counted in `malformedBy['value-encoding']`. Default `true`.
    */
   checkValues?: boolean;
+  /**
+   * Most updates kept in the retained history, from which peers catch up by difference (a
+   * delta instead of a full snapshot), `watch({ since })` replays and `history()` reads; older
+   * ones are compacted away. Default 1,000,000 (over ten seconds of writes at full speed, hours
+   * at a configuration cache's pace); 0 keeps none (every resync is then a full snapshot).
+   */
+  historyMax?: number;
+  /**
+   * Most bytes the retained history holds (keys, uuids, properties and values, plus about 96
+   * bytes per update); the oldest updates go first past it. Default 256 MiB.
+   */
+  historyBytes?: number;
 }
 
 /** Options of {@link Peer}. All are optional. */

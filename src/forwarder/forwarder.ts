@@ -91,6 +91,7 @@ export class Forwarder implements AsyncDisposable {
       onDeadline: (at) => this.#expiry.arm(at),
       onOwner: (key, owner) => this.#presence.written(key, owner),
       counters,
+      history: { maxEntries: settings.historyMax, maxBytes: settings.historyBytes },
     });
     // KVPRESENT goes after any snapshot in flight to that peer, never inside it.
     const reply = (to: Buffer, frames: Buffer[]): void => this.#snapshots.sendAfterSnapshot(to, frames);

@@ -11,7 +11,9 @@ import { Command, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { appendProperty, encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
-import { SequencedMap } from '../store/sequenced-map.ts';
+import { UpdateHistory, type HistoryBounds } from '../store/history.ts';
+import { SequencedMap, StoredEntry } from '../store/sequenced-map.ts';
+import type { UpdateRecord } from '../store/update-record.ts';
 import type { Counters } from './counters.ts';
 import { SubscriptionHeads } from './heads.ts';
 
@@ -19,6 +21,42 @@ const HUGZ = Buffer.from(Command.Heartbeat);
 
 /** Unsubscribed prefixes whose heads are kept, so a resubscription cannot hide a miss. */
 const RETAINED_HEADS = 10_000;
+
+/**
+ * An update as the history holds it: a view of the stored entry it wrote (a delete gets a
+ * small entry of its own), so appending to the history copies no bytes.
+ */
+class EntryRecord implements UpdateRecord {
+  readonly key: string;
+  readonly owner?: string;
+  readonly #entry: StoredEntry;
+
+  constructor(key: string, entry: StoredEntry, owner: string | undefined) {
+    this.key = key;
+    this.#entry = entry;
+    if (owner !== undefined) this.owner = owner;
+  }
+
+  get seq(): number {
+    return this.#entry.seq;
+  }
+
+  get uuid(): Buffer {
+    return this.#entry.uuid;
+  }
+
+  get properties(): Buffer {
+    return this.#entry.properties;
+  }
+
+  get body(): Buffer {
+    return this.#entry.body;
+  }
+
+  get expiresAt(): number {
+    return this.#entry.expiresAt;
+  }
+}
 
 /** What the log needs from the rest of the forwarder. */
 export interface UpdateLogHooks {
@@ -29,16 +67,21 @@ export interface UpdateLogHooks {
   /** Tells who owns `key` after an update (`undefined`: nobody). */
   readonly onOwner: (key: string, owner: string | undefined) => void;
   readonly counters: Counters;
+  /** Bounds of the retained history (default: the forwarder's defaults). */
+  readonly history?: HistoryBounds;
 }
 
 /** The sequenced, published log of updates. */
 export class UpdateLog {
   readonly store = new SequencedMap();
   readonly heads = new SubscriptionHeads({ retain: RETAINED_HEADS });
+  /** The last updates, for deltas, `watch({ since })` and `history()`. */
+  readonly history: UpdateHistory;
   readonly #hooks: UpdateLogHooks;
 
   constructor(hooks: UpdateLogHooks) {
     this.#hooks = hooks;
+    this.history = new UpdateHistory(hooks.history ?? { maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024 });
   }
 
   /**
@@ -51,6 +94,9 @@ export class UpdateLog {
    */
   append(keyBytes: Buffer, key: string, uuid: Buffer, props: Buffer, body: Buffer, ttlMs: number, now: number, owner: string | undefined): number {
     const seq = this.store.apply(key, uuid, props, body, ttlMs, now);
+    // A put's stored entry is immutable and already holds the bytes: the history shares it.
+    const entry = body.length > 0 ? this.store.get(key)! : new StoredEntry(seq, uuid, props, body, 0);
+    this.history.append(new EntryRecord(key, entry, owner));
     this.#hooks.counters.events.published++;
     this.#hooks.onOwner(key, owner);
     if (ttlMs > 0) this.#hooks.onDeadline(now + ttlMs);
