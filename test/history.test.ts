@@ -1,0 +1,87 @@
+/**
+ * The retained history (src/store/history.ts), without sockets: order, bounds by count and by
+ * bytes, what `oldest` promises, `since` with a prefix and across compaction, `forKey`.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { HistoryCompactedError, RECORD_OVERHEAD_BYTES, UpdateHistory } from '../src/store/history.ts';
+import type { UpdateRecord } from '../src/store/update-record.ts';
+
+const EMPTY = Buffer.alloc(0);
+function rec(seq: number, key: string, body = `v${seq}`): UpdateRecord {
+  return { seq, key, uuid: EMPTY, properties: EMPTY, body: Buffer.from(body), expiresAt: 0 };
+}
+const seqs = (it: Iterable<UpdateRecord>): number[] => [...it].map((r) => r.seq);
+
+test('since() gives the updates after a sequence, in order, puts and deletes, filtered by prefix', () => {
+  const h = new UpdateHistory({ maxEntries: 100, maxBytes: 1e9 });
+  h.append(rec(1, 'a/x'));
+  h.append(rec(2, 'b/y'));
+  h.append(rec(3, 'a/x', '')); // a delete
+  h.append(rec(4, 'a/z'));
+  assert.equal(h.oldest, 0);
+  assert.equal(h.newest, 4);
+  assert.deepEqual(seqs(h.since(0)), [1, 2, 3, 4]);
+  assert.deepEqual(seqs(h.since(2)), [3, 4]);
+  assert.deepEqual(seqs(h.since(1, 'a/')), [3, 4]);
+  assert.deepEqual(seqs(h.since(4)), []);
+  assert.throws(() => h.append(rec(4, 'c')), RangeError, 'a sequence not above the newest is a caller bug');
+});
+
+test('the count bound compacts the oldest; oldest is the last sequence dropped, and every later update is held', () => {
+  const h = new UpdateHistory({ maxEntries: 3, maxBytes: 1e9 });
+  for (let s = 1; s <= 5000; s++) h.append(rec(s, `k${s % 7}`));
+  assert.equal(h.size, 3);
+  assert.equal(h.oldest, 4997);
+  assert.deepEqual(seqs(h.since(h.oldest)), [4998, 4999, 5000]);
+  assert.throws(() => [...h.since(4996)], (e: unknown) => e instanceof HistoryCompactedError && e.oldest === 4997);
+});
+
+test('the byte bound compacts the oldest too, and counts what it holds', () => {
+  const one = RECORD_OVERHEAD_BYTES + 1 + 10; // key "k", 10-byte body
+  const h = new UpdateHistory({ maxEntries: 1000, maxBytes: one * 4 });
+  for (let s = 1; s <= 10; s++) h.append(rec(s, 'k', '0123456789'));
+  assert.equal(h.size, 4);
+  assert.equal(h.bytes, one * 4);
+  assert.equal(h.oldest, 6);
+  const none = new UpdateHistory({ maxEntries: 0, maxBytes: 1e9 });
+  none.append(rec(1, 'k'));
+  assert.equal(none.size, 0);
+  assert.equal(none.oldest, 1, 'a history that keeps nothing still says how far it got');
+});
+
+test('an iteration that falls behind compaction throws instead of skipping updates', () => {
+  const h = new UpdateHistory({ maxEntries: 4, maxBytes: 1e9 });
+  for (let s = 1; s <= 4; s++) h.append(rec(s, 'k'));
+  const it = h.since(0);
+  assert.equal(it.next().value?.seq, 1);
+  h.append(rec(5, 'k')); // drops 1: the iteration is at 2, still held
+  assert.equal(it.next().value?.seq, 2);
+  h.append(rec(6, 'k'));
+  h.append(rec(7, 'k')); // drops 2 and 3: 3 was next
+  assert.throws(() => it.next(), HistoryCompactedError);
+  // A lazy iteration sees what was appended meanwhile.
+  const live = h.since(6);
+  h.append(rec(8, 'k'));
+  assert.deepEqual(seqs(live), [7, 8]);
+});
+
+test('forKey() gives the retained versions of one key, newest first, at most limit', () => {
+  const h = new UpdateHistory({ maxEntries: 5, maxBytes: 1e9 });
+  for (let s = 1; s <= 8; s++) h.append(rec(s, s % 2 === 0 ? 'even' : 'odd'));
+  assert.deepEqual(seqs(h.forKey('even', 10)), [8, 6, 4]);
+  assert.deepEqual(seqs(h.forKey('even', 2)), [8, 6]);
+  assert.deepEqual(seqs(h.forKey('none', 10)), []);
+});
+
+test('reset() starts again after a sequence, vouching for nothing before it', () => {
+  const h = new UpdateHistory({ maxEntries: 5, maxBytes: 1e9 });
+  h.append(rec(1, 'k'));
+  h.reset(100);
+  assert.equal(h.oldest, 100);
+  assert.equal(h.newest, 100);
+  assert.equal(h.size, 0);
+  h.append(rec(101, 'k'));
+  assert.deepEqual(seqs(h.since(100)), [101]);
+  assert.throws(() => [...h.since(50)], HistoryCompactedError);
+});
