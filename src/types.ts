@@ -317,8 +317,10 @@ export interface ForwarderStats {
   purged: number;
   /** Live clonekv peers in the presence table. */
   peers: number;
-  /** Snapshots served. */
+  /** Full snapshots served. */
   snapshots: number;
+  /** Snapshot requests answered by a delta (only the updates after the requester's sequence). */
+  deltas: number;
   /** Replies dropped because a peer was gone or hopelessly behind. */
   dropped: number;
   /** Heartbeats sent. */
@@ -342,7 +344,8 @@ export interface ForwarderStats {
  * - `value-encoding`: a body marked `enc=msgpack` that is not one valid msgpack value (with
  *   the `checkValues` option);
  * - `owner`: an `owner` property that is not a peer id (1 to 64 lowercase hex digits);
- * - `batch`: an unreadable KVWRITE; `snapshot-request`: an ICANHAZ? that is not two frames;
+ * - `batch`: an unreadable KVWRITE; `snapshot-request`: an ICANHAZ? that is neither two frames nor
+ *   three with valid `since` and `epoch` properties;
  *   `subscription`: an unreadable subscription message.
  */
 export type MalformedCounts = Record<

@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { ClonekvError, ClosedError, ErrorCode } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
-import { decodeMessage, EMPTY_FRAME, type ChpMessage } from '../protocol/message.ts';
+import { decodeMessage, EMPTY_FRAME, parseResumeRequest, type ChpMessage } from '../protocol/message.ts';
 import { encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
@@ -99,6 +99,7 @@ export class Forwarder implements AsyncDisposable {
     this.#sequencer = new Sequencer({ log: this.#log, presence: this.#presence, counters, settings, epoch: this.#epoch });
     this.#snapshots = new SnapshotServer({
       store: this.#log.store,
+      history: this.#log.history,
       outbox: this.#outbox,
       counters,
       epoch: this.#epoch,
@@ -106,7 +107,7 @@ export class Forwarder implements AsyncDisposable {
       snapshotBatch: settings.snapshotBatch,
     });
     this.#commands = new Map<string, RouterHandler>([
-      [Command.SnapshotRequest, (from, f) => (f.length === 2 ? this.#snapshots.request(from, f[1]!) : counters.malformed('snapshot-request'))],
+      [Command.SnapshotRequest, (from, f) => this.#onSnapshotRequest(from, f)],
       [Command.WriteBatch, (from, f) => this.#decoded(from, f, (m) => this.#replyIf(from, this.#sequencer.writeBatch(m.body)))],
       [Command.PeerBeat, (from, f) => this.#decoded(from, f, (m) => this.#presence.beat(from, m))],
       [Command.PeerBye, (from, f) => this.#decoded(from, f, (m) => this.#presence.bye(m))],
@@ -302,6 +303,18 @@ export class Forwarder implements AsyncDisposable {
     if (d.reason !== 'frame-count' && frames[2]?.length === 16) {
       this.#outbox.send(from, this.#sequencer.ack(frames[2], { status: 'rejected', detail: d.reason }));
     }
+  }
+
+  /**
+   * ICANHAZ?: two frames (RFC 12), or three from a clonekv peer that asks to resume (`since`,
+   * `epoch`); any other shape, or a third frame that does not read as such, is counted and
+   * dropped.
+   */
+  #onSnapshotRequest(from: Buffer, frames: Buffer[]): void {
+    if (frames.length === 2) return this.#snapshots.request(from, frames[1]!);
+    const resume = frames.length === 3 ? parseResumeRequest(frames[2]!) : undefined;
+    if (!resume) return this.#counters.malformed('snapshot-request');
+    this.#snapshots.request(from, frames[1]!, resume);
   }
 
   #replyIf(to: Buffer, frames: Buffer[] | undefined): void {

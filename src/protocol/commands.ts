@@ -103,8 +103,17 @@ export const Prop = {
   Applied: 'applied',
   /** KTHXBAI: `1` when the forwarder saw the peer's subscription before taking the snapshot. */
   Joined: 'joined',
-  /** KVPRESENT: when the peer's registration began, ms since epoch (decimal). */
+  /**
+   * KVPRESENT: when the peer's registration began, ms since epoch (decimal). ICANHAZ?'s third
+   * frame and KVHISTORY: the sequence after which updates are wanted.
+   */
   Since: 'since',
+  /** KTHXBAI: `1` when the answer is a delta (the updates after the requested `since`), not a snapshot. */
+  Delta: 'delta',
+  /** KVHISTORY: most versions wanted (request); the oldest sequence the history holds (answer). */
+  Limit: 'limit',
+  /** KVHISTORY answer: every update after this sequence is held (the history's `oldest`). */
+  Oldest: 'oldest',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */
