@@ -266,8 +266,13 @@ export interface OwnershipLostInfo {
 export interface PeerStats {
   /** Live updates applied. */
   updates: number;
-  /** Snapshots applied (the first join plus every resync). */
+  /** Full snapshots applied (the first join plus every resync not answered by a delta). */
   snapshots: number;
+  /**
+   * Resyncs answered by a delta: a clonekv forwarder that still held every update after this
+   * peer's sequence, in the same epoch, sent only those (see the README's Guarantees).
+   */
+  deltaSyncs: number;
   /** Snapshot requests sent, retries included (a peer retries with backoff for as long as it is open). */
   snapshotRequests: number;
   /** Resyncs started, by any reason. */

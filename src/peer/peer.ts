@@ -216,6 +216,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #stats: PeerStats = {
     updates: 0,
     snapshots: 0,
+    deltaSyncs: 0,
     snapshotRequests: 0,
     resyncs: 0,
     gaps: 0,
@@ -607,11 +608,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #execute(c: SyncCommand): void {
     switch (c.type) {
       case 'apply':
-        return this.#apply(c.seq, c.uuid, c.key, c.value, c.reason);
+        return this.#apply(c.seq, c.uuid, c.key, c.value, c.reason, c.fromResync);
       case 'request':
         this.#link.openDealer(c.attempt);
         if (this.#sync.kind === 'clonekv' && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#sync.applied);
-        this.#link.request(snapshotRequestFrames(this.#subtreeBytes));
+        this.#link.request(snapshotRequestFrames(this.#subtreeBytes, c.resume));
         return;
       case 'resync':
         if (this.listenerCount('resync') > 0) this.emit('resync', { reason: c.reason });
@@ -657,7 +658,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   }
 
   /** Applies one live update to the map (`key` undefined: not held; `value` undefined: a delete). */
-  #apply(seq: number, uuid: Buffer, key: string | undefined, value: unknown, reason: DeleteReason | undefined): void {
+  #apply(seq: number, uuid: Buffer, key: string | undefined, value: unknown, reason: DeleteReason | undefined, fromResync: boolean): void {
     // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
     this.#writes.onEcho(uuid, seq);
     if (key === undefined) return;
@@ -667,13 +668,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#map.delete(key);
       this.#stats.updates++;
       if (this.#watchers.observed) {
-        this.#watchers.emit({ key, operation: 'delete', value: undefined, previous: before.value, version: seq, isUpdate: true, reason: reason ?? 'deleted', fromResync: false });
+        this.#watchers.emit({ key, operation: 'delete', value: undefined, previous: before.value, version: seq, isUpdate: true, reason: reason ?? 'deleted', fromResync });
       }
       return;
     }
     this.#stats.updates++;
     this.#map.set(key, { value, version: seq });
-    if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'put', value, previous: before?.value, version: seq, isUpdate: true, fromResync: false });
+    if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'put', value, previous: before?.value, version: seq, isUpdate: true, fromResync });
   }
 
   /** Runs the sync machine's timer work, then re-arms for its next wake-up. */
@@ -727,6 +728,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     sync.replied(now, attempt);
     if (command === Command.SnapshotBatch && frames.length === 5) {
       try {
+        // A delta's entries (deletes among them) need their uuid and delete reason too.
+        const detail = sync.wantsDeltaDetail(attempt);
         scanBatch(frames[4]!, (b, s) =>
           sync.snapshotEntry(
             attempt,
@@ -734,6 +737,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
             s.sequence,
             this.#isMsgpack(b, s.propertiesStart, s.propertiesLength),
             b.subarray(s.bodyStart, s.bodyStart + s.bodyLength),
+            detail ? b.subarray(s.uuidStart, s.uuidStart + s.uuidLength) : undefined,
+            detail && s.bodyLength === 0 ? deleteReason(b.subarray(s.propertiesStart, s.propertiesStart + s.propertiesLength)) : undefined,
           ),
         );
       } catch (err) {
@@ -808,6 +813,16 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 }
 
 const STATS = Buffer.from(Command.Stats);
+
+/** Why a delete in a delta happened, from its properties (`reason`); unreadable: `deleted`. */
+function deleteReason(props: Buffer): DeleteReason {
+  try {
+    const why = new PropertyView(props).get(Prop.Reason);
+    return why === 'expired' || why === 'purged' ? why : 'deleted';
+  } catch {
+    return 'deleted';
+  }
+}
 const COMMANDS: ReadonlySet<string> = new Set(Object.values(Command));
 /** Why a snapshot entry may be bad without the snapshot being incomplete. */
 const SKIPPABLE: ReadonlySet<MalformedReason> = new Set<MalformedReason>(['empty-key', 'key-too-long', 'uuid-size', 'properties']);
