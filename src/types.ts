@@ -51,6 +51,36 @@ export interface WatchOptions {
    * `CLONEKV_WATCH_OVERFLOW` error rather than grow without bound. Default 100,000.
    */
   maxPending?: number;
+  /**
+   * Replay the retained updates after this sequence (instead of the current entries), oldest
+   * first, then go live: every change after `since` is yielded once, none is missed at the
+   * seam. Needs a clonekv forwarder (`CLONEKV_UNSUPPORTED` otherwise); if the forwarder no
+   * longer holds every update after `since`, the iterator throws `CLONEKV_COMPACTED` (a
+   * {@link CompactedError} with `oldest`). Replayed entries have `isUpdate: true`; their
+   * `previous` is known only from earlier updates of the same replay.
+   */
+  since?: number;
+}
+
+/** Options of {@link Peer.history}. */
+export interface HistoryOptions {
+  /** Most versions returned, newest first. Default 100, at most 10,000. */
+  limit?: number;
+  /** How long to wait for the forwarder's answer, ms. Default the peer's `writeTimeout`. */
+  timeout?: number;
+}
+
+/** One retained version of a key ({@link Peer.history}). */
+export interface HistoryEntry<V = unknown> {
+  readonly key: string;
+  /** `put`, or `delete` (with `reason`). */
+  readonly operation: 'put' | 'delete';
+  /** The value written; `undefined` for a delete. */
+  readonly value: V | undefined;
+  /** The sequence of this update. */
+  readonly version: number;
+  /** For a delete: why. */
+  readonly reason?: DeleteReason;
 }
 
 /** Options of {@link Peer.set}. */

@@ -6,8 +6,8 @@
  *
  * Topology (P = base port):
  * ```
- *   peers' DEALER ──► ROUTER :P    ICANHAZ? → KVSYNC or KVBATCH..., KTHXBAI; KVSET → KVACK;
- *                                  KVWRITE → KVACKS; KVBEAT → (KVPRESENT); KVBYE; KVSTATS
+ *   peers' DEALER ──► ROUTER :P    ICANHAZ? → KVSYNC or KVBATCH..., KTHXBAI (or a delta); KVSET → KVACK;
+ *                                  KVWRITE → KVACKS; KVBEAT → (KVPRESENT); KVBYE; KVSTATS; KVHISTORY
  *   peers' SUB    ◄── XPUB   :P+1  KVPUB, HUGZ (XPUB: subscriptions are seen, for gap detection)
  *   plain PUB     ──► SUB    :P+2  KVSET (plain CHP writers)
  * ```
@@ -33,6 +33,7 @@ import { bindForwarderSockets, receiveLoop, type ForwarderSockets } from '../tra
 import type { Endpoints, ForwarderOptions, ForwarderPeer, ForwarderStats } from '../types.ts';
 import { Counters } from './counters.ts';
 import { Expiry } from './expiry.ts';
+import { answerHistory } from './history-server.ts';
 import { Presence } from './presence.ts';
 import { Sequencer } from './sequencer.ts';
 import { forwarderSettings, type Settings } from './settings.ts';
@@ -112,6 +113,7 @@ export class Forwarder implements AsyncDisposable {
       [Command.PeerBeat, (from, f) => this.#decoded(from, f, (m) => this.#presence.beat(from, m))],
       [Command.PeerBye, (from, f) => this.#decoded(from, f, (m) => this.#presence.bye(m))],
       [Command.Stats, (from, f) => this.#decoded(from, f, () => this.#sendStats(from))],
+      [Command.History, (from, f) => this.#decoded(from, f, (m) => this.#sendHistory(from, m))],
     ]);
     this.#longestCommand = Math.max(...[...this.#commands.keys()].map((c) => c.length));
     const ignore = (): void => {};
@@ -319,6 +321,13 @@ export class Forwarder implements AsyncDisposable {
 
   #replyIf(to: Buffer, frames: Buffer[] | undefined): void {
     if (frames) this.#outbox.send(to, frames);
+  }
+
+  /** KVHISTORY: answered on the ROUTER; a malformed request is counted (`properties`) and dropped. */
+  #sendHistory(to: Buffer, m: ChpMessage): void {
+    const answer = answerHistory(this.#log.history, this.#log.store, m);
+    if (answer) this.#outbox.send(to, answer);
+    else this.#counters.malformed('properties');
   }
 
   #sendStats(to: Buffer): void {

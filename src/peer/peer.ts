@@ -12,20 +12,22 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { ClonekvError, ClosedError, ErrorCode, InvalidOptionError } from '../errors.ts';
+import { ClonekvError, ClosedError, CompactedError, ErrorCode, InvalidOptionError } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
-import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
+import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames, type MalformedReason } from '../protocol/message.ts';
-import { PropertyView } from '../protocol/properties.ts';
+import { encodeProperties, PropertyView } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
-import { encodeValue } from '../protocol/values.ts';
+import { decodeBody, encodeValue } from '../protocol/values.ts';
 import type {
   DeleteOptions,
   DeleteReason,
   Endpoints,
   Entry,
+  HistoryEntry,
+  HistoryOptions,
   OwnershipLostInfo,
   PeerOptions,
   PeerStats,
@@ -213,6 +215,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
   #statsWaiters: Array<{ resolve: (v: ServerStats) => void; reject: (e: Error) => void }> = [];
+  /** KVHISTORY requests waiting for their answer, by uuid (latin1). */
+  readonly #historyWaiters = new Map<string, { resolve: (frames: Buffer[]) => void; reject: (e: Error) => void }>();
   readonly #stats: PeerStats = {
     updates: 0,
     snapshots: 0,
@@ -533,6 +537,117 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     });
   }
 
+  // ---- history -------------------------------------------------------------------------------
+
+  /**
+   * The versions of `key` the forwarder still holds in its retained history, **newest first**
+   * (at most `limit`, default 100): puts and deletes, each with its sequence. Older versions may
+   * have been compacted away (the forwarder's `historyMax`/`historyBytes`); a key the forwarder
+   * holds but none of whose versions is retained rejects with `CLONEKV_COMPACTED`
+   * ({@link CompactedError}, `oldest`: every update after it is held). A key never written (or
+   * deleted before the retained history) gives `[]`.
+   *
+   * @example
+   * ```ts
+   * for (const v of await peer.history('config/db/url', { limit: 5 })) console.log(v.version, v.value);
+   * ```
+   * @throws `CLONEKV_INVALID_KEY`, `CLONEKV_INVALID_OPTION`, `CLONEKV_UNSUPPORTED` against a plain
+   *   CHP server, `CLONEKV_TIMEOUT`, `CLONEKV_COMPACTED`, `CLONEKV_CLOSED`
+   */
+  async history<V = unknown>(key: string, options: HistoryOptions = {}): Promise<Array<HistoryEntry<V>>> {
+    const keyBytes = checkKey(key);
+    if (keyBytes instanceof ClonekvError) throw keyBytes;
+    const limit = intOption('limit', options.limit, 100, 1, 10_000);
+    const frames = await this.#historyRequest([[Prop.Limit, String(limit)]], keyBytes, options.timeout, `history of "${key}"`);
+    const { records, status, oldest } = readHistoryAnswer(frames);
+    if (status === 'compacted') throw new CompactedError(`history of "${key}"`, oldest, this.#s.endpoints.snapshot);
+    return records.map((r) => historyEntry<V>(r));
+  }
+
+  /** Sends one KVHISTORY request and waits for its answer (its frames), within `timeout` (joining included). */
+  async #historyRequest(props: Array<[string, string]>, body: Buffer, timeout: number | undefined, what: string): Promise<Buffer[]> {
+    const ms = durationOption('timeout', timeout, this.#s.writeTimeout, 1);
+    if (this.#life.closing) throw new ClosedError('peer');
+    const deadline = Date.now() + ms;
+    const noAnswer = (): ClonekvError => new ClonekvError(ErrorCode.Timeout, `${what}: no answer from the forwarder at ${this.#s.endpoints.snapshot} within ${ms} ms`);
+    if (this.#sync.status === 'syncing') {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([this.ready(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(noAnswer()), ms)))]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    if (this.#sync.kind !== 'clonekv' || !this.#link.hasDealer) {
+      throw new ClonekvError(ErrorCode.Unsupported, `${what}: the server at ${this.#s.endpoints.snapshot} is a plain CHP server, which keeps no history`);
+    }
+    const uuid = randomBytes(16);
+    const id = uuid.toString('latin1');
+    return new Promise<Buffer[]>((resolve, reject) => {
+      const timer = setTimeout(() => done(undefined, noAnswer()), Math.max(0, deadline - Date.now()));
+      const done = (frames: Buffer[] | undefined, err?: Error): void => {
+        clearTimeout(timer);
+        this.#historyWaiters.delete(id);
+        if (frames) resolve(frames);
+        else reject(err);
+      };
+      this.#historyWaiters.set(id, { resolve: (f) => done(f), reject: (e) => done(undefined, e) });
+      this.#link.request([HISTORY, ZERO_SEQUENCE, uuid, encodeProperties(props), body]);
+    });
+  }
+
+  /**
+   * `watch(prefix, { since })`: the retained updates after `since` (asked page by page), up to
+   * what the local map held when the watch went live, then the live changes, which were queued
+   * from that moment: so nothing is missed or yielded twice at the seam.
+   */
+  async *#watchSince<V>(prefix: string, since: number, options: WatchOptions): AsyncGenerator<WatchEntry<V>> {
+    await this.ready();
+    const { since: _since, ...rest } = options;
+    // Registered at once (the peer is ready): every change from here on is queued in it.
+    const live = this.watch<V>(prefix, { ...rest, updatesOnly: true });
+    const upTo = this.#sync.applied;
+    try {
+      const scope = replayScope(prefix, this.#s.subtree);
+      const hidePresence = this.#s.subtree === '';
+      const previous = new Map<string, unknown>();
+      let from = since;
+      while (scope !== undefined && from < upTo && !options.signal?.aborted) {
+        const frames = await this.#historyRequest([[Prop.Since, String(from)]], Buffer.from(scope, 'utf8'), undefined, `watch of "${prefix}" since ${since}`);
+        const { records, status, oldest } = readHistoryAnswer(frames);
+        if (status === 'compacted') throw new CompactedError(`watch of "${prefix}" since ${since}`, oldest, this.#s.endpoints.snapshot);
+        for (const r of records) {
+          if (r.version > upTo) {
+            from = upTo; // the rest comes live
+            break;
+          }
+          from = r.version;
+          if (hidePresence && r.key.startsWith(PRESENCE_PREFIX)) continue;
+          const e = historyEntry<V>(r);
+          yield {
+            key: e.key,
+            operation: e.operation,
+            value: e.value,
+            previous: previous.get(e.key) as V | undefined,
+            version: e.version,
+            isUpdate: true,
+            ...(e.reason ? { reason: e.reason } : {}),
+            fromResync: false,
+          };
+          previous.set(e.key, e.value);
+        }
+        if (records.length === 0) break;
+      }
+      for await (const e of live) {
+        // Asked from a point this peer had not reached yet: what came before it is not wanted.
+        if (since > upTo && !e.fromResync && e.version <= since) continue;
+        yield e;
+      }
+    } finally {
+      await live.return?.();
+    }
+  }
+
   // ---- watch ---------------------------------------------------------------------------------
 
   /**
@@ -549,6 +664,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * ```
    */
   watch<V = unknown>(prefix = '', options: WatchOptions = {}): AsyncIterableIterator<WatchEntry<V>> {
+    if (options.since !== undefined) {
+      const since = intOption('since', options.since, 0, 0);
+      intOption('maxPending', options.maxPending, 100_000, 1);
+      return this.#watchSince<V>(prefix, since, options);
+    }
     const map = this.#map;
     const self = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the source reads the peer's state when the watch starts
     return this.#watchers.watch<V>(
@@ -589,6 +709,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#readyReject(new ClosedError('peer'));
       this.#writes.close(new ClosedError('peer'));
       for (const w of this.#statsWaiters.splice(0)) w.reject(new ClosedError('peer'));
+      for (const w of [...this.#historyWaiters.values()]) w.reject(new ClosedError('peer'));
       this.#watchers.endAll();
       await this.#link.close();
     });
@@ -712,6 +833,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
     if (command === Command.WriteAck) return this.#writes.onAck(frames);
     if (command === Command.PeerPresent) return this.#onPresent(frames);
+    if (command === Command.History) {
+      const uuid = frames[2];
+      if (frames.length !== 5 || uuid?.length !== 16) return void this.#stats.malformed++;
+      return this.#historyWaiters.get(uuid.toString('latin1'))?.resolve(frames);
+    }
     if (command === Command.Stats) {
       const waiter = this.#statsWaiters.shift();
       try {
@@ -813,6 +939,60 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 }
 
 const STATS = Buffer.from(Command.Stats);
+const HISTORY = Buffer.from(Command.History);
+
+/** One update of a KVHISTORY answer. */
+interface HistoryRecord {
+  readonly key: string;
+  readonly version: number;
+  readonly body: Buffer;
+  readonly msgpack: boolean;
+  readonly reason: DeleteReason;
+}
+
+/** Reads a KVHISTORY answer; throws `CLONEKV_MALFORMED` for one that does not read. */
+function readHistoryAnswer(frames: Buffer[]): { records: HistoryRecord[]; status: string; oldest: number } {
+  try {
+    const props = new PropertyView(frames[3]!);
+    const records: HistoryRecord[] = [];
+    scanBatch(frames[4]!, (b, e) => {
+      const raw = b.subarray(e.propertiesStart, e.propertiesStart + e.propertiesLength);
+      records.push({
+        key: b.toString('utf8', e.keyStart, e.keyStart + e.keyLength),
+        version: e.sequence,
+        body: b.subarray(e.bodyStart, e.bodyStart + e.bodyLength),
+        msgpack: e.propertiesLength > 0 && new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING,
+        reason: e.bodyLength === 0 ? deleteReason(raw) : 'deleted',
+      });
+    });
+    const oldest = Number(props.get(Prop.Oldest) ?? '0');
+    return { records, status: props.get(Prop.Status) ?? 'ok', oldest: Number.isSafeInteger(oldest) ? oldest : 0 };
+  } catch (err) {
+    throw new ClonekvError(ErrorCode.Malformed, 'unreadable history answer from the forwarder', { cause: err });
+  }
+}
+
+/** A history record as returned to the caller; a value marked msgpack that does not decode is given as raw bytes. */
+function historyEntry<V>(r: HistoryRecord): HistoryEntry<V> {
+  if (r.body.length === 0) return { key: r.key, operation: 'delete', value: undefined, version: r.version, reason: r.reason };
+  let value: unknown;
+  try {
+    value = decodeBody(r.body, r.msgpack);
+  } catch {
+    value = decodeBody(r.body, false);
+  }
+  return { key: r.key, operation: 'put', value: value as V, version: r.version };
+}
+
+/**
+ * The prefix whose updates a watch of `prefix` on a peer holding `subtree` sees: the longer of
+ * the two when one contains the other, `undefined` when they are disjoint (nothing to replay).
+ */
+function replayScope(prefix: string, subtree: string): string | undefined {
+  if (prefix.startsWith(subtree)) return prefix;
+  if (subtree.startsWith(prefix)) return subtree;
+  return undefined;
+}
 
 /** Why a delete in a delta happened, from its properties (`reason`); unreadable: `deleted`. */
 function deleteReason(props: Buffer): DeleteReason {

@@ -38,6 +38,13 @@ export const Command = {
    * being served to (or waiting for) that routing id, never in the middle of one.
    */
   PeerPresent: 'KVPRESENT',
+  /**
+   * clonekv extension: a request for retained history, and its answer (same uuid). Request body:
+   * a key (properties `limit`: its versions, newest first) or a prefix (properties `since` and
+   * `limit`: the updates after `since` under it, oldest first). Answer: properties `status`
+   * (`ok` or `compacted`), `oldest` and `count`; body: the updates, packed as in KVBATCH.
+   */
+  History: 'KVHISTORY',
 } as const;
 
 /** Keys a clonekv peer may not write: commands, and the forwarder's presence subtree. */
@@ -54,6 +61,7 @@ export function isReservedKey(key: string): boolean {
     key === Command.PeerBye ||
     key === Command.Stats ||
     key === Command.PeerPresent ||
+    key === Command.History ||
     key.startsWith(PRESENCE_PREFIX) ||
     key.startsWith(JOIN_TOPIC_PREFIX)
   );
