@@ -85,3 +85,13 @@ test('reset() starts again after a sequence, vouching for nothing before it', ()
   assert.deepEqual(seqs(h.since(100)), [101]);
   assert.throws(() => [...h.since(50)], HistoryCompactedError);
 });
+
+test('an append that skips sequences starts the history again after them: oldest never vouches for a missing update', () => {
+  const h = new UpdateHistory({ maxEntries: 100, maxBytes: 1e9 });
+  h.append(rec(1, 'k'));
+  h.append(rec(2, 'k'));
+  h.append(rec(5000, 'k')); // 3..4999 never came here
+  assert.equal(h.oldest, 4999);
+  assert.deepEqual(seqs(h.since(4999)), [5000]);
+  assert.throws(() => [...h.since(2)], HistoryCompactedError);
+});

@@ -129,6 +129,9 @@ export class SnapshotServer {
     if (!resume || !batched) return undefined;
     const { history, store, epoch } = this.#hooks;
     if (resume.epoch !== epoch || resume.since < history.oldest || resume.since > store.sequence) return undefined;
+    // The history must reach the map's sequence (it always does when every update goes through
+    // UpdateLog.append; anything else gets a snapshot rather than a delta that misses updates).
+    if (history.newest !== store.sequence) return undefined;
     // Taken at once (references): the answer is a point in time, like a snapshot.
     return Array.from(history.since(resume.since, subtree));
   }

@@ -11,9 +11,8 @@ import { Command, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { appendProperty, encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
-import { UpdateHistory, type HistoryBounds } from '../store/history.ts';
+import { UpdateHistory, type HistoryBounds, type SizedRecord } from '../store/history.ts';
 import { SequencedMap, StoredEntry } from '../store/sequenced-map.ts';
-import type { UpdateRecord } from '../store/update-record.ts';
 import type { Counters } from './counters.ts';
 import { SubscriptionHeads } from './heads.ts';
 
@@ -26,7 +25,7 @@ const RETAINED_HEADS = 10_000;
  * An update as the history holds it: a view of the stored entry it wrote (a delete gets a
  * small entry of its own), so appending to the history copies no bytes.
  */
-class EntryRecord implements UpdateRecord {
+class EntryRecord implements SizedRecord {
   readonly key: string;
   readonly owner?: string;
   readonly #entry: StoredEntry;
@@ -39,6 +38,10 @@ class EntryRecord implements UpdateRecord {
 
   get seq(): number {
     return this.#entry.seq;
+  }
+
+  get dataLength(): number {
+    return this.#entry.data.length;
   }
 
   get uuid(): Buffer {

@@ -21,9 +21,18 @@ export interface HistoryBounds {
   readonly maxBytes: number;
 }
 
+/**
+ * A record that knows the total length of its uuid, properties and body (the forwarder's
+ * records do, without making a view of each).
+ */
+export interface SizedRecord extends UpdateRecord {
+  readonly dataLength: number;
+}
+
 /** What one record counts toward `maxBytes`. */
 export function recordBytes(r: UpdateRecord): number {
-  return RECORD_OVERHEAD_BYTES + r.key.length + r.uuid.length + r.properties.length + r.body.length;
+  const data = (r as Partial<SizedRecord>).dataLength ?? r.uuid.length + r.properties.length + r.body.length;
+  return RECORD_OVERHEAD_BYTES + r.key.length + data;
 }
 
 /** Thrown by an iteration of {@link UpdateHistory.since} that fell behind compaction. */
@@ -82,11 +91,16 @@ export class UpdateHistory {
   }
 
   /**
-   * Appends one record (its sequence must be above {@link newest}; a record out of order is a
-   * bug in the caller and throws), then compacts the oldest past either bound.
+   * Appends one record, then compacts the oldest past either bound. Its sequence must be above
+   * {@link newest} (a record out of order is a bug in the caller and throws). One that skips
+   * sequences (the map moved on without this history: a store restored from elsewhere) starts
+   * the history again after the skipped ones, so {@link oldest} never vouches for an update
+   * that is not held.
    */
   append(record: UpdateRecord): void {
-    if (record.seq <= this.newest) throw new RangeError(`history: sequence ${record.seq} is not above ${this.newest}`);
+    const newest = this.newest;
+    if (record.seq <= newest) throw new RangeError(`history: sequence ${record.seq} is not above ${newest}`);
+    if (record.seq !== newest + 1) this.reset(record.seq - 1);
     this.#records.push(record);
     this.#bytes += recordBytes(record);
     const { maxEntries, maxBytes } = this.#bounds;
