@@ -45,6 +45,7 @@ test('the byte bound compacts the oldest too, and counts what it holds', () => {
   assert.equal(h.bytes, one * 4);
   assert.equal(h.oldest, 6);
   const none = new UpdateHistory({ maxEntries: 0, maxBytes: 1e9 });
+  assert.equal(none.newest, 0);
   none.append(rec(1, 'k'));
   assert.equal(none.size, 0);
   assert.equal(none.oldest, 1, 'a history that keeps nothing still says how far it got');
@@ -94,4 +95,47 @@ test('an append that skips sequences starts the history again after them: oldest
   assert.equal(h.oldest, 4999);
   assert.deepEqual(seqs(h.since(4999)), [5000]);
   assert.throws(() => [...h.since(2)], HistoryCompactedError);
+});
+
+test('updates are copied into chunks: every field round-trips, across chunk boundaries, column growth and compaction', () => {
+  const h = new UpdateHistory({ maxEntries: 3000, maxBytes: 64 * 1024 * 1024 });
+  const uuid = Buffer.alloc(16, 7);
+  const big = Buffer.alloc(1024 * 1024 + 5, 9); // larger than a chunk: a chunk of its own
+  const bodyOf = (s: number): Buffer => (s % 1000 === 0 ? big : Buffer.from(`body-${s}-${'x'.repeat(s % 300)}`));
+  for (let s = 1; s <= 5000; s++) {
+    const body = s % 7 === 0 ? Buffer.alloc(0) : bodyOf(s);
+    h.appendParts(s, Buffer.from(`key/${s % 50}`), s % 2 ? uuid : Buffer.alloc(0), Buffer.from(`p=${s}\n`), body, s * 10, s % 11 === 0 ? `owner${s}` : undefined);
+  }
+  assert.equal(h.size, 3000);
+  assert.equal(h.oldest, 2000);
+  const held = [...h.since(2000)];
+  assert.equal(held.length, 3000);
+  for (const r of held) {
+    const s = r.seq;
+    assert.equal(r.key, `key/${s % 50}`);
+    assert.deepEqual(r.uuid, s % 2 ? uuid : Buffer.alloc(0));
+    assert.equal(r.properties.toString(), `p=${s}\n`);
+    assert.deepEqual(r.body, s % 7 === 0 ? Buffer.alloc(0) : bodyOf(s));
+    assert.equal(r.expiresAt, s * 10);
+    assert.equal(r.owner, s % 11 === 0 ? `owner${s}` : undefined);
+  }
+  // Views handed out stay valid after what they point into is compacted away.
+  const kept = held[0]!;
+  for (let s = 5001; s <= 9000; s++) h.appendParts(s, Buffer.from('k'), Buffer.alloc(0), Buffer.alloc(0), Buffer.from('new'), 0, undefined);
+  assert.equal(kept.properties.toString(), 'p=2001\n');
+  assert.deepEqual(seqs(h.forKey('key/1', 5)), [], 'compacted away');
+  assert.deepEqual(seqs(h.since(8997, 'k')), [8998, 8999, 9000]);
+  assert.deepEqual(seqs(h.since(8997, 'key/')), [], 'a prefix longer than the key does not match');
+});
+
+test('the byte bound holds with big and small updates mixed', () => {
+  const h = new UpdateHistory({ maxEntries: 1e6, maxBytes: 3 * 1024 * 1024 });
+  for (let s = 1; s <= 200; s++) h.appendParts(s, Buffer.from('k'), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(s % 10 === 0 ? 1024 * 1024 : 1000, 1), 0, undefined);
+  assert.ok(h.bytes <= 3 * 1024 * 1024, `bytes ${h.bytes}`);
+  assert.deepEqual(seqs(h.since(h.oldest)).at(-1), 200);
+  assert.equal(seqs(h.since(h.oldest)).length, h.size);
+  // An update larger than the whole bound cannot be held: the history starts after it.
+  h.appendParts(201, Buffer.from('k'), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(4 * 1024 * 1024), 0, undefined);
+  assert.equal(h.size, 0);
+  assert.equal(h.oldest, 201);
 });

@@ -19,7 +19,7 @@ import type { PeerStats } from '../src/types.ts';
 
 const msgpack = new Packr({ useRecords: false });
 const NO_UUID = Buffer.alloc(0);
-const CLONEKV = { clonekv: '1', joined: '1', epoch: 'e1' };
+const CLONEKV = { clonekv: '1', joined: '1', epoch: 'e1', resume: '1' };
 /** The `heads` property of a heartbeat saying the full tree's head is `seq`. */
 const heads = (seq: number): string => encodeHeads([['', seq]])[0]!; // one prefix: one HUGZ's list
 /** The `prev` property of an update whose full-tree predecessor is `seq`. */
@@ -262,7 +262,7 @@ test('item 3: ready() is resolved when the join was not confirmed (joinWait ran 
   const h = harness();
   h.start(0);
   assert.deepEqual(h.end(10, 1, 4, { clonekv: '1', epoch: 'e1' }), ['kind clonekv', 'replace @4 first {}', 'ready', ...JOINED]);
-  assert.deepEqual(h.hugz(20, 4, { clonekv: '1', epoch: 'e1' }), ['resync gap', 'request 2 since 4@e1', 'resendWrites']);
+  assert.deepEqual(h.hugz(20, 4, { clonekv: '1', epoch: 'e1' }), ['resync gap', 'request 2', 'resendWrites']);
 });
 
 test('item 3: ready() is resolved when the join was not confirmed and updates landed during the first snapshot', () => {
@@ -270,7 +270,7 @@ test('item 3: ready() is resolved when the join was not confirmed and updates la
   h.start(0);
   assert.deepEqual(h.entry(1, 'a', 1, 'x'), []);
   assert.deepEqual(h.pub(5, 'b', 6, 'y', { prev: prev(5) }), [], 'buffered: published after the snapshot was taken');
-  assert.deepEqual(h.end(10, 1, 5, { clonekv: '1', epoch: 'e1' }), ['kind clonekv', 'replace @5 first {a="x"}', 'ready', 'resync gap', 'request 2 since 5@e1', 'resendWrites']);
+  assert.deepEqual(h.end(10, 1, 5, { clonekv: '1', epoch: 'e1' }), ['kind clonekv', 'replace @5 first {a="x"}', 'ready', 'resync gap', 'request 2', 'resendWrites']);
 });
 
 test('item 13: a snapshot past maxSnapshotEntries or maxSnapshotBytes is abandoned, its entries dropped, and retried after a backoff', () => {
@@ -414,4 +414,12 @@ test('issue 8: the first join and a resync after a new epoch ask for a full snap
   p.end(0, 1, 3);
   p.tick(100); // the unconfirmed join's follow-up is due once the subscription is live
   assert.deepEqual(p.hugz(20_000, 5), ['resync gap', 'request 2', 'resendWrites']);
+});
+
+test('issue 8: a clonekv server that does not announce resume=1 (an older forwarder) never gets the resume request', () => {
+  const h = harness();
+  h.start(0);
+  h.entry(1, 'a', 3, 1);
+  h.end(0, 1, 10, { clonekv: '1', joined: '1', epoch: 'e1', count: '1' });
+  assert.deepEqual(h.hugz(20_000, 13, { clonekv: '1', epoch: 'e1', heads: heads(13) }), ['resync gap', 'request 2', 'resendWrites']);
 });

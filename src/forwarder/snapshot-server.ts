@@ -173,6 +173,7 @@ export class SnapshotServer {
         [Prop.Count, String(entries.length)],
         [Prop.Digest, digest.hex],
         [Prop.Joined, joined ? '1' : '0'],
+        [Prop.Resume, '1'],
       ]);
       return [KTHXBAI, encodeSequence(sequence), EMPTY_FRAME, props, subtreeBytes];
     };
@@ -212,6 +213,7 @@ export class SnapshotServer {
         [Prop.Count, String(records.length)],
         [Prop.Digest, digest.hex],
         [Prop.Joined, joined ? '1' : '0'],
+        [Prop.Resume, '1'],
         [Prop.Delta, '1'],
       ]);
       return [KTHXBAI, encodeSequence(sequence), EMPTY_FRAME, props, subtreeBytes];

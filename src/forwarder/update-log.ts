@@ -11,8 +11,8 @@ import { Command, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { appendProperty, encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
-import { UpdateHistory, type HistoryBounds, type SizedRecord } from '../store/history.ts';
-import { SequencedMap, StoredEntry } from '../store/sequenced-map.ts';
+import { UpdateHistory, type HistoryBounds } from '../store/history.ts';
+import { SequencedMap } from '../store/sequenced-map.ts';
 import type { Counters } from './counters.ts';
 import { SubscriptionHeads } from './heads.ts';
 
@@ -20,46 +20,6 @@ const HUGZ = Buffer.from(Command.Heartbeat);
 
 /** Unsubscribed prefixes whose heads are kept, so a resubscription cannot hide a miss. */
 const RETAINED_HEADS = 10_000;
-
-/**
- * An update as the history holds it: a view of the stored entry it wrote (a delete gets a
- * small entry of its own), so appending to the history copies no bytes.
- */
-class EntryRecord implements SizedRecord {
-  readonly key: string;
-  readonly owner?: string;
-  readonly #entry: StoredEntry;
-
-  constructor(key: string, entry: StoredEntry, owner: string | undefined) {
-    this.key = key;
-    this.#entry = entry;
-    if (owner !== undefined) this.owner = owner;
-  }
-
-  get seq(): number {
-    return this.#entry.seq;
-  }
-
-  get dataLength(): number {
-    return this.#entry.data.length;
-  }
-
-  get uuid(): Buffer {
-    return this.#entry.uuid;
-  }
-
-  get properties(): Buffer {
-    return this.#entry.properties;
-  }
-
-  get body(): Buffer {
-    return this.#entry.body;
-  }
-
-  get expiresAt(): number {
-    return this.#entry.expiresAt;
-  }
-}
 
 /** What the log needs from the rest of the forwarder. */
 export interface UpdateLogHooks {
@@ -97,9 +57,7 @@ export class UpdateLog {
    */
   append(keyBytes: Buffer, key: string, uuid: Buffer, props: Buffer, body: Buffer, ttlMs: number, now: number, owner: string | undefined): number {
     const seq = this.store.apply(key, uuid, props, body, ttlMs, now);
-    // A put's stored entry is immutable and already holds the bytes: the history shares it.
-    const entry = body.length > 0 ? this.store.get(key)! : new StoredEntry(seq, uuid, props, body, 0);
-    this.history.append(new EntryRecord(key, entry, owner));
+    this.history.appendParts(seq, keyBytes, uuid, props, body, body.length > 0 && ttlMs > 0 ? now + ttlMs : 0, owner);
     this.#hooks.counters.events.published++;
     this.#hooks.onOwner(key, owner);
     if (ttlMs > 0) this.#hooks.onDeadline(now + ttlMs);

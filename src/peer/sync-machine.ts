@@ -167,6 +167,8 @@ export class SyncMachine {
   #resyncWhenSubLive = false;
   #lastHeard: number;
   #readySent = false;
+  /** Whether the server's last KTHXBAI announced that it answers resume requests (`resume=1`). */
+  #serverResumes = false;
 
   /**
    * @param out - receives every command, synchronously, in order
@@ -369,6 +371,7 @@ export class SyncMachine {
       this.#kind = kind;
       this.#out({ type: 'kind', kind });
     }
+    this.#serverResumes = kind === 'clonekv' && props.get(Prop.Resume) === '1';
     const count = props.get(Prop.Count);
     const digest = props.get(Prop.Digest);
     const isDelta = props.get(Prop.Delta) === '1';
@@ -602,12 +605,13 @@ export class SyncMachine {
   /**
    * What a resync may ask to resume from: the map this peer holds, at the last applied sequence
    * (every update up to it is applied and none after it: a missed update is always found above
-   * it), in the epoch it came from. Only to a server known to be a clonekv forwarder (a plain
-   * server never sees the three-frame request), and not after a refused answer (an incomplete
+   * it), in the epoch it came from. Only to a server whose last KTHXBAI announced that it
+   * answers them (`resume=1`: a plain server, or an older clonekv forwarder, never sees the
+   * three-frame request), and not after a refused answer (an incomplete
    * delta is followed by a full snapshot) or once the epoch is known to have changed.
    */
   #resumeFrom(reason: ResyncReason | undefined): ResumeRequest | undefined {
-    if (this.#kind !== 'clonekv' || this.#epoch === undefined || !this.#readySent) return undefined;
+    if (!this.#serverResumes || this.#epoch === undefined || !this.#readySent) return undefined;
     // The first join has no map; after a refused answer, or a new epoch, only a snapshot will do.
     if (reason === undefined || reason === 'incomplete' || reason === 'limit' || reason === 'epoch') return undefined;
     return { since: this.#last, epoch: this.#epoch };

@@ -116,6 +116,11 @@ export const Prop = {
    * frame and KVHISTORY: the sequence after which updates are wanted.
    */
   Since: 'since',
+  /**
+   * KTHXBAI: `1` when the forwarder answers a resume request (ICANHAZ?'s third frame) by a delta
+   * when it can: a peer sends that request only to a server that announced it.
+   */
+  Resume: 'resume',
   /** KTHXBAI: `1` when the answer is a delta (the updates after the requested `since`), not a snapshot. */
   Delta: 'delta',
   /** KVHISTORY: most versions wanted (request); the oldest sequence the history holds (answer). */
