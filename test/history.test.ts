@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { forwarderSettings } from '../src/forwarder/settings.ts';
 import { HistoryCompactedError, RECORD_OVERHEAD_BYTES, UpdateHistory } from '../src/store/history.ts';
 import type { UpdateRecord } from '../src/store/update-record.ts';
 
@@ -138,4 +139,12 @@ test('the byte bound holds with big and small updates mixed', () => {
   h.appendParts(201, Buffer.from('k'), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(4 * 1024 * 1024), 0, undefined);
   assert.equal(h.size, 0);
   assert.equal(h.oldest, 201);
+});
+
+test('historyMax and historyBytes are checked, and a bad one is named', () => {
+  assert.equal(forwarderSettings({}).historyMax, 1_000_000);
+  assert.equal(forwarderSettings({}).historyBytes, 256 * 1024 * 1024);
+  for (const [name, bad] of [['historyMax', -1], ['historyMax', 1.5], ['historyBytes', 'big'], ['historyBytes', Number.NaN]] as const) {
+    assert.throws(() => forwarderSettings({ [name]: bad }), (e: unknown) => (e as { option?: string }).option === name, `${name}: ${String(bad)}`);
+  }
 });

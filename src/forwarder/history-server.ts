@@ -30,6 +30,16 @@ function decimal(m: ChpMessage, name: string): number | undefined | null {
   return Number.isSafeInteger(n) ? n : null;
 }
 
+/** The first records whose keys and bodies fit in {@link MAX_PAGE_BYTES} (at least one). */
+function withinPageBytes(records: UpdateRecord[]): UpdateRecord[] {
+  let bytes = 0;
+  for (let i = 0; i < records.length; i++) {
+    bytes += records[i]!.key.length + records[i]!.body.length;
+    if (bytes >= MAX_PAGE_BYTES) return records.slice(0, i + 1);
+  }
+  return records;
+}
+
 /**
  * The answer to one KVHISTORY request, or `undefined` for a malformed one (not 16-byte uuid,
  * bad `limit` or `since`), which the caller counts and drops.
@@ -44,7 +54,7 @@ export function answerHistory(history: UpdateHistory, store: SequencedMap, m: Ch
   let records: UpdateRecord[];
   let compacted = false;
   if (since === undefined) {
-    records = history.forKey(name, max);
+    records = withinPageBytes(history.forKey(name, max));
     // Held at the forwarder, but none of its versions retained: they were compacted away.
     compacted = records.length === 0 && store.version(name) > 0;
   } else if (since < oldest) {
