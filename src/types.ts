@@ -356,6 +356,10 @@ export interface ForwarderStats {
   snapshots: number;
   /** Snapshot requests answered by a delta (only the updates after the requester's sequence). */
   deltas: number;
+  /** The retained history: every update after this sequence is held (see `historyMax`). */
+  historyOldest: number;
+  /** Updates held in the retained history. */
+  historySize: number;
   /** Replies dropped because a peer was gone or hopelessly behind. */
   dropped: number;
   /** Heartbeats sent. */

@@ -10,7 +10,7 @@ import type { ForwarderStats, MalformedCounts } from '../types.ts';
 export type EventCounter = 'published' | 'duplicates' | 'conflicts' | 'rejected' | 'expired' | 'purged' | 'snapshots' | 'deltas' | 'dropped' | 'heartbeats';
 
 /** What {@link Counters.stats} reads from the other modules. */
-export type LiveFigures = Pick<ForwarderStats, 'sequence' | 'keys' | 'peers' | 'subscriptions' | 'epoch' | 'dedupEvictions'>;
+export type LiveFigures = Pick<ForwarderStats, 'sequence' | 'keys' | 'peers' | 'subscriptions' | 'epoch' | 'dedupEvictions' | 'historyOldest' | 'historySize'>;
 
 /** The forwarder's counters. */
 export class Counters {

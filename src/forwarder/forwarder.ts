@@ -182,6 +182,8 @@ export class Forwarder implements AsyncDisposable {
       subscriptions: this.#log.heads.size,
       epoch: this.#epoch,
       dedupEvictions: this.#sequencer.dedupEvictions,
+      historyOldest: this.#log.history.oldest,
+      historySize: this.#log.history.size,
     });
   }
 
