@@ -423,3 +423,11 @@ test('issue 8: a clonekv server that does not announce resume=1 (an older forwar
   h.end(0, 1, 10, { clonekv: '1', joined: '1', epoch: 'e1', count: '1' });
   assert.deepEqual(h.hugz(20_000, 13, { clonekv: '1', epoch: 'e1', heads: heads(13) }), ['resync gap', 'request 2', 'resendWrites']);
 });
+
+test('issue 8: an undecodable value in a delta is held as raw bytes, reported and counted once', () => {
+  const h = liveAt10();
+  h.hugz(20_000, 11, { ...CLONEKV, heads: heads(11) });
+  assert.deepEqual(h.badEntry(2, 'x', 11, 'c1'), ['report']);
+  assert.deepEqual(h.end(20_010, 2, 11, { ...CLONEKV, count: '1', delta: '1' }), ['apply x@11=bytes:c1 (resync)', ...JOINED]);
+  assert.equal(h.stats.undecodable, 1);
+});

@@ -100,6 +100,8 @@ const PROGRESS_EVERY = 0x10000;
 const PRESENCE = Buffer.from(PRESENCE_PREFIX);
 const HUGZ = Command.Heartbeat;
 const EMPTY = Buffer.alloc(0);
+/** Marks "no value decoded" (`undefined` is not a value a peer holds, but stays unambiguous). */
+const NOT_DECODED: unique symbol = Symbol('not decoded');
 
 /** One update of a delta, held until its KTHXBAI says the delta is complete. */
 interface DeltaEntry {
@@ -330,35 +332,41 @@ export class SyncMachine {
     a.digest.addRange(key, 0, key.length, seq);
     const count = a.digest.count;
     if ((count & (PROGRESS_EVERY - 1)) === 0) this.#out({ type: 'progress', received: count });
-    if (a.log) this.#logDeltaEntry(a, key, seq, msgpack, body, uuid, reason);
+    const logged = a.log ? this.#logDeltaEntry(a, key, seq, msgpack, body, uuid, reason) : NOT_DECODED;
     if (body.length === 0 || !this.#inSubtree(key) || this.#isHidden(key)) return;
     if (a.entries.size >= this.#s.maxSnapshotEntries) return this.#abandon(a, 'maxSnapshotEntries', this.#s.maxSnapshotEntries);
     a.bytes += key.length + body.length;
     if (a.bytes > this.#s.maxSnapshotBytes) return this.#abandon(a, 'maxSnapshotBytes', this.#s.maxSnapshotBytes);
     const k = key.toString('utf8');
-    a.entries.set(k, { value: this.#decode(k, seq, msgpack, body), version: seq });
+    // A value decoded for the delta's log is not decoded (nor reported as undecodable) twice.
+    a.entries.set(k, { value: logged !== NOT_DECODED ? logged : this.#decode(k, seq, msgpack, body), version: seq });
   }
 
-  /** Keeps an entry of an answer that may be a delta (see {@link Attempt.log}). */
-  #logDeltaEntry(a: Attempt, key: Buffer, seq: number, msgpack: boolean, body: Buffer, uuid: Buffer | undefined, reason: DeleteReason | undefined): void {
+  /**
+   * Keeps an entry of an answer that may be a delta (see {@link Attempt.log}); returns the value
+   * it decoded, or {@link NOT_DECODED}.
+   */
+  #logDeltaEntry(a: Attempt, key: Buffer, seq: number, msgpack: boolean, body: Buffer, uuid: Buffer | undefined, reason: DeleteReason | undefined): unknown {
     const log = a.log!;
     if (seq <= a.resume!.since || log.length >= this.#s.maxSnapshotEntries) {
       // A delta holds only updates after `since`: this is a full snapshot (or one too large to
       // be held twice; its map still bounds it).
       a.log = undefined;
-      return;
+      return NOT_DECODED;
     }
-    if (!this.#inSubtree(key)) return;
+    if (!this.#inSubtree(key)) return NOT_DECODED;
     if (this.#isHidden(key)) {
       log.push({ seq, uuid: uuid ?? EMPTY, key: undefined, value: undefined, reason: undefined });
-      return;
+      return NOT_DECODED;
     }
     const k = key.toString('utf8');
     if (body.length === 0) {
       log.push({ seq, uuid: uuid ?? EMPTY, key: k, value: undefined, reason: reason ?? 'deleted' });
-      return;
+      return NOT_DECODED;
     }
-    log.push({ seq, uuid: uuid ?? EMPTY, key: k, value: this.#decode(k, seq, msgpack, body), reason: undefined });
+    const value = this.#decode(k, seq, msgpack, body);
+    log.push({ seq, uuid: uuid ?? EMPTY, key: k, value, reason: undefined });
+    return value;
   }
 
   /** The end of a snapshot (KTHXBAI) of attempt `attempt`, with its sequence and properties. */
