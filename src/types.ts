@@ -184,7 +184,7 @@ export interface ForwarderOptions {
    */
   historyMax?: number;
   /**
-   * Most bytes the retained history holds (keys, uuids, properties and values, plus about 96
+   * Most bytes the retained history holds (keys, uuids, properties and values, plus 48
    * bytes per update); the oldest updates go first past it. Default 256 MiB.
    */
   historyBytes?: number;

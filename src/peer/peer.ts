@@ -653,7 +653,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   /**
    * Watches keys starting with `prefix`: first yields the current entries (`isUpdate: false`,
    * once the peer is ready), then every change (`isUpdate: true`). Ends on `break`, on the
-   * signal, or when the peer closes.
+   * signal, or when the peer closes. With `since`, it yields instead the updates after that
+   * sequence still held in the forwarder's retained history, then the live changes, with none
+   * missed or yielded twice at the seam; it throws `CLONEKV_COMPACTED` if that history is gone
+   * and `CLONEKV_UNSUPPORTED` against a plain CHP server.
    *
    * @example
    * ```ts
