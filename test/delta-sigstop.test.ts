@@ -7,8 +7,8 @@
  *   frozen Peer (child process, `node --import tsx`, fixtures/peer-child.ts) ◄── XPUB
  *   checker Peer (fresh, this process): the forwarder's map at the end
  * ```
- * While the child is frozen the writer sends 2 KB values until 5 s have passed (bounded in
- * count): far more than the high-water marks and the kernel's socket buffers hold, so the child
+ * The forwarder holds 50,000 keys. While the child is frozen the writer sends 2 KB values to
+ * new keys until 5 s have passed (bounded in count): far more than the high-water marks and the kernel's socket buffers hold, so the child
  * misses updates for certain and must resync once it runs again. The child reports its
  * counters: the resync is answered by a delta, never a full snapshot, and its map (and the
  * shadow map its watchers built) ends equal to the forwarder's.
@@ -27,6 +27,9 @@ interface ChildState {
 
 test('a peer frozen by SIGSTOP for 5 s under writes resumes by delta and ends equal to the forwarder', async (t) => {
   const fwd = await forwarder(t, { heartbeatInterval: 100, publisherHwm: { send: 200 } });
+  // A map larger than what the peer will miss, so a delta is the smaller answer (a peer that
+  // missed more updates than there are keys gets a snapshot).
+  await fwd.load(Array.from({ length: 50_000 }, (_, i) => [`base/${i}`, i] as const));
   const frozen = await childPeer(t, fwd.endpoint, { name: 'frozen', subscriberHwm: { receive: 200 } });
   const writer = await readyPeer(t, fwd.endpoint, { subtree: 'w/', name: 'writer' });
   const state = (): Promise<ChildState> => frozen.ask('state', (o) => (o.state ? (o.state as ChildState) : undefined), 15_000);
@@ -43,7 +46,7 @@ test('a peer frozen by SIGSTOP for 5 s under writes resumes by delta and ends eq
   while (Date.now() - frozenAt < 5000) {
     if (n < 40_000) {
       const i = n++;
-      const p = (i % 9 === 8 ? writer.delete(`s/${i - 4}`) : writer.set(`s/${i % 5000}`, `${i}:${value}`)).finally(() => inflight.delete(p));
+      const p = (i % 9 === 8 ? writer.delete(`s/${i - 4}`) : writer.set(`s/${i}`, `${i}:${value}`)).finally(() => inflight.delete(p));
       inflight.add(p);
       if (inflight.size >= 128) await Promise.race(inflight);
     } else {

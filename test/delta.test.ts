@@ -28,6 +28,8 @@ function versions(p: Peer, prefix = ''): Map<string, [unknown, number]> {
 /** A forwarder, a writer, and a full-tree peer whose subscriber goes through a cuttable proxy. */
 async function setup(t: TestContext, options: ForwarderOptions = {}) {
   const fwd = await forwarder(t, { heartbeatInterval: 100, ...options });
+  // A map larger than what the peer will miss: a delta is then the smaller answer.
+  await fwd.load(Array.from({ length: 1000 }, (_, i) => [`base/${i}`, i] as const));
   const writer = await readyPeer(t, fwd.endpoint, { subtree: 'w/', name: 'writer' });
   const proxy = await tcpProxy(t, fwd.endpoints.publisher);
   const cut = peer(t, '', { server: { ...fwd.endpoints, publisher: proxy.endpoint }, name: 'cut', silenceTimeout: 1000 });
@@ -180,4 +182,17 @@ test('the forwarder answers a resume request by a delta only in its epoch and wi
   const end = await inbox.next('the answer to a good request after the garbled ones');
   assert.equal(end[0]!.toString(), 'KTHXBAI', 'an empty delta: only the KTHXBAI, and nothing before it');
   assert.equal(new PropertyView(end[3]!).get('delta'), '1');
+});
+
+test('a peer that missed more updates than the map has keys gets a full snapshot, the smaller answer', async (t) => {
+  const fwd = await forwarder(t, { heartbeatInterval: 100, joinWait: 0 });
+  await fwd.load([['hot/a', 0], ['hot/b', 0]]);
+  const w = await readyPeer(t, fwd.endpoint, { name: 'w', presence: false });
+  for (let i = 0; i < 30; i++) await w.set(`hot/${i % 2 ? 'a' : 'b'}`, i);
+  const raw = await rawAnswer(t, fwd);
+  const answer = await raw.ask([Buffer.from('hot/'), resume(2, fwd.epoch)]);
+  assert.equal(answer.delta, undefined, '30 updates of 2 keys: a snapshot of 2 entries instead');
+  assert.deepEqual(answer.entries.map((e) => e[0]).sort(), ['hot/a', 'hot/b']);
+  const small = await raw.ask([Buffer.from('hot/'), resume(fwd.sequence - 1, fwd.epoch)]);
+  assert.equal(small.delta, '1', 'one update of 2 keys: a delta');
 });
