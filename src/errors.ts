@@ -30,6 +30,8 @@ export const ErrorCode = {
   WatchOverflow: 'CLONEKV_WATCH_OVERFLOW',
   /** A received message is malformed (used in counters and error events). */
   Malformed: 'CLONEKV_MALFORMED',
+  /** Retained history asked for is no longer held (compacted away); `oldest` says how far back it goes. */
+  Compacted: 'CLONEKV_COMPACTED',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */
@@ -108,5 +110,23 @@ export class ConflictError extends ClonekvError {
     this.key = key;
     this.expectedVersion = expected;
     this.currentVersion = current;
+  }
+}
+
+/**
+ * A request for history that the forwarder no longer holds (`watch({ since })` from before the
+ * retained history, or `history(key)` of a key whose versions were all compacted away).
+ */
+export class CompactedError extends ClonekvError {
+  /** Every update after this sequence is still held: ask from here on. */
+  readonly oldest: number;
+
+  constructor(what: string, oldest: number, endpoint: string) {
+    super(
+      ErrorCode.Compacted,
+      `${what}: that history was compacted away at the forwarder at ${endpoint}; the oldest sequence it still holds updates after is ${oldest} ` +
+        '(raise historyMax/historyBytes there to keep more)',
+    );
+    this.oldest = oldest;
   }
 }

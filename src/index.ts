@@ -14,6 +14,8 @@ export type {
   ForwarderPeer,
   ForwarderStats,
   HighWaterMarks,
+  HistoryEntry,
+  HistoryOptions,
   MalformedCounts,
   OwnershipLostInfo,
   PeerOptions,
@@ -29,6 +31,7 @@ export type { PeerEvents } from './peer/peer.ts';
 export {
   ClonekvError,
   ClosedError,
+  CompactedError,
   ConflictError,
   ErrorCode,
   InvalidOptionError,

@@ -51,6 +51,36 @@ export interface WatchOptions {
    * `CLONEKV_WATCH_OVERFLOW` error rather than grow without bound. Default 100,000.
    */
   maxPending?: number;
+  /**
+   * Replay the retained updates after this sequence (instead of the current entries), oldest
+   * first, then go live: every change after `since` is yielded once, none is missed at the
+   * seam. Needs a clonekv forwarder (`CLONEKV_UNSUPPORTED` otherwise); if the forwarder no
+   * longer holds every update after `since`, the iterator throws `CLONEKV_COMPACTED` (a
+   * {@link CompactedError} with `oldest`). Replayed entries have `isUpdate: true`; their
+   * `previous` is known only from earlier updates of the same replay.
+   */
+  since?: number;
+}
+
+/** Options of {@link Peer.history}. */
+export interface HistoryOptions {
+  /** Most versions returned, newest first. Default 100, at most 10,000. */
+  limit?: number;
+  /** How long to wait for the forwarder's answer, ms. Default the peer's `writeTimeout`. */
+  timeout?: number;
+}
+
+/** One retained version of a key ({@link Peer.history}). */
+export interface HistoryEntry<V = unknown> {
+  readonly key: string;
+  /** `put`, or `delete` (with `reason`). */
+  readonly operation: 'put' | 'delete';
+  /** The value written; `undefined` for a delete. */
+  readonly value: V | undefined;
+  /** The sequence of this update. */
+  readonly version: number;
+  /** For a delete: why. */
+  readonly reason?: DeleteReason;
 }
 
 /** Options of {@link Peer.set}. */
@@ -146,6 +176,18 @@ export interface ForwarderOptions {
    * plain CHP write is dropped; both are counted in `malformedBy['value-encoding']`. Default `true`.
    */
   checkValues?: boolean;
+  /**
+   * Most updates kept in the retained history, from which peers catch up by difference (a
+   * delta instead of a full snapshot), `watch({ since })` replays and `history()` reads; older
+   * ones are compacted away. Default 1,000,000 (over ten seconds of writes at full speed, hours
+   * at a configuration cache's pace); 0 keeps none (every resync is then a full snapshot).
+   */
+  historyMax?: number;
+  /**
+   * Most bytes the retained history holds (keys, uuids, properties and values, plus 48
+   * bytes per update); the oldest updates go first past it. Default 256 MiB.
+   */
+  historyBytes?: number;
 }
 
 /** Options of {@link Peer}. All are optional. */
@@ -254,8 +296,13 @@ export interface OwnershipLostInfo {
 export interface PeerStats {
   /** Live updates applied. */
   updates: number;
-  /** Snapshots applied (the first join plus every resync). */
+  /** Full snapshots applied (the first join plus every resync not answered by a delta). */
   snapshots: number;
+  /**
+   * Resyncs answered by a delta: a clonekv forwarder that still held every update after this
+   * peer's sequence, in the same epoch, sent only those (see the README's Guarantees).
+   */
+  deltaSyncs: number;
   /** Snapshot requests sent, retries included (a peer retries with backoff for as long as it is open). */
   snapshotRequests: number;
   /** Resyncs started, by any reason. */
@@ -305,8 +352,14 @@ export interface ForwarderStats {
   purged: number;
   /** Live clonekv peers in the presence table. */
   peers: number;
-  /** Snapshots served. */
+  /** Full snapshots served. */
   snapshots: number;
+  /** Snapshot requests answered by a delta (only the updates after the requester's sequence). */
+  deltas: number;
+  /** The retained history: every update after this sequence is held (see `historyMax`). */
+  historyOldest: number;
+  /** Updates held in the retained history. */
+  historySize: number;
   /** Replies dropped because a peer was gone or hopelessly behind. */
   dropped: number;
   /** Heartbeats sent. */
@@ -345,7 +398,8 @@ export type MalformedReason =
  * - `value-encoding`: a body marked `enc=msgpack` that is not one valid msgpack value (with
  *   the `checkValues` option);
  * - `owner`: an `owner` property that is not a peer id (1 to 64 lowercase hex digits);
- * - `batch`: an unreadable KVWRITE; `snapshot-request`: an ICANHAZ? that is not two frames;
+ * - `batch`: an unreadable KVWRITE; `snapshot-request`: an ICANHAZ? that is neither two frames nor
+ *   three with valid `since` and `epoch` properties;
  *   `subscription`: an unreadable subscription message.
  */
 export type MalformedCounts = Record<

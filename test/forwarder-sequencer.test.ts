@@ -54,7 +54,7 @@ test('write decisions, as a table', () => {
     const got = o.status === 'ok' ? `ok:${o.seq}` : o.status === 'conflict' ? `conflict:${o.current}` : `rejected:${o.detail}`;
     assert.match(got, want, name);
   }
-  assert.equal(r.counters.stats({ sequence: 0, keys: 0, peers: 0, subscriptions: 0, epoch: '', dedupEvictions: 0 }).rejected, 7);
+  assert.equal(r.counters.stats({ sequence: 0, keys: 0, peers: 0, subscriptions: 0, epoch: '', dedupEvictions: 0, historyOldest: 0, historySize: 0 }).rejected, 7);
   assert.deepEqual(r.deadlines.length, 1, 'one ttl deadline asked for');
   assert.equal(r.published.length, 0, 'nothing published: nobody subscribed');
 });

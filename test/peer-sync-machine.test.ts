@@ -19,7 +19,7 @@ import { SyncMachine, type SyncCommand, type SyncSettings } from '../src/peer/sy
 
 const msgpack = new Packr({ useRecords: false });
 const NO_UUID = Buffer.alloc(0);
-const CLONEKV = { clonekv: '1', joined: '1', epoch: 'e1' };
+const CLONEKV = { clonekv: '1', joined: '1', epoch: 'e1', resume: '1' };
 /** The `heads` property of a heartbeat saying the full tree's head is `seq`. */
 const heads = (seq: number): string => encodeHeads([['', seq]])[0]!; // one prefix: one HUGZ's list
 /** The `prev` property of an update whose full-tree predecessor is `seq`. */
@@ -34,11 +34,11 @@ function show(v: unknown): string {
 function render(c: SyncCommand): string {
   switch (c.type) {
     case 'request':
-      return `request ${c.attempt}`;
+      return `request ${c.attempt}${c.resume ? ` since ${c.resume.since}@${c.resume.epoch}` : ''}`;
     case 'resync':
       return `resync ${c.reason}`;
     case 'apply':
-      return `apply ${c.key ?? '-'}@${c.seq}=${show(c.value)}`;
+      return `apply ${c.key ?? '-'}@${c.seq}=${show(c.value)}${c.fromResync ? ' (resync)' : ''}`;
     case 'replace':
       return `replace @${c.sequence}${c.first ? ' first' : ''}${c.epochChanged ? ' epoch' : ''} {${[...c.entries].map(([k, e]) => `${k}=${show(e.value)}`).join(',')}}`;
     case 'kind':
@@ -94,6 +94,14 @@ function harness(settings: Partial<SyncSettings> = {}) {
       m.snapshotEntry(attempt, Buffer.from(key), seq, marked, body);
       return take();
     },
+    /** An entry of an answer that may be a delta, as the peer reads it: `undefined` is a delete. */
+    dentry: (attempt: number, key: string, seq: number, v: unknown, reason?: 'expired' | 'purged') => {
+      m.replied(0, attempt);
+      const { body, msgpack: marked } = v === undefined ? { body: Buffer.alloc(0), msgpack: false } : value(v);
+      const detail = m.wantsDeltaDetail(attempt);
+      m.snapshotEntry(attempt, Buffer.from(key), seq, marked, body, detail ? NO_UUID : undefined, detail && v === undefined ? (reason ?? 'deleted') : undefined);
+      return take();
+    },
     /** A snapshot entry that cannot be held (its key is too long). */
     skip: (attempt: number, key: string, seq: number) => (m.snapshotSkipped(attempt, Buffer.from(key), seq, 'key-too-long'), take()),
     /** A snapshot entry marked msgpack whose body is `hex`. */
@@ -134,7 +142,7 @@ test('join against a clonekv forwarder: request, snapshot, replace, ready, live'
   assert.deepEqual(h.end(10, 1, 5, { ...CLONEKV, count: '2' }), ['kind clonekv', 'replace @5 first {a="x",b=bytes:726177}', 'ready', ...JOINED]);
   assert.equal(h.m.status, 'live');
   assert.deepEqual(h.pub(20, 'c', 6, 1), ['apply c@6=1', 'settle']);
-  assert.deepEqual(h.pub(21, 'c', 6, 1), ['resync sequence', 'request 2', 'resendWrites'], 'the same sequence twice: the server restarted');
+  assert.deepEqual(h.pub(21, 'c', 6, 1), ['resync sequence', 'request 2 since 6@e1', 'resendWrites'], 'the same sequence twice: the server restarted');
 });
 
 test('item 1 / 14: an undecodable value is held as raw bytes, reported and counted, in snapshots and live updates, and never makes a snapshot incomplete', () => {
@@ -185,12 +193,12 @@ test('repeated gaps, sequence and epoch resyncs back off; a sync that stayed liv
   h.start(0);
   h.end(0, 1, 10, CLONEKV);
   // Live for 10 s: the first gap is repaired at once.
-  assert.deepEqual(h.hugz(10_000, 12, { ...CLONEKV, heads: heads(12) }), ['resync gap', 'request 2', 'resendWrites']);
+  assert.deepEqual(h.hugz(10_000, 12, { ...CLONEKV, heads: heads(12) }), ['resync gap', 'request 2 since 10@e1', 'resendWrites']);
   assert.deepEqual(h.end(10_010, 2, 12, CLONEKV), ['replace @12 {}', ...JOINED]);
   // Another gap right away: wait 1 s.
   assert.deepEqual(h.hugz(10_020, 14, { ...CLONEKV, heads: heads(14) }), ['resync gap']);
   assert.deepEqual(h.tick(11_019), []);
-  assert.deepEqual(h.tick(11_020), ['request 3', 'resendWrites']);
+  assert.deepEqual(h.tick(11_020), ['request 3 since 12@e1', 'resendWrites']);
   assert.deepEqual(h.end(11_030, 3, 14, CLONEKV), ['replace @14 {}', ...JOINED]);
   // An epoch change soon after: 2 s.
   assert.deepEqual(h.hugz(11_040, 15, { clonekv: '1', epoch: 'e2' }), ['resync epoch']);
@@ -201,10 +209,10 @@ test('repeated gaps, sequence and epoch resyncs back off; a sync that stayed liv
   assert.deepEqual(h.pub(13_060, 'k', 4, 1), ['apply k@4=1', 'settle']);
   assert.deepEqual(h.pub(13_070, 'k', 4, 1), ['resync sequence']);
   assert.deepEqual(h.pub(13_080, 'k', 5, 2), [], 'dropped while waiting: the coming snapshot has it');
-  assert.deepEqual(h.tick(17_070), ['request 5', 'resendWrites']);
+  assert.deepEqual(h.tick(17_070), ['request 5 since 4@e2', 'resendWrites']);
   assert.deepEqual(h.end(17_080, 5, 5, { ...CLONEKV, epoch: 'e2' }), ['replace @5 {}', ...JOINED]);
   // Live for maxRetryDelay (8 s): the next gap is repaired at once again.
-  assert.deepEqual(h.hugz(25_080, 7, { ...CLONEKV, epoch: 'e2', heads: heads(7) }), ['resync gap', 'request 6', 'resendWrites']);
+  assert.deepEqual(h.hugz(25_080, 7, { ...CLONEKV, epoch: 'e2', heads: heads(7) }), ['resync gap', 'request 6 since 5@e2', 'resendWrites']);
 });
 
 test('item 3: ready() is resolved when an update buffered during the first snapshot starts another resync at once', () => {
@@ -213,7 +221,7 @@ test('item 3: ready() is resolved when an update buffered during the first snaps
   assert.deepEqual(h.entry(1, 'a', 1, 'x'), []);
   // Published during the snapshot, but with a gap after the snapshot's sequence.
   assert.deepEqual(h.pub(5, 'b', 9, 'y', { prev: prev(7) }), []);
-  assert.deepEqual(h.end(10, 1, 5, CLONEKV), ['kind clonekv', 'replace @5 first {a="x"}', 'ready', 'resync gap', 'request 2', 'resendWrites']);
+  assert.deepEqual(h.end(10, 1, 5, CLONEKV), ['kind clonekv', 'replace @5 first {a="x"}', 'ready', 'resync gap', 'request 2 since 5@e1', 'resendWrites']);
   assert.equal(h.m.status, 'stale');
   // The second sync ends normally; ready is not given twice.
   assert.deepEqual(h.entry(2, 'b', 9, 'y', 15), []);
@@ -274,7 +282,7 @@ test('item 17: only the subscriber proves the server alive; replies on the DEALE
   // Acknowledgements keep coming on the DEALER (a busy writer), the subscriber is silent.
   for (const t of [800, 1200, 1400]) assert.deepEqual(h.replied(t, 1), []);
   assert.deepEqual(h.tick(1500), []);
-  assert.deepEqual(h.tick(1501), ['resync silence', 'request 2', 'resendWrites']);
+  assert.deepEqual(h.tick(1501), ['resync silence', 'request 2 since 1@e1', 'resendWrites']);
 });
 
 test('item 17: a plain server that restarted gets its join confirmed again (the subscriber dropped in between)', () => {
@@ -319,4 +327,88 @@ test('overflow of buffered updates, duplicates, presence keys, deletes', () => {
   assert.deepEqual(h.pub(13, 'a', 5, undefined, { reason: 'expired' }), ['apply a@5=del', 'settle']);
   assert.deepEqual(h.pub(14, 'a', 7, 1), ['resync gap'], 'full tree: 6 is missing (backing off: resynced 4 ms after a sync)');
   assert.equal(h.stats.gaps, 1);
+});
+
+/** A live peer of a clonekv forwarder at sequence 10 (epoch e1), with keys a=1 and b=2. */
+function liveAt10() {
+  const h = harness();
+  h.start(0);
+  h.entry(1, 'a', 3, 1);
+  h.entry(1, 'b', 10, 2);
+  h.end(0, 1, 10, { ...CLONEKV, count: '2' });
+  return h;
+}
+
+test('issue 8: a resync in the same epoch asks a clonekv forwarder for the updates after its sequence; a delta is applied in order, then the buffered updates', () => {
+  const h = liveAt10();
+  assert.deepEqual(h.hugz(20_000, 13, { ...CLONEKV, heads: heads(13) }), ['resync gap', 'request 2 since 10@e1', 'resendWrites']);
+  assert.deepEqual(h.pub(20_001, 'c', 14, 4, { prev: prev(13) }), [], 'buffered during the answer');
+  assert.deepEqual(h.dentry(2, 'a', 11, 'one'), []);
+  assert.deepEqual(h.dentry(2, 'b', 12, undefined), []);
+  assert.deepEqual(h.dentry(2, 'a', 13, undefined, 'expired'), []);
+  const end = h.end(20_010, 2, 13, { ...CLONEKV, count: '3', delta: '1' });
+  assert.deepEqual(end, ['apply a@11="one" (resync)', 'apply b@12=del (resync)', 'apply a@13=del (resync)', 'apply c@14=4', ...JOINED]);
+  assert.equal(h.stats.deltaSyncs, 1);
+  assert.equal(h.stats.snapshots, 1, 'only the first join was a full snapshot');
+  assert.equal(h.m.applied, 14);
+  assert.equal(h.m.status, 'live');
+});
+
+test('issue 8: a full snapshot in answer to a resume request (history compacted, epoch changed) replaces the map as usual', () => {
+  const h = liveAt10();
+  h.hugz(20_000, 13, { ...CLONEKV, heads: heads(13) });
+  assert.deepEqual(h.dentry(2, 'a', 3, 1), [], 'an entry at or below since: not a delta');
+  assert.equal(h.m.wantsDeltaDetail(2), false);
+  assert.deepEqual(h.dentry(2, 'c', 13, 3), []);
+  assert.deepEqual(h.end(20_010, 2, 13, { ...CLONEKV, count: '2' }), ['replace @13 {a=1,c=3}', ...JOINED]);
+  assert.equal(h.stats.snapshots, 2);
+  assert.equal(h.stats.deltaSyncs, 0);
+});
+
+test('issue 8: a delta that does not add up, or is not the one asked for, is refused; the next request asks for a full snapshot', () => {
+  const cases: Array<[string, (h: ReturnType<typeof harness>) => string[]]> = [
+    ['count off', (h) => (h.dentry(2, 'a', 11, 5), h.end(20_010, 2, 11, { ...CLONEKV, count: '2', delta: '1' }))],
+    ['other epoch', (h) => (h.dentry(2, 'a', 11, 5), h.end(20_010, 2, 11, { ...CLONEKV, epoch: 'e9', count: '1', delta: '1' }))],
+    ['entry past the end', (h) => (h.dentry(2, 'a', 12, 5), h.end(20_010, 2, 11, { ...CLONEKV, count: '1', delta: '1' }))],
+    ['out of order', (h) => (h.dentry(2, 'a', 12, 5), h.dentry(2, 'b', 11, 5), h.end(20_010, 2, 12, { ...CLONEKV, count: '2', delta: '1' }))],
+  ];
+  for (const [what, answer] of cases) {
+    const h = liveAt10();
+    h.hugz(20_000, 11, { ...CLONEKV, heads: heads(11) });
+    assert.deepEqual(answer(h), ['report', 'resync incomplete'], what);
+    assert.equal(h.stats.deltaSyncs, 0, what);
+    assert.deepEqual(h.tick(21_010), ['request 3', 'resendWrites'], `${what}: a full snapshot next`);
+  }
+  // A delta never asked for (the first join sends no resume) is refused too.
+  const h = harness();
+  h.start(0);
+  h.dentry(1, 'a', 1, 5);
+  assert.deepEqual(h.end(10, 1, 1, { ...CLONEKV, count: '1', delta: '1' }), ['kind clonekv', 'report', 'resync incomplete']);
+});
+
+test('issue 8: the first join and a resync after a new epoch ask for a full snapshot; a plain server never gets the resume request', () => {
+  const h = liveAt10();
+  assert.deepEqual(h.hugz(20_000, 11, { clonekv: '1', epoch: 'e2' }), ['resync epoch', 'request 2', 'resendWrites']);
+  const p = harness();
+  p.start(0);
+  p.entry(1, 'a', 3, 1);
+  p.end(0, 1, 3);
+  p.tick(100); // the unconfirmed join's follow-up is due once the subscription is live
+  assert.deepEqual(p.hugz(20_000, 5), ['resync gap', 'request 2', 'resendWrites']);
+});
+
+test('issue 8: a clonekv server that does not announce resume=1 (an older forwarder) never gets the resume request', () => {
+  const h = harness();
+  h.start(0);
+  h.entry(1, 'a', 3, 1);
+  h.end(0, 1, 10, { clonekv: '1', joined: '1', epoch: 'e1', count: '1' });
+  assert.deepEqual(h.hugz(20_000, 13, { clonekv: '1', epoch: 'e1', heads: heads(13) }), ['resync gap', 'request 2', 'resendWrites']);
+});
+
+test('issue 8: an undecodable value in a delta is held as raw bytes, reported and counted once', () => {
+  const h = liveAt10();
+  h.hugz(20_000, 11, { ...CLONEKV, heads: heads(11) });
+  assert.deepEqual(h.badEntry(2, 'x', 11, 'c1'), ['report']);
+  assert.deepEqual(h.end(20_010, 2, 11, { ...CLONEKV, count: '1', delta: '1' }), ['apply x@11=bytes:c1 (resync)', ...JOINED]);
+  assert.equal(h.stats.undecodable, 1);
 });

@@ -47,6 +47,8 @@ export class PlainServer {
   /** Subscriptions seen on the publisher since the last (re)start. */
   subscriptions: string[] = [];
   snapshots = 0;
+  /** ROUTER messages that are not a two-frame ICANHAZ? (never answered, as by a strict server). */
+  otherRequests = 0;
   /** While set, each snapshot's KVSYNCs are sent but its KTHXBAI waits for this promise. */
   hold: Promise<void> | undefined;
   /** While true, KVSETs are received and dropped (as by a server that dies before sequencing them). */
@@ -96,7 +98,10 @@ export class PlainServer {
   async #serveRouter(router: zmq.Router): Promise<void> {
     for await (const frames of received(router)) {
       const [id, command, subtree] = frames;
-      if (frames.length !== 3 || command?.toString() !== 'ICANHAZ?' || !id || !subtree) continue;
+      if (frames.length !== 3 || command?.toString() !== 'ICANHAZ?' || !id || !subtree) {
+        this.otherRequests++;
+        continue;
+      }
       this.snapshots++;
       const prefix = subtree.toString('latin1');
       for (const [key, e] of this.map) {

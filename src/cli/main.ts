@@ -48,6 +48,8 @@ const FLAGS = {
   bind: { type: 'string' },
   heartbeat: { type: 'string' },
   'max-value-bytes': { type: 'string' },
+  limit: { type: 'string' },
+  since: { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
@@ -61,7 +63,8 @@ const TAKES = {
   del: [...CLIENT, 'if-version'],
   dump: [...CLIENT, 'json'],
   load: [...CLIENT, 'prefix'],
-  watch: [...CLIENT, 'json', 'updates-only'],
+  watch: [...CLIENT, 'json', 'updates-only', 'since'],
+  history: [...CLIENT, 'json', 'limit'],
   stats: [...CLIENT, 'json'],
   peers: [...CLIENT, 'json'],
 } as const satisfies Record<string, readonly Flag[]>;
@@ -82,7 +85,8 @@ Commands:
   del KEY               delete a key
   dump [PREFIX]         print every key under PREFIX
   load FILE             write every key of a JSON object file (with progress)
-  watch [PREFIX]        print changes under PREFIX as they happen
+  watch [PREFIX]        print changes under PREFIX as they happen (--since N: from sequence N)
+  history KEY           print the retained versions of KEY, newest first
   peers                 list the live peers (presence)
   stats                 print the forwarder's counters
 
@@ -145,7 +149,7 @@ Writes every key of FILE, a JSON object { key: value } (nested objects are writt
 values, not flattened), each under PREFIX + key. Shows progress on stderr (CLONEKV_PROGRESS=1
 when stderr is not a terminal); exits 0 once all writes are sequenced.
 ${CLIENT_HELP}`,
-  watch: `Usage: clonekv watch [PREFIX] [--json] [--updates-only] [--server URL] [--timeout MS]
+  watch: `Usage: clonekv watch [PREFIX] [--json] [--updates-only | --since N] [--server URL] [--timeout MS]
 
 Prints the current entries under PREFIX, then every change, until Ctrl-C:
 "put key value" / "del key (reason)" lines (quoted as dump quotes them; a key holding a space
@@ -153,6 +157,16 @@ is quoted too), or JSON lines with --json. When the forwarder goes silent (or re
 updates were missed) it says so on stderr and keeps the last known state; it says so again
 when it is back in sync.
   --updates-only    skip the current entries; print only changes
+  --since N         instead of the current entries, print every change after sequence N that
+                    the forwarder still holds in its history, then go on live; exits 1 naming
+                    the oldest sequence held if that history was compacted away
+${CLIENT_HELP}`,
+  history: `Usage: clonekv history KEY [--limit N] [--json] [--server URL] [--timeout MS]
+
+Prints the versions of KEY the forwarder still holds in its retained history, newest first:
+"VERSION put VALUE" / "VERSION del (reason)" lines, or one JSON array with --json. Exits 1
+naming the oldest sequence held if the key exists but all of its versions were compacted away.
+  --limit N         at most N versions (default 100; 1 to 10000)
 ${CLIENT_HELP}`,
   stats: `Usage: clonekv stats [--json] [--server URL] [--timeout MS]
 
@@ -235,6 +249,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await load(rest, io, ctx);
       case 'watch':
         return await watch(rest, io, ctx);
+      case 'history':
+        return await history(rest, io, ctx);
       case 'stats':
         return await stats(rest, io, ctx);
       case 'peers':
@@ -698,6 +714,8 @@ async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values, positionals } = parse('watch', args, [0, 1]);
   const prefix = prefixArg(positionals[0]);
   const timeout = durationArg('timeout', values.timeout, 30_000);
+  const since = values.since === undefined ? undefined : intArg('since', values.since, 0, 0, Number.MAX_SAFE_INTEGER);
+  if (since !== undefined && values['updates-only']) throw new UsageError('--since and --updates-only cannot be combined (--since prints only changes already)');
   const url = server(values, ctx);
   const peer = await joinedPeer(url, prefix, timeout, io);
   const ac = new AbortController();
@@ -719,7 +737,8 @@ async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   });
   const json = values.json === true;
   try {
-    for await (const e of peer.watch(prefix, { signal: ac.signal, updatesOnly: values['updates-only'] === true })) {
+    const options = since !== undefined ? { signal: ac.signal, since } : { signal: ac.signal, updatesOnly: values['updates-only'] === true };
+    for await (const e of peer.watch(prefix, options)) {
       if (io.out(formatWatch(e, json)) === false) break;
     }
     return Exit.Ok;
@@ -737,6 +756,28 @@ function formatWatch(e: WatchEntry, json: boolean): string {
   }
   const key = field(e.key, true);
   return e.operation === 'put' ? `put ${key} ${field(formatValue(e.value, false))}` : `del ${key} (${e.reason ?? 'deleted'})`;
+}
+
+async function history(args: string[], io: Io, ctx: Context): Promise<number> {
+  const { values, positionals } = parse('history', args, [1, 1]);
+  const key = keyArg(positionals[0]!);
+  const limit = intArg('limit', values.limit, 100, 1, 10_000);
+  const timeout = durationArg('timeout', values.timeout, 5000);
+  const peer = await joinedPeer(server(values, ctx), WRITE_ONLY_SUBTREE, timeout, io);
+  try {
+    const versions = await peer.history(key, { limit, timeout });
+    if (values.json) {
+      io.out(formatValue(versions.map((v) => ({ version: v.version, op: v.operation, value: v.value, ...(v.reason ? { reason: v.reason } : {}) })), true));
+    } else {
+      for (const v of versions) {
+        const line = v.operation === 'put' ? `${v.version} put ${field(formatValue(v.value, false))}` : `${v.version} del (${v.reason ?? 'deleted'})`;
+        if (io.out(line) === false) break;
+      }
+    }
+    return Exit.Ok;
+  } finally {
+    await peer.close();
+  }
 }
 
 async function stats(args: string[], io: Io, ctx: Context): Promise<number> {

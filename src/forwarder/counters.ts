@@ -7,10 +7,10 @@
 import type { ForwarderStats, MalformedCounts } from '../types.ts';
 
 /** Counters that only ever go up (the rest of {@link ForwarderStats} is read live). */
-export type EventCounter = 'published' | 'duplicates' | 'conflicts' | 'rejected' | 'expired' | 'purged' | 'snapshots' | 'dropped' | 'heartbeats';
+export type EventCounter = 'published' | 'duplicates' | 'conflicts' | 'rejected' | 'expired' | 'purged' | 'snapshots' | 'deltas' | 'dropped' | 'heartbeats';
 
 /** What {@link Counters.stats} reads from the other modules. */
-export type LiveFigures = Pick<ForwarderStats, 'sequence' | 'keys' | 'peers' | 'subscriptions' | 'epoch' | 'dedupEvictions'>;
+export type LiveFigures = Pick<ForwarderStats, 'sequence' | 'keys' | 'peers' | 'subscriptions' | 'epoch' | 'dedupEvictions' | 'historyOldest' | 'historySize'>;
 
 /** The forwarder's counters. */
 export class Counters {
@@ -23,6 +23,7 @@ export class Counters {
     expired: 0,
     purged: 0,
     snapshots: 0,
+    deltas: 0,
     dropped: 0,
     heartbeats: 0,
   };

@@ -6,8 +6,8 @@
  *
  * Topology (P = base port):
  * ```
- *   peers' DEALER ──► ROUTER :P    ICANHAZ? → KVSYNC or KVBATCH..., KTHXBAI; KVSET → KVACK;
- *                                  KVWRITE → KVACKS; KVBEAT → (KVPRESENT); KVBYE; KVSTATS
+ *   peers' DEALER ──► ROUTER :P    ICANHAZ? → KVSYNC or KVBATCH..., KTHXBAI (or a delta); KVSET → KVACK;
+ *                                  KVWRITE → KVACKS; KVBEAT → (KVPRESENT); KVBYE; KVSTATS; KVHISTORY
  *   peers' SUB    ◄── XPUB   :P+1  KVPUB, HUGZ (XPUB: subscriptions are seen, for gap detection)
  *   plain PUB     ──► SUB    :P+2  KVSET (plain CHP writers)
  * ```
@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { ClonekvError, ClosedError, ErrorCode } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
 import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
-import { decodeMessage, EMPTY_FRAME, type ChpMessage } from '../protocol/message.ts';
+import { decodeMessage, EMPTY_FRAME, parseResumeRequest, type ChpMessage } from '../protocol/message.ts';
 import { encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
@@ -33,6 +33,7 @@ import { bindForwarderSockets, receiveLoop, type ForwarderSockets } from '../tra
 import type { Endpoints, ForwarderOptions, ForwarderPeer, ForwarderStats } from '../types.ts';
 import { Counters } from './counters.ts';
 import { Expiry } from './expiry.ts';
+import { answerHistory } from './history-server.ts';
 import { Presence } from './presence.ts';
 import { Sequencer } from './sequencer.ts';
 import { forwarderSettings, type Settings } from './settings.ts';
@@ -91,6 +92,7 @@ export class Forwarder implements AsyncDisposable {
       onDeadline: (at) => this.#expiry.arm(at),
       onOwner: (key, owner) => this.#presence.written(key, owner),
       counters,
+      history: { maxEntries: settings.historyMax, maxBytes: settings.historyBytes },
     });
     // KVPRESENT goes after any snapshot in flight to that peer, never inside it.
     const reply = (to: Buffer, frames: Buffer[]): void => this.#snapshots.sendAfterSnapshot(to, frames);
@@ -98,6 +100,7 @@ export class Forwarder implements AsyncDisposable {
     this.#sequencer = new Sequencer({ log: this.#log, presence: this.#presence, counters, settings, epoch: this.#epoch });
     this.#snapshots = new SnapshotServer({
       store: this.#log.store,
+      history: this.#log.history,
       outbox: this.#outbox,
       counters,
       epoch: this.#epoch,
@@ -105,11 +108,12 @@ export class Forwarder implements AsyncDisposable {
       snapshotBatch: settings.snapshotBatch,
     });
     this.#commands = new Map<string, RouterHandler>([
-      [Command.SnapshotRequest, (from, f) => (f.length === 2 ? this.#snapshots.request(from, f[1]!) : counters.malformed('snapshot-request'))],
+      [Command.SnapshotRequest, (from, f) => this.#onSnapshotRequest(from, f)],
       [Command.WriteBatch, (from, f) => this.#decoded(from, f, (m) => this.#replyIf(from, this.#sequencer.writeBatch(m.body)))],
       [Command.PeerBeat, (from, f) => this.#decoded(from, f, (m) => this.#presence.beat(from, m))],
       [Command.PeerBye, (from, f) => this.#decoded(from, f, (m) => this.#presence.bye(m))],
       [Command.Stats, (from, f) => this.#decoded(from, f, () => this.#sendStats(from))],
+      [Command.History, (from, f) => this.#decoded(from, f, (m) => this.#sendHistory(from, m))],
     ]);
     this.#longestCommand = Math.max(...[...this.#commands.keys()].map((c) => c.length));
     const ignore = (): void => {};
@@ -178,6 +182,8 @@ export class Forwarder implements AsyncDisposable {
       subscriptions: this.#log.heads.size,
       epoch: this.#epoch,
       dedupEvictions: this.#sequencer.dedupEvictions,
+      historyOldest: this.#log.history.oldest,
+      historySize: this.#log.history.size,
     });
   }
 
@@ -303,8 +309,27 @@ export class Forwarder implements AsyncDisposable {
     }
   }
 
+  /**
+   * ICANHAZ?: two frames (RFC 12), or three from a clonekv peer that asks to resume (`since`,
+   * `epoch`); any other shape, or a third frame that does not read as such, is counted and
+   * dropped.
+   */
+  #onSnapshotRequest(from: Buffer, frames: Buffer[]): void {
+    if (frames.length === 2) return this.#snapshots.request(from, frames[1]!);
+    const resume = frames.length === 3 ? parseResumeRequest(frames[2]!) : undefined;
+    if (!resume) return this.#counters.malformed('snapshot-request');
+    this.#snapshots.request(from, frames[1]!, resume);
+  }
+
   #replyIf(to: Buffer, frames: Buffer[] | undefined): void {
     if (frames) this.#outbox.send(to, frames);
+  }
+
+  /** KVHISTORY: answered on the ROUTER; a malformed request is counted (`properties`) and dropped. */
+  #sendHistory(to: Buffer, m: ChpMessage): void {
+    const answer = answerHistory(this.#log.history, this.#log.store, m);
+    if (answer) this.#outbox.send(to, answer);
+    else this.#counters.malformed('properties');
   }
 
   #sendStats(to: Buffer): void {

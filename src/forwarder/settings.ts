@@ -21,6 +21,8 @@ export interface Settings {
   readonly joinWait: number;
   readonly peerTimeout: number;
   readonly checkValues: boolean;
+  readonly historyMax: number;
+  readonly historyBytes: number;
   readonly publisherHwm: { send: number; receive: number };
   readonly snapshotHwm: { send: number; receive: number };
   readonly collectorHwm: { send: number; receive: number };
@@ -40,6 +42,8 @@ const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'joinWait',
   'peerTimeout',
   'checkValues',
+  'historyMax',
+  'historyBytes',
 ];
 
 function hwmOption(name: string, value: HighWaterMarks | undefined, send: number, receive: number) {
@@ -63,6 +67,8 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     joinWait: durationOption('joinWait', options.joinWait, 2000, 0),
     peerTimeout: durationOption('peerTimeout', options.peerTimeout, 3000, 10),
     checkValues: booleanOption('checkValues', options.checkValues, true),
+    historyMax: intOption('historyMax', options.historyMax, 1_000_000, 0, 100_000_000),
+    historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, 0, 2 ** 40),
     publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 10_000, 1000),
     snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),

@@ -10,13 +10,15 @@
  *
  * @module
  */
-import { contiguousEntrySize, packContiguous } from '../protocol/batch.ts';
+import { contiguousEntrySize, entrySize, packBatch, packContiguous, type WireEntry } from '../protocol/batch.ts';
 import { Command, PEER_ID_PREFIX, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
-import { EMPTY_FRAME } from '../protocol/message.ts';
+import { EMPTY_FRAME, type ResumeRequest } from '../protocol/message.ts';
 import { encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
+import type { UpdateHistory } from '../store/history.ts';
 import type { SequencedMap } from '../store/sequenced-map.ts';
+import type { UpdateRecord } from '../store/update-record.ts';
 import type { Counters } from './counters.ts';
 
 const KTHXBAI = Buffer.from(Command.SnapshotEnd);
@@ -32,6 +34,8 @@ export interface SnapshotOutbox {
 /** What the snapshot server needs from the rest of the forwarder. */
 export interface SnapshotHooks {
   readonly store: SequencedMap;
+  /** The retained updates a delta is made of. */
+  readonly history: UpdateHistory;
   readonly outbox: SnapshotOutbox;
   readonly counters: Counters;
   readonly epoch: string;
@@ -41,31 +45,45 @@ export interface SnapshotHooks {
   readonly snapshotBatch: number;
 }
 
+/** A delta this short is sent without counting the subtree's keys. */
+const SMALL_DELTA = 1024;
+
+/** Keys of `store` under `prefix` (latin1). */
+function countUnder(store: SequencedMap, prefix: string): number {
+  let n = 0;
+  for (const [key] of store.entries()) if (key.startsWith(prefix)) n++;
+  return n;
+}
+
 /** Snapshot requests, and the join subscriptions they wait for. */
 export class SnapshotServer {
   readonly #hooks: SnapshotHooks;
   /** Routing ids (latin1) of clonekv peers whose join subscription has arrived. */
   readonly #joined = new Set<string>();
   /** Requests waiting for the requester's join subscription, and replies to send after them. */
-  readonly #parked = new Map<string, { subtree: Buffer; timer: NodeJS.Timeout; after: Buffer[][] }>();
+  readonly #parked = new Map<string, { subtree: Buffer; resume: ResumeRequest | undefined; timer: NodeJS.Timeout; after: Buffer[][] }>();
   #closed = false;
 
   constructor(hooks: SnapshotHooks) {
     this.#hooks = hooks;
   }
 
-  /** An ICANHAZ? from routing id `id` for `subtree`. */
-  request(id: Buffer, subtree: Buffer): void {
+  /**
+   * An ICANHAZ? from routing id `id` for `subtree`; `resume` (a clonekv peer that holds the map
+   * at some sequence) asks for a delta, answered as one only when this run still holds every
+   * update after it. The join wait applies either way.
+   */
+  request(id: Buffer, subtree: Buffer, resume?: ResumeRequest): void {
     const idKey = id.toString('latin1');
     const isClonekv = idKey.startsWith(PEER_ID_PREFIX);
     if (!isClonekv || this.#joined.has(idKey) || this.#hooks.joinWait === 0) {
-      this.#serve(id, subtree, isClonekv && this.#joined.has(idKey));
+      this.#serve(id, subtree, isClonekv && this.#joined.has(idKey), resume);
       return;
     }
     const old = this.#parked.get(idKey);
     if (old) clearTimeout(old.timer);
     const timer = setTimeout(() => this.#unpark(idKey, false), this.#hooks.joinWait);
-    this.#parked.set(idKey, { subtree, timer, after: old?.after ?? [] });
+    this.#parked.set(idKey, { subtree, resume, timer, after: old?.after ?? [] });
   }
 
   /**
@@ -95,7 +113,7 @@ export class SnapshotServer {
     clearTimeout(parked.timer);
     this.#parked.delete(idKey);
     const id = Buffer.from(idKey, 'latin1');
-    this.#serve(id, parked.subtree, joined);
+    this.#serve(id, parked.subtree, joined, parked.resume);
     if (parked.after.length > 0) this.#sendAfter(id, parked.after);
   }
 
@@ -112,13 +130,41 @@ export class SnapshotServer {
     this.#parked.clear();
   }
 
-  #serve(id: Buffer, subtreeBytes: Buffer, joined: boolean): void {
+  /**
+   * The updates under `subtree` after `resume.since`, if a delta can answer the request: the
+   * requester is a clonekv peer (delta batches are an extension), in this run's epoch, every
+   * update after `since` is still held, and they are fewer than the keys a snapshot would carry
+   * (a peer that missed 300,000 rewrites of 10,000 keys is better served by those 10,000);
+   * otherwise `undefined` (a full snapshot).
+   */
+  #delta(batched: boolean, subtree: string, resume: ResumeRequest | undefined): UpdateRecord[] | undefined {
+    if (!resume || !batched) return undefined;
+    const { history, store, epoch } = this.#hooks;
+    if (resume.epoch !== epoch || resume.since < history.oldest || resume.since > store.sequence) return undefined;
+    // The history must reach the map's sequence (it always does when every update goes through
+    // UpdateLog.append; anything else gets a snapshot rather than a delta that misses updates).
+    if (history.newest !== store.sequence) return undefined;
+    // Taken at once: the answer is a point in time, like a snapshot. The whole map's size bounds
+    // any snapshot: past it, stop collecting.
+    const records: UpdateRecord[] = [];
+    for (const r of history.since(resume.since, subtree)) {
+      if (records.length >= store.size) return undefined;
+      records.push(r);
+    }
+    // A subtree's snapshot may be much smaller than the map: count it when it could matter.
+    if (subtree.length > 0 && records.length > SMALL_DELTA && records.length > countUnder(store, subtree)) return undefined;
+    return records;
+  }
+
+  #serve(id: Buffer, subtreeBytes: Buffer, joined: boolean, resume?: ResumeRequest): void {
     if (this.#closed) return;
     const { store, counters, epoch, snapshotBatch: batchMax } = this.#hooks;
+    const batched = id.toString('latin1').startsWith(PEER_ID_PREFIX);
+    const delta = this.#delta(batched, subtreeBytes.toString('latin1'), resume);
+    if (delta) return this.#serveDelta(id, subtreeBytes, joined, delta);
     counters.events.snapshots++;
     const entries = store.snapshot(subtreeBytes.toString('latin1'));
     const sequence = store.sequence;
-    const batched = id.toString('latin1').startsWith(PEER_ID_PREFIX);
     const digest = new SnapshotDigest();
     let i = 0;
     let ended = false;
@@ -147,6 +193,48 @@ export class SnapshotServer {
         [Prop.Count, String(entries.length)],
         [Prop.Digest, digest.hex],
         [Prop.Joined, joined ? '1' : '0'],
+        [Prop.Resume, '1'],
+      ]);
+      return [KTHXBAI, encodeSequence(sequence), EMPTY_FRAME, props, subtreeBytes];
+    };
+    this.#hooks.outbox.stream(id, next, () => {});
+  }
+
+  /**
+   * A delta: the retained updates (puts and deletes, in sequence order) packed in KVBATCHes as
+   * a snapshot's entries are, then a KTHXBAI with `delta=1` whose count and digest cover what
+   * was sent and whose sequence is the forwarder's now.
+   */
+  #serveDelta(id: Buffer, subtreeBytes: Buffer, joined: boolean, records: readonly UpdateRecord[]): void {
+    const { store, counters, epoch, snapshotBatch: batchMax } = this.#hooks;
+    counters.events.deltas++;
+    const sequence = store.sequence;
+    const digest = new SnapshotDigest();
+    let i = 0;
+    let ended = false;
+    const next = (): Buffer[] | undefined => {
+      if (i < records.length) {
+        const batch: WireEntry[] = [];
+        let bytes = 0;
+        while (i < records.length && batch.length < batchMax && bytes < BATCH_BYTES) {
+          const r = records[i++]!;
+          const e: WireEntry = { key: r.key, sequence: r.seq, uuid: r.uuid, properties: r.properties, body: r.body };
+          digest.add(r.key, r.seq);
+          bytes += entrySize(e);
+          batch.push(e);
+        }
+        return [KVBATCH, ZERO_SEQUENCE, EMPTY_FRAME, encodeProperties([[Prop.Count, String(batch.length)]]), packBatch(batch, bytes)];
+      }
+      if (ended) return undefined;
+      ended = true;
+      const props = encodeProperties([
+        [Prop.Version, PROTOCOL_VERSION],
+        [Prop.Epoch, epoch],
+        [Prop.Count, String(records.length)],
+        [Prop.Digest, digest.hex],
+        [Prop.Joined, joined ? '1' : '0'],
+        [Prop.Resume, '1'],
+        [Prop.Delta, '1'],
       ]);
       return [KTHXBAI, encodeSequence(sequence), EMPTY_FRAME, props, subtreeBytes];
     };

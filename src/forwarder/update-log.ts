@@ -11,6 +11,7 @@ import { Command, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { appendProperty, encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
+import { UpdateHistory, type HistoryBounds } from '../store/history.ts';
 import { SequencedMap } from '../store/sequenced-map.ts';
 import type { Counters } from './counters.ts';
 import { SubscriptionHeads } from './heads.ts';
@@ -29,16 +30,21 @@ export interface UpdateLogHooks {
   /** Tells who owns `key` after an update (`undefined`: nobody). */
   readonly onOwner: (key: string, owner: string | undefined) => void;
   readonly counters: Counters;
+  /** Bounds of the retained history (default: the forwarder's defaults). */
+  readonly history?: HistoryBounds;
 }
 
 /** The sequenced, published log of updates. */
 export class UpdateLog {
   readonly store = new SequencedMap();
   readonly heads = new SubscriptionHeads({ retain: RETAINED_HEADS });
+  /** The last updates, for deltas, `watch({ since })` and `history()`. */
+  readonly history: UpdateHistory;
   readonly #hooks: UpdateLogHooks;
 
   constructor(hooks: UpdateLogHooks) {
     this.#hooks = hooks;
+    this.history = new UpdateHistory(hooks.history ?? { maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024 });
   }
 
   /**
@@ -51,6 +57,7 @@ export class UpdateLog {
    */
   append(keyBytes: Buffer, key: string, uuid: Buffer, props: Buffer, body: Buffer, ttlMs: number, now: number, owner: string | undefined): number {
     const seq = this.store.apply(key, uuid, props, body, ttlMs, now);
+    this.history.appendParts(seq, keyBytes, uuid, props, body, body.length > 0 && ttlMs > 0 ? now + ttlMs : 0, owner);
     this.#hooks.counters.events.published++;
     this.#hooks.onOwner(key, owner);
     if (ttlMs > 0) this.#hooks.onDeadline(now + ttlMs);

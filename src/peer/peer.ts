@@ -12,20 +12,22 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { ClonekvError, ClosedError, ErrorCode, InvalidOptionError } from '../errors.ts';
+import { ClonekvError, ClosedError, CompactedError, ErrorCode, InvalidOptionError } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
-import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
+import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
-import { PropertyView } from '../protocol/properties.ts';
+import { encodeProperties, PropertyView } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
-import { encodeValue } from '../protocol/values.ts';
+import { decodeBody, encodeValue } from '../protocol/values.ts';
 import type {
   DeleteOptions,
   DeleteReason,
   Endpoints,
   Entry,
+  HistoryEntry,
+  HistoryOptions,
   MalformedReason,
   OwnershipLostInfo,
   PeerOptions,
@@ -215,6 +217,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
   #statsWaiters: Array<{ resolve: (v: ServerStats) => void; reject: (e: Error) => void }> = [];
+  /** KVHISTORY requests waiting for their answer, by uuid (latin1). */
+  readonly #historyWaiters = new Map<string, { resolve: (frames: Buffer[]) => void; reject: (e: Error) => void }>();
   readonly #stats: PeerStats = emptyPeerStats();
 
   /**
@@ -520,12 +524,126 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     });
   }
 
+  // ---- history -------------------------------------------------------------------------------
+
+  /**
+   * The versions of `key` the forwarder still holds in its retained history, **newest first**
+   * (at most `limit`, default 100): puts and deletes, each with its sequence. Older versions may
+   * have been compacted away (the forwarder's `historyMax`/`historyBytes`); a key the forwarder
+   * holds but none of whose versions is retained rejects with `CLONEKV_COMPACTED`
+   * ({@link CompactedError}, `oldest`: every update after it is held). A key never written (or
+   * deleted before the retained history) gives `[]`.
+   *
+   * @example
+   * ```ts
+   * for (const v of await peer.history('config/db/url', { limit: 5 })) console.log(v.version, v.value);
+   * ```
+   * @throws `CLONEKV_INVALID_KEY`, `CLONEKV_INVALID_OPTION`, `CLONEKV_UNSUPPORTED` against a plain
+   *   CHP server, `CLONEKV_TIMEOUT`, `CLONEKV_COMPACTED`, `CLONEKV_CLOSED`
+   */
+  async history<V = unknown>(key: string, options: HistoryOptions = {}): Promise<Array<HistoryEntry<V>>> {
+    const keyBytes = checkKey(key);
+    if (keyBytes instanceof ClonekvError) throw keyBytes;
+    const limit = intOption('limit', options.limit, 100, 1, 10_000);
+    const frames = await this.#historyRequest([[Prop.Limit, String(limit)]], keyBytes, options.timeout, `history of "${key}"`);
+    const { records, status, oldest } = readHistoryAnswer(frames);
+    if (status === 'compacted') throw new CompactedError(`history of "${key}"`, oldest, this.#s.endpoints.snapshot);
+    return records.map((r) => historyEntry<V>(r));
+  }
+
+  /** Sends one KVHISTORY request and waits for its answer (its frames), within `timeout` (joining included). */
+  async #historyRequest(props: Array<[string, string]>, body: Buffer, timeout: number | undefined, what: string): Promise<Buffer[]> {
+    const ms = durationOption('timeout', timeout, this.#s.writeTimeout, 1);
+    if (this.#life.closing) throw new ClosedError('peer');
+    const deadline = Date.now() + ms;
+    const noAnswer = (): ClonekvError => new ClonekvError(ErrorCode.Timeout, `${what}: no answer from the forwarder at ${this.#s.endpoints.snapshot} within ${ms} ms`);
+    if (this.#sync.status === 'syncing') {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([this.ready(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(noAnswer()), ms)))]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    if (this.#sync.kind !== 'clonekv' || !this.#link.hasDealer) {
+      throw new ClonekvError(ErrorCode.Unsupported, `${what}: the server at ${this.#s.endpoints.snapshot} is a plain CHP server, which keeps no history`);
+    }
+    const uuid = randomBytes(16);
+    const id = uuid.toString('latin1');
+    return new Promise<Buffer[]>((resolve, reject) => {
+      const timer = setTimeout(() => done(undefined, noAnswer()), Math.max(0, deadline - Date.now()));
+      const done = (frames: Buffer[] | undefined, err?: Error): void => {
+        clearTimeout(timer);
+        this.#historyWaiters.delete(id);
+        if (frames) resolve(frames);
+        else reject(err);
+      };
+      this.#historyWaiters.set(id, { resolve: (f) => done(f), reject: (e) => done(undefined, e) });
+      this.#link.request([HISTORY, ZERO_SEQUENCE, uuid, encodeProperties(props), body]);
+    });
+  }
+
+  /**
+   * `watch(prefix, { since })`: the retained updates after `since` (asked page by page), up to
+   * what the local map held when the watch went live, then the live changes, which were queued
+   * from that moment: so nothing is missed or yielded twice at the seam.
+   */
+  async *#watchSince<V>(prefix: string, since: number, options: WatchOptions): AsyncGenerator<WatchEntry<V>> {
+    await this.ready();
+    const { since: _since, ...rest } = options;
+    // Registered at once (the peer is ready): every change from here on is queued in it.
+    const live = this.watch<V>(prefix, { ...rest, updatesOnly: true });
+    const upTo = this.#sync.applied;
+    try {
+      const scope = replayScope(prefix, this.#s.subtree);
+      const hidePresence = this.#s.subtree === '';
+      const previous = new Map<string, unknown>();
+      let from = since;
+      while (scope !== undefined && from < upTo && !options.signal?.aborted) {
+        const frames = await this.#historyRequest([[Prop.Since, String(from)]], Buffer.from(scope, 'utf8'), undefined, `watch of "${prefix}" since ${since}`);
+        const { records, status, oldest } = readHistoryAnswer(frames);
+        if (status === 'compacted') throw new CompactedError(`watch of "${prefix}" since ${since}`, oldest, this.#s.endpoints.snapshot);
+        for (const r of records) {
+          if (r.version > upTo) {
+            from = upTo; // the rest comes live
+            break;
+          }
+          from = r.version;
+          if (hidePresence && r.key.startsWith(PRESENCE_PREFIX)) continue;
+          const e = historyEntry<V>(r);
+          yield {
+            key: e.key,
+            operation: e.operation,
+            value: e.value,
+            previous: previous.get(e.key) as V | undefined,
+            version: e.version,
+            isUpdate: true,
+            ...(e.reason ? { reason: e.reason } : {}),
+            fromResync: false,
+          };
+          previous.set(e.key, e.value);
+        }
+        if (records.length === 0) break;
+      }
+      for await (const e of live) {
+        // Asked from a point this peer had not reached yet: what came before it is not wanted.
+        if (since > upTo && !e.fromResync && e.version <= since) continue;
+        yield e;
+      }
+    } finally {
+      await live.return?.();
+    }
+  }
+
   // ---- watch ---------------------------------------------------------------------------------
 
   /**
    * Watches keys starting with `prefix`: first yields the current entries (`isUpdate: false`,
    * once the peer is ready), then every change (`isUpdate: true`). Ends on `break`, on the
-   * signal, or when the peer closes.
+   * signal, or when the peer closes. With `since`, it yields instead the updates after that
+   * sequence still held in the forwarder's retained history, then the live changes, with none
+   * missed or yielded twice at the seam; it throws `CLONEKV_COMPACTED` if that history is gone
+   * and `CLONEKV_UNSUPPORTED` against a plain CHP server.
    *
    * @example
    * ```ts
@@ -536,6 +654,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * ```
    */
   watch<V = unknown>(prefix = '', options: WatchOptions = {}): AsyncIterableIterator<WatchEntry<V>> {
+    if (options.since !== undefined) {
+      const since = intOption('since', options.since, 0, 0);
+      intOption('maxPending', options.maxPending, 100_000, 1);
+      return this.#watchSince<V>(prefix, since, options);
+    }
     const map = this.#map;
     const self = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the source reads the peer's state when the watch starts
     return this.#watchers.watch<V>(
@@ -576,6 +699,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#readyReject(new ClosedError('peer'));
       this.#writes.close(new ClosedError('peer'));
       for (const w of this.#statsWaiters.splice(0)) w.reject(new ClosedError('peer'));
+      for (const w of [...this.#historyWaiters.values()]) w.reject(new ClosedError('peer'));
       this.#watchers.endAll();
       await this.#link.close();
     });
@@ -595,11 +719,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #execute(c: SyncCommand): void {
     switch (c.type) {
       case 'apply':
-        return this.#apply(c.seq, c.uuid, c.key, c.value, c.reason);
+        return this.#apply(c.seq, c.uuid, c.key, c.value, c.reason, c.fromResync);
       case 'request':
         this.#link.openDealer(c.attempt);
         if (this.#sync.kind === 'clonekv' && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#sync.applied);
-        this.#link.request(snapshotRequestFrames(this.#subtreeBytes));
+        this.#link.request(snapshotRequestFrames(this.#subtreeBytes, c.resume));
         return;
       case 'resync':
         if (this.listenerCount('resync') > 0) this.emit('resync', { reason: c.reason });
@@ -645,7 +769,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   }
 
   /** Applies one live update to the map (`key` undefined: not held; `value` undefined: a delete). */
-  #apply(seq: number, uuid: Buffer, key: string | undefined, value: unknown, reason: DeleteReason | undefined): void {
+  #apply(seq: number, uuid: Buffer, key: string | undefined, value: unknown, reason: DeleteReason | undefined, fromResync: boolean): void {
     // Our own write coming back is its acknowledgement (the only one a plain CHP server gives).
     this.#writes.onEcho(uuid, seq);
     if (key === undefined) return;
@@ -655,13 +779,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#map.delete(key);
       this.#stats.updates++;
       if (this.#watchers.observed) {
-        this.#watchers.emit({ key, operation: 'delete', value: undefined, previous: before.value, version: seq, isUpdate: true, reason: reason ?? 'deleted', fromResync: false });
+        this.#watchers.emit({ key, operation: 'delete', value: undefined, previous: before.value, version: seq, isUpdate: true, reason: reason ?? 'deleted', fromResync });
       }
       return;
     }
     this.#stats.updates++;
     this.#map.set(key, { value, version: seq });
-    if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'put', value, previous: before?.value, version: seq, isUpdate: true, fromResync: false });
+    if (this.#watchers.observed) this.#watchers.emit({ key, operation: 'put', value, previous: before?.value, version: seq, isUpdate: true, fromResync });
   }
 
   /** Runs the sync machine's timer work, then re-arms for its next wake-up. */
@@ -699,6 +823,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
     if (command === Command.WriteAck) return this.#writes.onAck(frames);
     if (command === Command.PeerPresent) return this.#onPresent(frames);
+    if (command === Command.History) {
+      const uuid = frames[2];
+      if (frames.length !== 5 || uuid?.length !== 16) return void this.#stats.malformed++;
+      return this.#historyWaiters.get(uuid.toString('latin1'))?.resolve(frames);
+    }
     if (command === Command.Stats) {
       const waiter = this.#statsWaiters.shift();
       try {
@@ -715,6 +844,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     sync.replied(now, attempt);
     if (command === Command.SnapshotBatch && frames.length === 5) {
       try {
+        // A delta's entries (deletes among them) need their uuid and delete reason too.
+        const detail = sync.wantsDeltaDetail(attempt);
         scanBatch(frames[4]!, (b, s) =>
           sync.snapshotEntry(
             attempt,
@@ -722,6 +853,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
             s.sequence,
             this.#isMsgpack(b, s.propertiesStart, s.propertiesLength),
             b.subarray(s.bodyStart, s.bodyStart + s.bodyLength),
+            detail ? b.subarray(s.uuidStart, s.uuidStart + s.uuidLength) : undefined,
+            detail && s.bodyLength === 0 ? deleteReason(b.subarray(s.propertiesStart, s.propertiesStart + s.propertiesLength)) : undefined,
           ),
         );
       } catch (err) {
@@ -796,6 +929,70 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 }
 
 const STATS = Buffer.from(Command.Stats);
+const HISTORY = Buffer.from(Command.History);
+
+/** One update of a KVHISTORY answer. */
+interface HistoryRecord {
+  readonly key: string;
+  readonly version: number;
+  readonly body: Buffer;
+  readonly msgpack: boolean;
+  readonly reason: DeleteReason;
+}
+
+/** Reads a KVHISTORY answer; throws `CLONEKV_MALFORMED` for one that does not read. */
+function readHistoryAnswer(frames: Buffer[]): { records: HistoryRecord[]; status: string; oldest: number } {
+  try {
+    const props = new PropertyView(frames[3]!);
+    const records: HistoryRecord[] = [];
+    scanBatch(frames[4]!, (b, e) => {
+      const raw = b.subarray(e.propertiesStart, e.propertiesStart + e.propertiesLength);
+      records.push({
+        key: b.toString('utf8', e.keyStart, e.keyStart + e.keyLength),
+        version: e.sequence,
+        body: b.subarray(e.bodyStart, e.bodyStart + e.bodyLength),
+        msgpack: e.propertiesLength > 0 && new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING,
+        reason: e.bodyLength === 0 ? deleteReason(raw) : 'deleted',
+      });
+    });
+    const oldest = Number(props.get(Prop.Oldest) ?? '0');
+    return { records, status: props.get(Prop.Status) ?? 'ok', oldest: Number.isSafeInteger(oldest) ? oldest : 0 };
+  } catch (err) {
+    throw new ClonekvError(ErrorCode.Malformed, 'unreadable history answer from the forwarder', { cause: err });
+  }
+}
+
+/** A history record as returned to the caller; a value marked msgpack that does not decode is given as raw bytes. */
+function historyEntry<V>(r: HistoryRecord): HistoryEntry<V> {
+  if (r.body.length === 0) return { key: r.key, operation: 'delete', value: undefined, version: r.version, reason: r.reason };
+  let value: unknown;
+  try {
+    value = decodeBody(r.body, r.msgpack);
+  } catch {
+    value = decodeBody(r.body, false);
+  }
+  return { key: r.key, operation: 'put', value: value as V, version: r.version };
+}
+
+/**
+ * The prefix whose updates a watch of `prefix` on a peer holding `subtree` sees: the longer of
+ * the two when one contains the other, `undefined` when they are disjoint (nothing to replay).
+ */
+function replayScope(prefix: string, subtree: string): string | undefined {
+  if (prefix.startsWith(subtree)) return prefix;
+  if (subtree.startsWith(prefix)) return subtree;
+  return undefined;
+}
+
+/** Why a delete in a delta happened, from its properties (`reason`); unreadable: `deleted`. */
+function deleteReason(props: Buffer): DeleteReason {
+  try {
+    const why = new PropertyView(props).get(Prop.Reason);
+    return why === 'expired' || why === 'purged' ? why : 'deleted';
+  } catch {
+    return 'deleted';
+  }
+}
 const COMMANDS: ReadonlySet<string> = new Set(Object.values(Command));
 /** Why a snapshot entry may be bad without the snapshot being incomplete. */
 const SKIPPABLE: ReadonlySet<MalformedReason> = new Set<MalformedReason>(['empty-key', 'key-too-long', 'uuid-size', 'properties']);

@@ -10,6 +10,7 @@ export function emptyPeerStats(): PeerStats {
   return {
     updates: 0,
     snapshots: 0,
+    deltaSyncs: 0,
     snapshotRequests: 0,
     resyncs: 0,
     gaps: 0,

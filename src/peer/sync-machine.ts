@@ -18,7 +18,7 @@
 import { Command, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
-import type { ChpMessage } from '../protocol/message.ts';
+import type { ChpMessage, ResumeRequest } from '../protocol/message.ts';
 import type { PropertyReader } from '../protocol/properties.ts';
 import { decodeBody } from '../protocol/values.ts';
 import type { DeleteReason, PeerStats, ResyncReason } from '../types.ts';
@@ -47,15 +47,27 @@ export type SnapshotLimit = 'maxSnapshotEntries' | 'maxSnapshotBytes';
 
 /** What the machine asks the peer to do. */
 export type SyncCommand =
-  /** Open a fresh DEALER tagged `attempt` (closing the previous one) and send a snapshot request on it. */
-  | { readonly type: 'request'; readonly attempt: number }
+  /**
+   * Open a fresh DEALER tagged `attempt` (closing the previous one) and send a snapshot request
+   * on it; with `resume`, the three-frame request that asks a clonekv forwarder for a delta.
+   */
+  | { readonly type: 'request'; readonly attempt: number; readonly resume: ResumeRequest | undefined }
   /** A resync begins (the `resync` event); reads keep serving the last known state. */
   | { readonly type: 'resync'; readonly reason: ResyncReason }
   /**
    * Apply a live update at `seq`: `key` undefined is a key the peer does not hold (presence
    * metadata), `value` undefined is a delete (with `reason`). `uuid` may acknowledge a write.
+   * `fromResync`: the update came in a delta (a resync), not live.
    */
-  | { readonly type: 'apply'; readonly seq: number; readonly uuid: Buffer; readonly key: string | undefined; readonly value: unknown; readonly reason: DeleteReason | undefined }
+  | {
+      readonly type: 'apply';
+      readonly seq: number;
+      readonly uuid: Buffer;
+      readonly key: string | undefined;
+      readonly value: unknown;
+      readonly reason: DeleteReason | undefined;
+      readonly fromResync: boolean;
+    }
   /** Replace the map with a complete snapshot (watchers see the differences unless `first`). */
   | { readonly type: 'replace'; readonly entries: Map<string, LocalEntry>; readonly sequence: number; readonly first: boolean; readonly epochChanged: boolean }
   /** The first snapshot is applied: resolve `ready()`. Emitted exactly once. */
@@ -87,10 +99,31 @@ export type SyncCommand =
 const PROGRESS_EVERY = 0x10000;
 const PRESENCE = Buffer.from(PRESENCE_PREFIX);
 const HUGZ = Command.Heartbeat;
+const EMPTY = Buffer.alloc(0);
+/** Marks "no value decoded" (`undefined` is not a value a peer holds, but stays unambiguous). */
+const NOT_DECODED: unique symbol = Symbol('not decoded');
+
+/** One update of a delta, held until its KTHXBAI says the delta is complete. */
+interface DeltaEntry {
+  readonly seq: number;
+  readonly uuid: Buffer;
+  /** `undefined`: a key this peer does not hold (presence metadata). */
+  readonly key: string | undefined;
+  /** `undefined`: a delete. */
+  readonly value: unknown;
+  readonly reason: DeleteReason | undefined;
+}
 
 interface Attempt {
   readonly n: number;
   readonly reason: ResyncReason | undefined;
+  /** What the request asked to resume from (`undefined`: a plain snapshot request). */
+  readonly resume: ResumeRequest | undefined;
+  /**
+   * While the answer may be a delta: every entry in order, deletes included. Dropped as soon as
+   * an entry at or below `resume.since` shows the answer is a full snapshot after all.
+   */
+  log: DeltaEntry[] | undefined;
   /** Entries received; dropped (never kept) when the attempt is abandoned. */
   readonly entries: Map<string, LocalEntry>;
   readonly digest: SnapshotDigest;
@@ -136,6 +169,8 @@ export class SyncMachine {
   #resyncWhenSubLive = false;
   #lastHeard: number;
   #readySent = false;
+  /** Whether the server's last KTHXBAI announced that it answers resume requests (`resume=1`). */
+  #serverResumes = false;
 
   /**
    * @param out - receives every command, synchronously, in order
@@ -174,6 +209,14 @@ export class SyncMachine {
   /** Entries held by the snapshot in progress (0 when none). */
   get snapshotEntries(): number {
     return this.#attempt?.entries.size ?? 0;
+  }
+
+  /**
+   * Whether entries of attempt `attempt` may be a delta's, so {@link snapshotEntry} wants their
+   * uuid and delete reason (not worth reading for a full snapshot).
+   */
+  wantsDeltaDetail(attempt: number): boolean {
+    return this.#attempt?.n === attempt && this.#attempt.log !== undefined;
   }
 
   /** The first join: ask at once. */
@@ -280,20 +323,50 @@ export class SyncMachine {
   /**
    * One snapshot entry of attempt `attempt` (an empty body is counted, not held). A body marked
    * msgpack that does not decode is held as its raw bytes, counted and reported: one bad value
-   * must not stop anyone from syncing.
+   * must not stop anyone from syncing. While the answer may be a delta
+   * ({@link wantsDeltaDetail}), `uuid` and `reason` (of a delete) are kept with it.
    */
-  snapshotEntry(attempt: number, key: Buffer, seq: number, msgpack: boolean, body: Buffer): void {
+  snapshotEntry(attempt: number, key: Buffer, seq: number, msgpack: boolean, body: Buffer, uuid?: Buffer, reason?: DeleteReason): void {
     const a = this.#attempt;
     if (a?.n !== attempt) return;
     a.digest.addRange(key, 0, key.length, seq);
     const count = a.digest.count;
     if ((count & (PROGRESS_EVERY - 1)) === 0) this.#out({ type: 'progress', received: count });
+    const logged = a.log ? this.#logDeltaEntry(a, key, seq, msgpack, body, uuid, reason) : NOT_DECODED;
     if (body.length === 0 || !this.#inSubtree(key) || this.#isHidden(key)) return;
     if (a.entries.size >= this.#s.maxSnapshotEntries) return this.#abandon(a, 'maxSnapshotEntries', this.#s.maxSnapshotEntries);
     a.bytes += key.length + body.length;
     if (a.bytes > this.#s.maxSnapshotBytes) return this.#abandon(a, 'maxSnapshotBytes', this.#s.maxSnapshotBytes);
     const k = key.toString('utf8');
-    a.entries.set(k, { value: this.#decode(k, seq, msgpack, body), version: seq });
+    // A value decoded for the delta's log is not decoded (nor reported as undecodable) twice.
+    a.entries.set(k, { value: logged !== NOT_DECODED ? logged : this.#decode(k, seq, msgpack, body), version: seq });
+  }
+
+  /**
+   * Keeps an entry of an answer that may be a delta (see {@link Attempt.log}); returns the value
+   * it decoded, or {@link NOT_DECODED}.
+   */
+  #logDeltaEntry(a: Attempt, key: Buffer, seq: number, msgpack: boolean, body: Buffer, uuid: Buffer | undefined, reason: DeleteReason | undefined): unknown {
+    const log = a.log!;
+    if (seq <= a.resume!.since || log.length >= this.#s.maxSnapshotEntries) {
+      // A delta holds only updates after `since`: this is a full snapshot (or one too large to
+      // be held twice; its map still bounds it).
+      a.log = undefined;
+      return NOT_DECODED;
+    }
+    if (!this.#inSubtree(key)) return NOT_DECODED;
+    if (this.#isHidden(key)) {
+      log.push({ seq, uuid: uuid ?? EMPTY, key: undefined, value: undefined, reason: undefined });
+      return NOT_DECODED;
+    }
+    const k = key.toString('utf8');
+    if (body.length === 0) {
+      log.push({ seq, uuid: uuid ?? EMPTY, key: k, value: undefined, reason: reason ?? 'deleted' });
+      return NOT_DECODED;
+    }
+    const value = this.#decode(k, seq, msgpack, body);
+    log.push({ seq, uuid: uuid ?? EMPTY, key: k, value, reason: undefined });
+    return value;
   }
 
   /** The end of a snapshot (KTHXBAI) of attempt `attempt`, with its sequence and properties. */
@@ -306,14 +379,19 @@ export class SyncMachine {
       this.#kind = kind;
       this.#out({ type: 'kind', kind });
     }
+    this.#serverResumes = kind === 'clonekv' && props.get(Prop.Resume) === '1';
     const count = props.get(Prop.Count);
     const digest = props.get(Prop.Digest);
-    // A snapshot that does not add up is refused, never applied (reference failure 2).
-    if (a.malformed || (count !== undefined && Number(count) !== a.digest.count) || (digest !== undefined && digest !== a.digest.hex)) {
+    const isDelta = props.get(Prop.Delta) === '1';
+    // A snapshot that does not add up is refused, never applied (reference failure 2); so is a
+    // delta that was not asked for, is not one, or is not in order after what was asked.
+    const badDelta = isDelta && !this.#deltaFits(a, seq, props.get(Prop.Epoch));
+    if (badDelta || a.malformed || (count !== undefined && Number(count) !== a.digest.count) || (digest !== undefined && digest !== a.digest.hex)) {
       this.#stats.malformed++;
-      this.#out({ type: 'report', message: `incomplete snapshot (got ${a.digest.count} of ${count ?? '?'} entries)` });
+      this.#out({ type: 'report', message: `incomplete ${isDelta ? 'delta' : 'snapshot'} (got ${a.digest.count} of ${count ?? '?'} entries${badDelta ? ', not the updates asked for' : ''})` });
       return this.#resync(now, 'incomplete');
     }
+    if (isDelta) return this.#applyDelta(now, a, seq, props);
     const epoch = props.get(Prop.Epoch);
     const epochChanged = epoch !== undefined && this.#epoch !== undefined && epoch !== this.#epoch;
     if (epoch !== undefined) this.#epoch = epoch;
@@ -324,6 +402,41 @@ export class SyncMachine {
     this.#syncedAt = now;
     this.#lastHeard = now;
     this.#out({ type: 'replace', entries: a.entries, sequence: seq, first, epochChanged });
+    this.#synced(now, a, seq, props);
+  }
+
+  /**
+   * Whether a KTHXBAI saying `delta=1` ends a delta this attempt asked for: same epoch, every
+   * entry after the requested sequence, in order, none after the KTHXBAI's sequence.
+   */
+  #deltaFits(a: Attempt, seq: number, epoch: string | undefined): boolean {
+    if (!a.resume || !a.log || epoch !== a.resume.epoch || epoch !== this.#epoch || a.resume.since !== this.#last || seq < a.resume.since) return false;
+    let prev = a.resume.since;
+    for (const e of a.log) {
+      if (e.seq <= prev) return false;
+      prev = e.seq;
+    }
+    return prev <= seq;
+  }
+
+  /**
+   * A delta: its updates are applied in order, as live ones are (watchers see each as a change,
+   * `fromResync`), then the peer goes on exactly as after a snapshot at the KTHXBAI's sequence.
+   */
+  #applyDelta(now: number, a: Attempt, seq: number, props: PropertyReader): void {
+    this.#attemptTimeout = this.#s.snapshotRetryDelay;
+    this.#stats.deltaSyncs++;
+    this.#status = 'live';
+    this.#syncedAt = now;
+    this.#lastHeard = now;
+    for (const e of a.log!) {
+      this.#out({ type: 'apply', seq: e.seq, uuid: e.uuid, key: e.key, value: e.value, reason: e.reason, fromResync: true });
+    }
+    this.#synced(now, a, seq, props);
+  }
+
+  /** After a snapshot or a delta brought the map to `seq`: the buffered updates, then live. */
+  #synced(now: number, a: Attempt, seq: number, props: PropertyReader): void {
     this.#last = seq;
     this.#subtreeLast = seq;
     // Every path that reaches live the first time resolves ready(), even if the updates buffered
@@ -404,18 +517,18 @@ export class SyncMachine {
     this.#last = u.sequence;
     this.#subtreeLast = u.sequence;
     if (this.#isHidden(u.key)) {
-      this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key: undefined, value: undefined, reason: undefined });
+      this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key: undefined, value: undefined, reason: undefined, fromResync: false });
       return;
     }
     const key = u.key.toString('utf8');
     if (u.body.length === 0) {
       const why = u.properties.get(Prop.Reason);
       const reason: DeleteReason = why === 'expired' || why === 'purged' ? why : 'deleted';
-      this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value: undefined, reason });
+      this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value: undefined, reason, fromResync: false });
       return;
     }
     const value = this.#decode(key, u.sequence, u.properties.get(Prop.Encoding) === MSGPACK_ENCODING, u.body);
-    this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value, reason: undefined });
+    this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value, reason: undefined, fromResync: false });
   }
 
   #duplicate(u: ChpMessage): void {
@@ -477,9 +590,12 @@ export class SyncMachine {
   #request(now: number, reason: ResyncReason | undefined): void {
     this.#waiting = undefined;
     const n = ++this.#attempts;
+    const resume = this.#resumeFrom(reason);
     this.#attempt = {
       n,
       reason,
+      resume,
+      log: resume ? [] : undefined,
       entries: new Map(),
       digest: new SnapshotDigest(),
       bytes: 0,
@@ -489,9 +605,24 @@ export class SyncMachine {
       lastProgress: now,
     };
     this.#stats.snapshotRequests++;
-    this.#out({ type: 'request', attempt: n });
+    this.#out({ type: 'request', attempt: n, resume });
     // Writes not yet acknowledged may have been lost with the previous DEALER.
     this.#out({ type: 'resendWrites' });
+  }
+
+  /**
+   * What a resync may ask to resume from: the map this peer holds, at the last applied sequence
+   * (every update up to it is applied and none after it: a missed update is always found above
+   * it), in the epoch it came from. Only to a server whose last KTHXBAI announced that it
+   * answers them (`resume=1`: a plain server, or an older clonekv forwarder, never sees the
+   * three-frame request), and not after a refused answer (an incomplete
+   * delta is followed by a full snapshot) or once the epoch is known to have changed.
+   */
+  #resumeFrom(reason: ResyncReason | undefined): ResumeRequest | undefined {
+    if (!this.#serverResumes || this.#epoch === undefined || !this.#readySent) return undefined;
+    // The first join has no map; after a refused answer, or a new epoch, only a snapshot will do.
+    if (reason === undefined || reason === 'incomplete' || reason === 'limit' || reason === 'epoch') return undefined;
+    return { since: this.#last, epoch: this.#epoch };
   }
 
   /**

@@ -38,6 +38,13 @@ export const Command = {
    * being served to (or waiting for) that routing id, never in the middle of one.
    */
   PeerPresent: 'KVPRESENT',
+  /**
+   * clonekv extension: a request for retained history, and its answer (same uuid). Request body:
+   * a key (properties `limit`: its versions, newest first) or a prefix (properties `since` and
+   * `limit`: the updates after `since` under it, oldest first). Answer: properties `status`
+   * (`ok` or `compacted`), `oldest` and `count`; body: the updates, packed as in KVBATCH.
+   */
+  History: 'KVHISTORY',
 } as const;
 
 /** Keys a clonekv peer may not write: commands, and the forwarder's presence subtree. */
@@ -54,6 +61,7 @@ export function isReservedKey(key: string): boolean {
     key === Command.PeerBye ||
     key === Command.Stats ||
     key === Command.PeerPresent ||
+    key === Command.History ||
     key.startsWith(PRESENCE_PREFIX) ||
     key.startsWith(JOIN_TOPIC_PREFIX)
   );
@@ -103,8 +111,22 @@ export const Prop = {
   Applied: 'applied',
   /** KTHXBAI: `1` when the forwarder saw the peer's subscription before taking the snapshot. */
   Joined: 'joined',
-  /** KVPRESENT: when the peer's registration began, ms since epoch (decimal). */
+  /**
+   * KVPRESENT: when the peer's registration began, ms since epoch (decimal). ICANHAZ?'s third
+   * frame and KVHISTORY: the sequence after which updates are wanted.
+   */
   Since: 'since',
+  /**
+   * KTHXBAI: `1` when the forwarder answers a resume request (ICANHAZ?'s third frame) by a delta
+   * when it can: a peer sends that request only to a server that announced it.
+   */
+  Resume: 'resume',
+  /** KTHXBAI: `1` when the answer is a delta (the updates after the requested `since`), not a snapshot. */
+  Delta: 'delta',
+  /** KVHISTORY: most versions wanted (request); the oldest sequence the history holds (answer). */
+  Limit: 'limit',
+  /** KVHISTORY answer: every update after this sequence is held (the history's `oldest`). */
+  Oldest: 'oldest',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { MAX_KEY_BYTES } from './commands.ts';
-import { PropertiesError, PropertyView, type PropertyReader } from './properties.ts';
+import { MAX_KEY_BYTES, Prop } from './commands.ts';
+import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } from './properties.ts';
 import { readSequence } from './sequence.ts';
 import type { MalformedReason } from '../types.ts';
 
@@ -57,7 +57,44 @@ export function decodeMessage(frames: readonly Buffer[], maxBodyBytes: number): 
   return { ok: true, message: { key, sequence, uuid, rawProperties: props, properties, body } };
 }
 
-/** Frames of a snapshot request for `subtree` (RFC 12: two frames). */
-export function snapshotRequestFrames(subtree: Buffer): Buffer[] {
-  return [Buffer.from('ICANHAZ?'), subtree];
+/**
+ * What a clonekv peer that already holds a map asks for in its snapshot request: only the
+ * updates after `since`, if the forwarder is still in `epoch` and holds them.
+ */
+export interface ResumeRequest {
+  readonly since: number;
+  readonly epoch: string;
+}
+
+/**
+ * Frames of a snapshot request for `subtree`: RFC 12's two frames, or, with `resume` (sent only
+ * to a server known to be a clonekv forwarder), a third frame of properties `since=S\nepoch=E\n`.
+ */
+export function snapshotRequestFrames(subtree: Buffer, resume?: ResumeRequest): Buffer[] {
+  const frames = [Buffer.from('ICANHAZ?'), subtree];
+  if (resume) frames.push(encodeProperties([[Prop.Since, String(resume.since)], [Prop.Epoch, resume.epoch]]));
+  return frames;
+}
+
+const DECIMAL = /^(0|[1-9][0-9]{0,15})$/;
+const EPOCH = /^[0-9a-f]{1,64}$/;
+
+/**
+ * Reads the properties frame of a three-frame `ICANHAZ?`: `since` (a decimal sequence) and
+ * `epoch` (hex) must both be there and valid; other names are ignored (room to grow). Returns
+ * `undefined` for anything else (the request is then malformed).
+ */
+export function parseResumeRequest(frame: Buffer): ResumeRequest | undefined {
+  let props: PropertyView;
+  try {
+    props = new PropertyView(frame);
+  } catch (err) {
+    if (err instanceof PropertiesError) return undefined;
+    throw err;
+  }
+  const since = props.get(Prop.Since);
+  const epoch = props.get(Prop.Epoch);
+  if (since === undefined || epoch === undefined || !DECIMAL.test(since) || !EPOCH.test(epoch)) return undefined;
+  const n = Number(since);
+  return Number.isSafeInteger(n) ? { since: n, epoch } : undefined;
 }
