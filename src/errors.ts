@@ -30,6 +30,11 @@ export const ErrorCode = {
   WatchOverflow: 'CLONEKV_WATCH_OVERFLOW',
   /** A received message is malformed (used in counters and error events). */
   Malformed: 'CLONEKV_MALFORMED',
+  /**
+   * The forwarder's data directory cannot be used: damaged, from a newer version, or a write
+   * to it failed (disk full). The message names the file and what to do.
+   */
+  Storage: 'CLONEKV_STORAGE',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */
@@ -108,5 +113,20 @@ export class ConflictError extends ClonekvError {
     this.key = key;
     this.expectedVersion = expected;
     this.currentVersion = current;
+  }
+}
+
+/**
+ * The durable forwarder's storage failed: its data directory is damaged or from a newer version
+ * (at start), or a write to it failed (for example the disk is full). The message names the
+ * directory or file and what to do.
+ */
+export class StorageError extends ClonekvError {
+  /** The data directory (or file) concerned. */
+  readonly path: string;
+
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Storage, message, options);
+    this.path = path;
   }
 }

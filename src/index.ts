@@ -12,6 +12,7 @@ export type {
   Entry,
   ForwarderOptions,
   ForwarderPeer,
+  ForwarderRecovery,
   ForwarderStats,
   HighWaterMarks,
   MalformedCounts,
@@ -32,6 +33,7 @@ export {
   ConflictError,
   ErrorCode,
   InvalidOptionError,
+  StorageError,
   TimeoutError,
 } from './errors.ts';
 export { Forwarder } from './forwarder/forwarder.ts';

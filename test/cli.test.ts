@@ -55,7 +55,7 @@ function spawnTracked(t: TestContext, args: string[]): CliProcess {
 
 /** Starts `clonekv serve --port 0 --json` and reads its endpoint line. */
 async function serve(t: TestContext): Promise<Served> {
-  const proc = spawnTracked(t, ['serve', '--port', '0', '--json']);
+  const proc = spawnTracked(t, ['serve', '--memory', '--port', '0', '--json']);
   const line = await proc.line(/^\{"endpoint".*\}$/);
   const info = JSON.parse(line) as { endpoint: string; epoch: string; snapshot: string; publisher: string; collector: string };
   const m = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(info.endpoint);
@@ -460,7 +460,7 @@ test('an unreachable server exits 1 naming the endpoint and what to do, within -
 
 test('serve on a port in use exits 1 with a clear message; serve stops cleanly on SIGTERM', async (t) => {
   const s = await serve(t);
-  const second = await runCli(['serve', '--port', String(s.port)], {}, 10_000);
+  const second = await runCli(['serve', '--memory', '--port', String(s.port)], {}, 10_000);
   assert.equal(second.code, 1, `second serve: ${second.stderr}`);
   assert.match(second.stderr, new RegExp(`${s.port}`));
   assert.match(second.stderr, /in use/i);

@@ -125,6 +125,11 @@ class PresenceTable {
     }
   }
 
+  /** Who owns `key`, if anyone. */
+  ownerOf(key: string): string | undefined {
+    return this.#owners.get(key);
+  }
+
   /** Removes `id`; returns the keys it owned (the caller deletes them). */
   remove(id: string): string[] {
     const m = this.#members.get(id);
@@ -217,6 +222,22 @@ export class Presence {
   bye(msg: ChpMessage): void {
     const id = this.#peerId(msg);
     if (id !== undefined) this.#remove(id);
+  }
+
+  /** Who owns `key`, if anyone. */
+  ownerOf(key: string): string | undefined {
+    return this.#table.ownerOf(key);
+  }
+
+  /**
+   * Makes `owner` the owner of `key` again without writing anything: a durable forwarder's
+   * restart, or an update the disk refused being undone. An owner not registered is registered
+   * as heard from now, so it is purged (and its keys deleted) unless it beats within
+   * `peerTimeout`; one that beats keeps its keys.
+   */
+  recover(key: string, owner: string | undefined, now = Date.now()): void {
+    if (owner !== undefined) this.#table.provisional(owner, now);
+    this.#table.written(key, owner);
   }
 
   /** Registers the owner of a write not heard from yet, under the name `unknown` until it beats. */

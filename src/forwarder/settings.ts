@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { InvalidOptionError } from '../errors.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import type { ForwarderOptions, HighWaterMarks } from '../types.ts';
 
@@ -24,6 +25,11 @@ export interface Settings {
   readonly publisherHwm: { send: number; receive: number };
   readonly snapshotHwm: { send: number; receive: number };
   readonly collectorHwm: { send: number; receive: number };
+  /** Where the durable forwarder keeps its data; `undefined`: in memory only. */
+  readonly dataDir: string | undefined;
+  readonly durability: 'sync' | 'async';
+  readonly historyMax: number;
+  readonly historyBytes: number;
 }
 
 const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
@@ -40,6 +46,10 @@ const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'joinWait',
   'peerTimeout',
   'checkValues',
+  'dataDir',
+  'durability',
+  'historyMax',
+  'historyBytes',
 ];
 
 function hwmOption(name: string, value: HighWaterMarks | undefined, send: number, receive: number) {
@@ -66,5 +76,20 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 10_000, 1000),
     snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
+    dataDir: options.dataDir === undefined ? undefined : nonEmpty('dataDir', stringOption('dataDir', options.dataDir, '')),
+    durability: durabilityOption(options.durability),
+    historyMax: intOption('historyMax', options.historyMax, 1_000_000, 1, 1_000_000_000),
+    historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER),
   };
+}
+
+function nonEmpty(name: string, value: string): string {
+  if (value.length === 0) throw new InvalidOptionError(name, 'expected a directory path, got an empty string');
+  return value;
+}
+
+function durabilityOption(value: unknown): 'sync' | 'async' {
+  if (value === undefined) return 'sync';
+  if (value === 'sync' || value === 'async') return value;
+  throw new InvalidOptionError('durability', `expected "sync" or "async", got ${JSON.stringify(value)}`);
 }

@@ -31,7 +31,7 @@ export interface SnapshotOutbox {
 
 /** What the snapshot server needs from the rest of the forwarder. */
 export interface SnapshotHooks {
-  readonly store: SequencedMap;
+  readonly store: Pick<SequencedMap, 'snapshot' | 'sequence'>;
   readonly outbox: SnapshotOutbox;
   readonly counters: Counters;
   readonly epoch: string;

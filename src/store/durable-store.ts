@@ -1,0 +1,456 @@
+/**
+ * The durable forwarder's data directory, kept in LMDB (the `lmdb` package: the only module
+ * that imports it). One environment file, `DIR/clonekv.mdb`, holds four databases:
+ *
+ * - `map`: key (bytes) → its last update, as an encoded {@link UpdateRecord} (owner included:
+ *   the owners of ephemeral keys, and so the known peer ids, are recovered from it);
+ * - `log`: sequence → update, the retained history, bounded by `historyMax` entries and
+ *   `historyBytes` (oldest compacted first);
+ * - `outcomes`: uuid → refused or conflicting write outcome and its time (successful outcomes
+ *   are rebuilt from the log, which carries each update's uuid and time);
+ * - `meta`: format version, epoch, last sequence, first retained sequence, whether the last run
+ *   shut down cleanly and in which durability mode.
+ *
+ * Every group of updates is one LMDB transaction, so the map, the log and the sequence never
+ * disagree on disk. LMDB does not checksum data, so every record carries its own CRC-32
+ * (record-codec.ts) and the file's header is checked before LMDB maps it: LMDB trusts its file,
+ * and a truncated one would crash the process (SIGBUS) instead of failing.
+ *
+ * @module
+ */
+import { closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { StorageError } from '../errors.ts';
+import { decodeRecord, encodeRecord, isSound, recordHeader, type TimedRecord } from './record-codec.ts';
+import type { UpdateRecord } from './update-record.ts';
+
+/** The data directory format this version writes and reads. */
+export const STORAGE_FORMAT = 1;
+/** The environment file inside the data directory. */
+export const DATA_FILE = 'clonekv.mdb';
+
+const LMDB_MAGIC = 0xbeefc0de;
+const LMDB_DATA_VERSION = 2;
+/** Where the meta fields sit in an LMDB meta page (after the page header). */
+const META_AT = 24;
+const META_KEY = 'state';
+
+/** How the previous run left the directory. */
+export interface PreviousRun {
+  readonly epoch: string;
+  readonly sequence: number;
+  /** Whether it was closed cleanly (everything flushed). */
+  readonly clean: boolean;
+  readonly durability: Durability;
+}
+
+/** `sync`: acknowledged once on disk; `async`: acknowledged first, flushed just after. */
+export type Durability = 'sync' | 'async';
+
+/** A refused or conflicting write outcome, as remembered across a restart. */
+export type StoredOutcome = { status: 'conflict'; current: number } | { status: 'rejected'; detail: string };
+
+/** Options of {@link DurableStore.open}. */
+export interface DurableStoreOptions {
+  /** Most updates the log retains. */
+  readonly historyMax: number;
+  /** Most bytes of encoded updates the log retains. */
+  readonly historyBytes: number;
+}
+
+interface Meta {
+  format: number;
+  epoch: string;
+  sequence: number;
+  firstSeq: number;
+  clean: boolean;
+  durability: Durability;
+}
+
+/** Advice added to every refusal to start. */
+function advice(dir: string): string {
+  return `move ${dir} aside (or restore it from a backup) and start again; the forwarder then starts empty, or run with --memory (no dataDir)`;
+}
+
+/** The data directory: open, recover, commit groups of updates, close. */
+export class DurableStore {
+  readonly #dir: string;
+  readonly #file: string;
+  readonly #root: RootDatabase;
+  readonly #map: Database<Buffer, Buffer>;
+  readonly #log: Database<Buffer, number>;
+  readonly #outcomes: Database<Buffer, Buffer>;
+  readonly #meta: Database<Buffer, string>;
+  readonly #options: DurableStoreOptions;
+  readonly #previous: PreviousRun | undefined;
+  readonly #repairs: string[] = [];
+  #state: Meta;
+  /** Encoded sizes of the retained log records, oldest first (from `#sizesHead`). */
+  #sizes: number[] = [];
+  #sizesHead = 0;
+  #logBytes = 0;
+  #closed = false;
+
+  private constructor(dir: string, root: RootDatabase, options: DurableStoreOptions) {
+    this.#dir = dir;
+    this.#file = join(dir, DATA_FILE);
+    this.#root = root;
+    this.#options = options;
+    this.#map = root.openDB('map', { encoding: 'binary', keyEncoding: 'binary' });
+    this.#log = root.openDB('log', { encoding: 'binary' });
+    this.#outcomes = root.openDB('outcomes', { encoding: 'binary', keyEncoding: 'binary' });
+    this.#meta = root.openDB('meta', { encoding: 'binary' });
+    const meta = this.#readMeta();
+    this.#previous = meta && { epoch: meta.epoch, sequence: meta.sequence, clean: meta.clean, durability: meta.durability };
+    this.#state = meta ?? { format: STORAGE_FORMAT, epoch: '', sequence: 0, firstSeq: 1, clean: false, durability: 'sync' };
+    this.#scanLog();
+  }
+
+  /**
+   * Opens (creating if need be) the data directory `dir` and checks it: the file's header, the
+   * format version, the meta record, every log record's checksum and the log's agreement with
+   * the sequence. A damaged log prefix is dropped (see {@link repairs}); anything that cannot
+   * be repaired throws.
+   *
+   * @throws `CLONEKV_STORAGE` naming the file and what to do
+   */
+  static open(dir: string, options: DurableStoreOptions): DurableStore {
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw new StorageError(dir, `cannot create the data directory ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+    const file = join(dir, DATA_FILE);
+    checkFileHeader(file, dir);
+    let root: RootDatabase;
+    try {
+      // overlappingSync off: a commit's promise resolves once it is flushed to disk, which is
+      // what an acknowledgement promises. No write map: a full disk then fails a write
+      // instead of killing the process with SIGBUS.
+      root = open({ path: file, maxDbs: 8, overlappingSync: false, noSubdir: true, encoding: 'binary' });
+    } catch (err) {
+      throw damaged(dir, `${file} cannot be opened (${(err as Error).message})`, err);
+    }
+    try {
+      return new DurableStore(dir, root, options);
+    } catch (err) {
+      void root.close();
+      if (err instanceof StorageError) throw err;
+      throw damaged(dir, `${file} cannot be read (${(err as Error).message})`, err);
+    }
+  }
+
+  /** The data directory. */
+  get directory(): string {
+    return this.#dir;
+  }
+
+  /** How the previous run left the directory; `undefined` for a new one. */
+  get previous(): PreviousRun | undefined {
+    return this.#previous;
+  }
+
+  /** What was dropped to repair the directory at open (empty if nothing). */
+  get repairs(): readonly string[] {
+    return this.#repairs;
+  }
+
+  /** The last sequence on disk. */
+  get sequence(): number {
+    return this.#state.sequence;
+  }
+
+  /** The oldest sequence the log still holds (`sequence + 1` when it is empty). */
+  get firstSequence(): number {
+    return this.#state.firstSeq;
+  }
+
+  /**
+   * The map: each key's last update, checked. A damaged entry is rebuilt from the log when the
+   * log still holds that key's last update; otherwise this throws.
+   *
+   * @throws `CLONEKV_STORAGE` for an entry that is damaged beyond repair
+   */
+  *entries(): Generator<TimedRecord> {
+    for (const { key, value } of this.#map.getRange({})) {
+      const keyString = key.toString('latin1');
+      let entry = decodeRecord(value);
+      if (entry !== undefined && (entry.record.key !== keyString || entry.record.seq > this.#state.sequence || entry.record.body.length === 0)) entry = undefined;
+      if (entry === undefined) {
+        entry = this.#fromLog(keyString);
+        if (entry === undefined) {
+          throw damaged(this.#dir, `the entry of key ${JSON.stringify(keyString)} in ${this.#file} is damaged and the log no longer holds its last update`);
+        }
+        this.#repairs.push(`rebuilt the damaged entry of key ${JSON.stringify(keyString)} from the log (sequence ${entry.record.seq})`);
+        if (entry.record.body.length === 0) void this.#map.remove(key);
+        else void this.#map.put(key, encodeRecord(entry.record, entry.at));
+        if (entry.record.body.length === 0) continue;
+      }
+      yield entry;
+    }
+  }
+
+  /** The retained log from `fromSeq` (default: the oldest held) in sequence order. */
+  *records(fromSeq = 0): Generator<UpdateRecord> {
+    for (const t of this.timedRecords(fromSeq)) yield t.record;
+  }
+
+  /** As {@link records}, with the time each update was written. */
+  *timedRecords(fromSeq = 0): Generator<TimedRecord> {
+    for (const { value } of this.#log.getRange({ start: Math.max(fromSeq, this.#state.firstSeq) })) {
+      const t = decodeRecord(value);
+      // Checked at open; a record damaged since is where the readable history ends.
+      if (t === undefined) return;
+      yield t;
+    }
+  }
+
+  /** Refused or conflicting write outcomes remembered since `since` (ms); older ones are deleted. */
+  *outcomes(since: number): Generator<[uuid: string, at: number, outcome: StoredOutcome]> {
+    for (const { key, value } of this.#outcomes.getRange({})) {
+      const parsed = readChecked(value);
+      const at = typeof parsed?.at === 'number' ? parsed.at : 0;
+      if (parsed === undefined || at < since || key.length !== 16) {
+        void this.#outcomes.remove(key);
+        continue;
+      }
+      yield [key.toString('latin1'), at, parsed.outcome as StoredOutcome];
+    }
+  }
+
+  /**
+   * Starts a run: records its epoch and mode, and that it has not shut down cleanly (yet).
+   * Resolves once that is on disk.
+   */
+  async begin(epoch: string, durability: Durability): Promise<void> {
+    this.#state = { ...this.#state, epoch, durability, clean: false };
+    await this.#guard(this.#root.transaction(() => this.#writeMeta()));
+  }
+
+  /**
+   * Writes a group of updates, and write outcomes to remember, in one transaction; resolves
+   * once it is on disk. The log is compacted to its bounds in the same transaction.
+   *
+   * @throws `CLONEKV_STORAGE` if the write failed (nothing of the group is then on disk)
+   */
+  async commit(records: readonly TimedRecord[], outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): Promise<void> {
+    if (this.#closed) throw new StorageError(this.#dir, `the data directory ${this.#dir} is closed`);
+    const before = { state: this.#state, sizes: this.#sizes.length, head: this.#sizesHead, bytes: this.#logBytes };
+    const encoded = records.map((t) => encodeRecord(t.record, t.at));
+    try {
+      await this.#guard(
+        this.#root.transaction(() => {
+          for (let i = 0; i < records.length; i++) {
+            const { record } = records[i]!;
+            const bytes = encoded[i]!;
+            const key = Buffer.from(record.key, 'latin1');
+            if (record.body.length === 0) void this.#map.remove(key);
+            else void this.#map.put(key, bytes);
+            void this.#log.put(record.seq, bytes);
+            this.#sizes.push(bytes.length);
+            this.#logBytes += bytes.length;
+          }
+          for (const [uuid, at, outcome] of outcomes) void this.#outcomes.put(Buffer.from(uuid, 'latin1'), writeChecked({ at, outcome }));
+          const last = records[records.length - 1]?.record.seq;
+          if (last !== undefined) this.#state = { ...this.#state, sequence: last, firstSeq: this.#state.sequence === 0 ? records[0]!.record.seq : this.#state.firstSeq };
+          this.#compact();
+          this.#writeMeta();
+        }),
+      );
+    } catch (err) {
+      // Nothing of the group reached the disk: the bookkeeping goes back too.
+      this.#state = before.state;
+      this.#sizes.length = before.sizes;
+      this.#sizesHead = before.head;
+      this.#logBytes = before.bytes;
+      throw err;
+    }
+  }
+
+  /** Closes the directory; `clean` records that everything acknowledged was flushed. Idempotent. */
+  async close(clean: boolean): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      if (clean) {
+        this.#state = { ...this.#state, clean: true };
+        await this.#root.transaction(() => this.#writeMeta());
+      }
+    } catch {
+      // Left marked unclean: the next start treats it as a crash, which is safe.
+    } finally {
+      await this.#root.close();
+    }
+  }
+
+  /** Drops the oldest log records beyond `historyMax` entries or `historyBytes`. */
+  #compact(): void {
+    const { historyMax, historyBytes } = this.#options;
+    let first = this.#state.firstSeq;
+    const last = this.#state.sequence;
+    while (last - first + 1 > historyMax || (this.#logBytes > historyBytes && first < last)) {
+      void this.#log.remove(first++);
+      this.#logBytes -= this.#sizes[this.#sizesHead++] ?? 0;
+    }
+    if (this.#sizesHead > 65_536 && this.#sizesHead * 2 > this.#sizes.length) {
+      this.#sizes = this.#sizes.slice(this.#sizesHead);
+      this.#sizesHead = 0;
+    }
+    this.#state = { ...this.#state, firstSeq: first };
+  }
+
+  #writeMeta(): void {
+    void this.#meta.put(META_KEY, writeChecked(this.#state));
+  }
+
+  #readMeta(): Meta | undefined {
+    const raw = this.#meta.getBinary(META_KEY);
+    if (raw === undefined) {
+      if (this.#map.getKeysCount() > 0 || this.#log.getKeysCount() > 0) throw damaged(this.#dir, `${this.#file} holds data but its meta record is missing`);
+      return undefined;
+    }
+    const meta = readChecked(raw) as Partial<Meta> | undefined;
+    if (meta === undefined || typeof meta.format !== 'number') throw damaged(this.#dir, `the meta record of ${this.#file} is damaged`);
+    if (meta.format > STORAGE_FORMAT) {
+      throw new StorageError(
+        this.#dir,
+        `${this.#file} was written by a newer version of clonekv (data format ${meta.format}; this version reads format ${STORAGE_FORMAT}): ` +
+          `run that newer version, or ${advice(this.#dir)}`,
+      );
+    }
+    if (typeof meta.epoch !== 'string' || !Number.isSafeInteger(meta.sequence) || !Number.isSafeInteger(meta.firstSeq) || typeof meta.clean !== 'boolean') {
+      throw damaged(this.#dir, `the meta record of ${this.#file} is damaged`);
+    }
+    return { format: meta.format, epoch: meta.epoch, sequence: meta.sequence!, firstSeq: meta.firstSeq!, clean: meta.clean, durability: meta.durability === 'async' ? 'async' : 'sync' };
+  }
+
+  /**
+   * Checks every log record (checksum, sequence) and its agreement with the meta record, and
+   * learns the record sizes for compaction. Damaged records drop the log up to the last of
+   * them: history stays contiguous; the map, checked separately, is what holds the data.
+   */
+  #scanLog(): void {
+    const { sequence } = this.#state;
+    let expected = this.#state.firstSeq;
+    let badUpTo = 0;
+    let count = 0;
+    for (const { key, value } of this.#log.getRange({})) {
+      count++;
+      if (typeof key !== 'number' || key > sequence || key !== expected) {
+        throw damaged(this.#dir, `the log in ${this.#file} disagrees with its meta record (sequence ${key}, expected ${expected}, last ${sequence})`);
+      }
+      expected++;
+      if (!isSound(value) || recordHeader(value).seq !== key) {
+        badUpTo = key;
+        this.#sizes.length = 0;
+        this.#logBytes = 0;
+        continue;
+      }
+      this.#sizes.push(value.length);
+      this.#logBytes += value.length;
+    }
+    if (count > 0 && expected - 1 !== sequence) {
+      throw damaged(this.#dir, `the log in ${this.#file} ends at sequence ${expected - 1} but its meta record says ${sequence}`);
+    }
+    if (badUpTo > 0) {
+      const dropped = badUpTo - this.#state.firstSeq + 1;
+      this.#root.transactionSync(() => {
+        for (let s = this.#state.firstSeq; s <= badUpTo; s++) void this.#log.remove(s);
+        this.#state = { ...this.#state, firstSeq: badUpTo + 1 };
+        this.#writeMeta();
+      });
+      this.#repairs.push(`dropped ${dropped} history record(s) up to sequence ${badUpTo} from ${this.#file}: damaged (the map is intact; peers behind that point take a full snapshot)`);
+    }
+  }
+
+  /** The last update of `key` if the log still holds it (to repair a damaged map entry). */
+  #fromLog(key: string): TimedRecord | undefined {
+    for (const { value } of this.#log.getRange({ reverse: true })) {
+      const t = decodeRecord(value);
+      if (t?.record.key === key) return t;
+    }
+    return undefined;
+  }
+
+  /** Maps a failed write to `CLONEKV_STORAGE` naming the directory. */
+  async #guard<T>(p: Promise<T>): Promise<T> {
+    try {
+      return await p;
+    } catch (err) {
+      throw writeFailure(this.#dir, err);
+    }
+  }
+}
+
+/** The error of a failed write: a full disk is named as such. */
+export function writeFailure(dir: string, err: unknown): StorageError {
+  if (err instanceof StorageError) return err;
+  const message = (err as Error)?.message ?? String(err);
+  const code = (err as { code?: unknown })?.code;
+  if (code === 'ENOSPC' || /ENOSPC|No space left|MDB_MAP_FULL|-30792/.test(message)) {
+    return new StorageError(dir, `disk full at ${dir}: the write was not stored (free some space; writes succeed again once there is room)`, { cause: err });
+  }
+  return new StorageError(dir, `writing to ${dir} failed: ${message}`, { cause: err });
+}
+
+function damaged(dir: string, what: string, cause?: unknown): StorageError {
+  return new StorageError(dir, `the data directory ${dir} is damaged: ${what}. Nothing was loaded; ${advice(dir)}`, cause === undefined ? undefined : { cause });
+}
+
+/**
+ * Checks `DIR/clonekv.mdb` before LMDB maps it: an LMDB file with its version, and as long as its
+ * meta pages say. A missing or empty file is a new directory.
+ */
+function checkFileHeader(file: string, dir: string): void {
+  let size: number;
+  try {
+    size = statSync(file).size;
+  } catch {
+    return;
+  }
+  if (size === 0) return;
+  const fd = openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(2 * 65_536);
+    const got = readSync(fd, head, 0, head.length, 0);
+    const meta0 = readLmdbMeta(head, 0, got);
+    if (meta0 === undefined) throw damaged(dir, `${file} is not a clonekv data file (no LMDB header: truncated or overwritten)`);
+    const meta1 = readLmdbMeta(head, meta0.pageSize, got);
+    if (meta1 === undefined) throw damaged(dir, `${file} is truncated (${size} bytes, shorter than its header)`);
+    const current = meta1.txnid > meta0.txnid ? meta1 : meta0;
+    const needed = (current.lastPage + 1) * meta0.pageSize;
+    if (size < needed) throw damaged(dir, `${file} is truncated (${size} bytes; its header says ${needed})`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readLmdbMeta(b: Buffer, pageAt: number, length: number): { pageSize: number; lastPage: number; txnid: number } | undefined {
+  const at = pageAt + META_AT;
+  if (at + 136 > length) return undefined;
+  if (b.readUInt32LE(at) !== LMDB_MAGIC || b.readUInt32LE(at + 4) !== LMDB_DATA_VERSION) return undefined;
+  const pageSize = b.readUInt32LE(at + 24);
+  if (pageSize < 512 || pageSize > 65_536 || (pageSize & (pageSize - 1)) !== 0) return undefined;
+  return { pageSize, lastPage: Number(b.readBigUInt64LE(at + 120)), txnid: Number(b.readBigUInt64LE(at + 128)) };
+}
+
+/** A small JSON record with a CRC-32 in front. */
+function writeChecked(value: unknown): Buffer {
+  const json = Buffer.from(JSON.stringify(value));
+  const b = Buffer.allocUnsafe(4 + json.length);
+  b.writeUInt32LE(crc32(json), 0);
+  json.copy(b, 4);
+  return b;
+}
+
+function readChecked(b: Buffer): Record<string, unknown> | undefined {
+  if (b.length < 4 || b.readUInt32LE(0) !== crc32(b.subarray(4))) return undefined;
+  try {
+    const v: unknown = JSON.parse(b.subarray(4).toString());
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
