@@ -173,13 +173,13 @@ export class Forwarder implements AsyncDisposable {
       });
     } catch (err) {
       // Not started: the directory is left as the last run left it.
-      await durable?.close(false);
+      durable?.close(false);
       throw err;
     }
     let fwd: Forwarder | undefined;
     try {
       fwd = new Forwarder(settings, sockets, durable);
-      await durable?.begin(fwd.#epoch, settings.durability);
+      durable?.begin(fwd.#epoch, settings.durability);
       return fwd;
     } catch (err) {
       if (fwd) await fwd.close();
@@ -187,7 +187,7 @@ export class Forwarder implements AsyncDisposable {
         sockets.router.close();
         sockets.publisher.close();
         sockets.collector.close();
-        await durable?.close(false);
+        durable?.close(false);
       }
       throw err;
     }
@@ -307,8 +307,7 @@ export class Forwarder implements AsyncDisposable {
       await Promise.allSettled(this.#loops);
       if (this.#durable) {
         // Marked clean only if everything appended reached the disk.
-        const flushed = await this.#log.flush();
-        await this.#durable.close(flushed);
+        this.#durable.close(this.#log.flush());
       }
     });
   }

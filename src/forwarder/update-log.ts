@@ -44,8 +44,8 @@ const RETRY_MS = 1000;
 
 /** Where groups of updates go to disk (the durable store). */
 export interface Journal {
-  /** Writes a group of updates and write outcomes in one transaction; resolves once on disk. */
-  commit(records: readonly TimedRecord[], outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): Promise<void>;
+  /** Writes a group of updates and write outcomes in one transaction; throws `CLONEKV_STORAGE` if it could not. */
+  commit(records: readonly TimedRecord[], outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): void;
 }
 
 /** Why updates were not stored: those from sequence `fromSeq` on were undone. */
@@ -101,12 +101,9 @@ export class UpdateLog {
   /** Updates waiting for the next commit, and outcomes to remember with them. */
   #toCommit: TimedRecord[] = [];
   #outcomes: Array<readonly [string, number, StoredOutcome]> = [];
-  #inFlight = 0;
-  #committing = false;
   #scheduled = false;
   readonly #unpublished: Unpublished[] = [];
   readonly #waiters: Array<{ upTo: number; settled: Settled }> = [];
-  readonly #idle: Array<() => void> = [];
   /** Async mode: the last commit failed and is being retried; new writes are refused meanwhile. */
   #failure: StorageError | undefined;
   #retry: NodeJS.Timeout | undefined;
@@ -170,7 +167,7 @@ export class UpdateLog {
     }
     this.#toCommit.push({ record, at: now });
     this.#schedule();
-    if (this.#sync || this.#unpublished.length > 0 || this.#failure !== undefined || this.#toCommit.length + this.#inFlight > ASYNC_WINDOW) {
+    if (this.#sync || this.#unpublished.length > 0 || this.#failure !== undefined || this.#toCommit.length > ASYNC_WINDOW) {
       this.#unpublished.push({ record, keyBytes, prev, prevOwner });
     } else {
       this.#publish(record, keyBytes);
@@ -209,23 +206,14 @@ export class UpdateLog {
   }
 
   /**
-   * Writes what is pending to disk and waits for it.
+   * Writes what is pending to disk now.
    *
    * @returns whether everything appended is on disk
    */
-  async flush(): Promise<boolean> {
+  flush(): boolean {
     if (!this.#hooks.journal) return true;
-    let attempted = false;
-    for (;;) {
-      if (this.#committing) {
-        await new Promise<void>((r) => this.#idle.push(r));
-        continue;
-      }
-      if (this.#toCommit.length === 0 && this.#outcomes.length === 0) return this.#failure === undefined;
-      if (attempted && this.#failure !== undefined) return false;
-      attempted = true;
-      this.#commit();
-    }
+    this.#commit();
+    return this.#failure === undefined && this.#toCommit.length === 0;
   }
 
   /** Stops retrying (at close). */
@@ -258,7 +246,7 @@ export class UpdateLog {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#committing || this.#stopped) return;
+    if (this.#scheduled || this.#stopped) return;
     this.#scheduled = true;
     // After this turn's I/O: every update of the turn goes into one commit.
     setImmediate(() => {
@@ -267,24 +255,24 @@ export class UpdateLog {
     });
   }
 
+  /** Commits what collected (synchronously: the disk write blocks this turn, and the next group collects meanwhile). */
   #commit(): void {
     const journal = this.#hooks.journal;
-    if (!journal || this.#committing || (this.#toCommit.length === 0 && this.#outcomes.length === 0)) return;
+    if (!journal || (this.#toCommit.length === 0 && this.#outcomes.length === 0)) return;
     const batch = this.#toCommit;
     const outcomes = this.#outcomes;
     this.#toCommit = [];
     this.#outcomes = [];
-    this.#committing = true;
-    this.#inFlight = batch.length;
-    journal.commit(batch, outcomes).then(
-      () => this.#committedGroup(batch),
-      (err: StorageError) => this.#failedGroup(batch, outcomes, err),
-    );
+    try {
+      journal.commit(batch, outcomes);
+    } catch (err) {
+      this.#failedGroup(batch, outcomes, err as StorageError);
+      return;
+    }
+    this.#committedGroup(batch);
   }
 
   #committedGroup(batch: TimedRecord[]): void {
-    this.#committing = false;
-    this.#inFlight = 0;
     this.#failure = undefined;
     const last = batch[batch.length - 1]?.record.seq;
     if (last !== undefined) this.#committed = last;
@@ -299,8 +287,6 @@ export class UpdateLog {
   }
 
   #failedGroup(batch: TimedRecord[], outcomes: Array<readonly [string, number, StoredOutcome]>, error: StorageError): void {
-    this.#committing = false;
-    this.#inFlight = 0;
     if (!this.#sync) {
       // Already published: it cannot be taken back, so it is kept and written again later;
       // writes are refused until then (the sequencer reads `failure`).
@@ -340,7 +326,6 @@ export class UpdateLog {
   }
 
   #afterCommit(): void {
-    for (const r of this.#idle.splice(0)) r();
     if (this.#failure === undefined && (this.#toCommit.length > 0 || this.#outcomes.length > 0)) this.#schedule();
   }
 }

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readSync, statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
@@ -36,6 +36,15 @@ const LMDB_DATA_VERSION = 2;
 /** Where the meta fields sit in an LMDB meta page (after the page header). */
 const META_AT = 24;
 const META_KEY = 'state';
+/** lmdb transaction flags: abortable, committed before returning, and (async) not flushed. */
+const TXN_ABORTABLE = 1;
+const TXN_SYNCHRONOUS = 2;
+const TXN_NO_FLUSH = 0x10000;
+/**
+ * In `async` durability, the longest time between two flushed commits, ms: what a machine crash
+ * (not a process crash: committed data is in the OS's hands) can lose.
+ */
+export const ASYNC_FLUSH_MS = 1000;
 
 /** How the previous run left the directory. */
 export interface PreviousRun {
@@ -92,6 +101,9 @@ export class DurableStore {
   #sizesHead = 0;
   #logBytes = 0;
   #closed = false;
+  #durability: Durability = 'sync';
+  /** When the last flushed commit was (async durability flushes at most every ASYNC_FLUSH_MS). */
+  #lastFlush = 0;
 
   private constructor(dir: string, root: RootDatabase, options: DurableStoreOptions) {
     this.#dir = dir;
@@ -184,8 +196,7 @@ export class DurableStore {
           throw damaged(this.#dir, `the entry of key ${JSON.stringify(keyString)} in ${this.#file} is damaged and the log no longer holds its last update`);
         }
         this.#repairs.push(`rebuilt the damaged entry of key ${JSON.stringify(keyString)} from the log (sequence ${entry.record.seq})`);
-        if (entry.record.body.length === 0) void this.#map.remove(key);
-        else void this.#map.put(key, encodeRecord(entry.record, entry.at));
+        this.#bestEffort(() => (entry!.record.body.length === 0 ? this.#map.removeSync(key) : this.#map.putSync(key, encodeRecord(entry!.record, entry!.at))));
         if (entry.record.body.length === 0) continue;
       }
       yield entry;
@@ -213,7 +224,7 @@ export class DurableStore {
       const parsed = readChecked(value);
       const at = typeof parsed?.at === 'number' ? parsed.at : 0;
       if (parsed === undefined || at < since || key.length !== 16) {
-        void this.#outcomes.remove(key);
+        this.#bestEffort(() => this.#outcomes.removeSync(key));
         continue;
       }
       yield [key.toString('latin1'), at, parsed.outcome as StoredOutcome];
@@ -221,67 +232,93 @@ export class DurableStore {
   }
 
   /**
-   * Starts a run: records its epoch and mode, and that it has not shut down cleanly (yet).
-   * Resolves once that is on disk.
+   * Starts a run: records its epoch and mode, and that it has not shut down cleanly (yet), on
+   * disk before this returns.
+   *
+   * @throws `CLONEKV_STORAGE` if that cannot be written
    */
-  async begin(epoch: string, durability: Durability): Promise<void> {
+  begin(epoch: string, durability: Durability): void {
+    this.#durability = durability;
+    const before = this.#state;
     this.#state = { ...this.#state, epoch, durability, clean: false };
-    await this.#guard(this.#root.transaction(() => this.#writeMeta()));
+    try {
+      this.#root.transactionSync(() => this.#writeMeta());
+    } catch (err) {
+      this.#state = before;
+      throw writeFailure(this.#dir, err);
+    }
   }
 
   /**
-   * Writes a group of updates, and write outcomes to remember, in one transaction; resolves
-   * once it is on disk. The log is compacted to its bounds in the same transaction.
+   * Writes a group of updates, and write outcomes to remember, in one transaction, compacting
+   * the log to its bounds in the same transaction. In `sync` durability it returns once the
+   * group is flushed to disk; in `async`, once committed (safe from a process crash; flushed by
+   * the next commit that comes {@link ASYNC_FLUSH_MS} or more after the last flush).
    *
-   * @throws `CLONEKV_STORAGE` if the write failed (nothing of the group is then on disk)
+   * @throws `CLONEKV_STORAGE` if the write failed: nothing of the group is then on disk
    */
-  async commit(records: readonly TimedRecord[], outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): Promise<void> {
+  commit(records: readonly TimedRecord[], outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): void {
     if (this.#closed) throw new StorageError(this.#dir, `the data directory ${this.#dir} is closed`);
     const before = { state: this.#state, sizes: this.#sizes.length, head: this.#sizesHead, bytes: this.#logBytes };
-    const encoded = records.map((t) => encodeRecord(t.record, t.at));
+    let bytes = 0;
+    const now = Date.now();
+    const flush = this.#durability === 'sync' || now - this.#lastFlush >= ASYNC_FLUSH_MS;
     try {
-      await this.#guard(
-        this.#root.transaction(() => {
-          for (let i = 0; i < records.length; i++) {
-            const { record } = records[i]!;
-            const bytes = encoded[i]!;
+      this.#root.transactionSync(
+        () => {
+          for (const { record, at } of records) {
+            const encoded = encodeRecord(record, at);
+            bytes += encoded.length;
             const key = Buffer.from(record.key, 'latin1');
-            if (record.body.length === 0) void this.#map.remove(key);
-            else void this.#map.put(key, bytes);
-            void this.#log.put(record.seq, bytes);
-            this.#sizes.push(bytes.length);
-            this.#logBytes += bytes.length;
+            if (record.body.length === 0) this.#map.removeSync(key);
+            else this.#map.putSync(key, encoded);
+            this.#log.putSync(record.seq, encoded);
+            this.#sizes.push(encoded.length);
+            this.#logBytes += encoded.length;
           }
-          for (const [uuid, at, outcome] of outcomes) void this.#outcomes.put(Buffer.from(uuid, 'latin1'), writeChecked({ at, outcome }));
+          for (const [uuid, at, outcome] of outcomes) this.#outcomes.putSync(Buffer.from(uuid, 'latin1'), writeChecked({ at, outcome }));
+          const first = records[0]?.record.seq;
           const last = records[records.length - 1]?.record.seq;
-          if (last !== undefined) this.#state = { ...this.#state, sequence: last, firstSeq: this.#state.sequence === 0 ? records[0]!.record.seq : this.#state.firstSeq };
+          if (first !== undefined && last !== undefined) {
+            this.#state = { ...this.#state, sequence: last, firstSeq: this.#state.sequence < this.#state.firstSeq ? first : this.#state.firstSeq };
+          }
           this.#compact();
           this.#writeMeta();
-        }),
+        },
+        flush ? TXN_ABORTABLE | TXN_SYNCHRONOUS : TXN_ABORTABLE | TXN_SYNCHRONOUS | TXN_NO_FLUSH,
       );
+      if (flush) this.#lastFlush = now;
     } catch (err) {
       // Nothing of the group reached the disk: the bookkeeping goes back too.
       this.#state = before.state;
       this.#sizes.length = before.sizes;
       this.#sizesHead = before.head;
       this.#logBytes = before.bytes;
-      throw err;
+      throw writeFailure(this.#dir, err, bytes);
     }
   }
 
   /** Closes the directory; `clean` records that everything acknowledged was flushed. Idempotent. */
-  async close(clean: boolean): Promise<void> {
+  close(clean: boolean): void {
     if (this.#closed) return;
     this.#closed = true;
     try {
-      if (clean) {
-        this.#state = { ...this.#state, clean: true };
-        await this.#root.transaction(() => this.#writeMeta());
-      }
+      this.#state = { ...this.#state, clean };
+      // Flushed whatever the mode: a clean async run keeps its epoch only if all of it is on disk.
+      this.#root.transactionSync(() => this.#writeMeta());
     } catch {
       // Left marked unclean: the next start treats it as a crash, which is safe.
     } finally {
-      await this.#root.close();
+      void this.#root.close();
+    }
+  }
+
+  /** A repair or clean-up written at once; if it cannot be written now, it is made again at the next start. */
+  #bestEffort(write: () => unknown): void {
+    try {
+      this.#root.transactionSync(write);
+    } catch {
+      // Nothing was changed on disk.
     }
   }
 
@@ -291,7 +328,7 @@ export class DurableStore {
     let first = this.#state.firstSeq;
     const last = this.#state.sequence;
     while (last - first + 1 > historyMax || (this.#logBytes > historyBytes && first < last)) {
-      void this.#log.remove(first++);
+      this.#log.removeSync(first++);
       this.#logBytes -= this.#sizes[this.#sizesHead++] ?? 0;
     }
     if (this.#sizesHead > 65_536 && this.#sizesHead * 2 > this.#sizes.length) {
@@ -302,7 +339,7 @@ export class DurableStore {
   }
 
   #writeMeta(): void {
-    void this.#meta.put(META_KEY, writeChecked(this.#state));
+    this.#meta.putSync(META_KEY, writeChecked(this.#state));
   }
 
   #readMeta(): Meta | undefined {
@@ -357,7 +394,7 @@ export class DurableStore {
     if (badUpTo > 0) {
       const dropped = badUpTo - this.#state.firstSeq + 1;
       this.#root.transactionSync(() => {
-        for (let s = this.#state.firstSeq; s <= badUpTo; s++) void this.#log.remove(s);
+        for (let s = this.#state.firstSeq; s <= badUpTo; s++) this.#log.removeSync(s);
         this.#state = { ...this.#state, firstSeq: badUpTo + 1 };
         this.#writeMeta();
       });
@@ -374,25 +411,30 @@ export class DurableStore {
     return undefined;
   }
 
-  /** Maps a failed write to `CLONEKV_STORAGE` naming the directory. */
-  async #guard<T>(p: Promise<T>): Promise<T> {
-    try {
-      return await p;
-    } catch (err) {
-      throw writeFailure(this.#dir, err);
-    }
-  }
 }
 
-/** The error of a failed write: a full disk is named as such. */
-export function writeFailure(dir: string, err: unknown): StorageError {
+/**
+ * The error of a failed write. A full disk is named as such: LMDB may report it as an I/O error
+ * (EIO), so the free space is checked too.
+ */
+function writeFailure(dir: string, err: unknown, bytes = 0): StorageError {
   if (err instanceof StorageError) return err;
   const message = (err as Error)?.message ?? String(err);
   const code = (err as { code?: unknown })?.code;
-  if (code === 'ENOSPC' || /ENOSPC|No space left|MDB_MAP_FULL|-30792/.test(message)) {
+  if (code === 'ENOSPC' || code === 28 || /ENOSPC|No space left|MDB_MAP_FULL|-30792/.test(message) || lowOnSpace(dir, bytes)) {
     return new StorageError(dir, `disk full at ${dir}: the write was not stored (free some space; writes succeed again once there is room)`, { cause: err });
   }
   return new StorageError(dir, `writing to ${dir} failed: ${message}`, { cause: err });
+}
+
+/** Whether the file system of `dir` has less room than a write of `bytes` needs (with margin). */
+function lowOnSpace(dir: string, bytes: number): boolean {
+  try {
+    const fs = statfsSync(dir);
+    return fs.bavail * fs.bsize < Math.max(1024 * 1024, 4 * bytes);
+  } catch {
+    return false;
+  }
 }
 
 function damaged(dir: string, what: string, cause?: unknown): StorageError {
