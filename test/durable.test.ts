@@ -9,22 +9,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import * as zmq from 'zeromq';
 import { Forwarder, type ForwarderOptions } from '../src/index.ts';
-import { contents, Inbox, readyPeer, waitFor, within } from './helpers.ts';
+import { contents, dataDir, Inbox, readyPeer, waitFor, within } from './helpers.ts';
 
 const ZERO_SEQ = Buffer.alloc(8);
-
-/** A fresh data directory, removed after the test. */
-export function dataDir(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'clonekv-durable-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** Starts a durable forwarder; closed after the test if still open. */
 async function start(t: TestContext, options: ForwarderOptions): Promise<Forwarder> {
