@@ -163,7 +163,7 @@ export class Forwarder implements AsyncDisposable {
    */
   static async start(options: ForwarderOptions = {}): Promise<Forwarder> {
     const settings = forwarderSettings(options);
-    const durable = settings.dataDir === undefined ? undefined : DurableStore.open(settings.dataDir, settings);
+    const durable = settings.dataDir === undefined ? undefined : DurableStore.open(settings.dataDir, { ...settings, recentSince: Date.now() - settings.dedupTtl });
     let sockets: ForwarderSockets;
     try {
       sockets = await bindForwarderSockets(settings.bind, settings.port, {
@@ -333,21 +333,20 @@ export class Forwarder implements AsyncDisposable {
     let owned = 0;
     const keys = this.#log.recover(
       (function* () {
-        for (const t of durable.entries()) {
-          if (t.record.owner !== undefined) {
-            presence.recover(t.record.key, t.record.owner, now);
+        for (const e of durable.entries()) {
+          if (e[2] !== undefined) {
+            presence.recover(e[0], e[2], now);
             owned++;
           }
-          yield t;
+          yield e;
         }
       })(),
       durable.sequence,
     );
     const since = now - this.#settings.dedupTtl;
     let outcomes = 0;
-    for (const t of durable.timedRecords(durable.firstSequence)) {
-      if (t.at < since || t.record.uuid.length !== 16) continue;
-      this.#sequencer.remember(t.record.uuid.toString('latin1'), { status: 'ok', seq: t.record.seq }, now - t.at);
+    for (const [uuid, seq, at] of durable.recentWrites) {
+      this.#sequencer.remember(uuid, { status: 'ok', seq }, now - at);
       outcomes++;
     }
     for (const [uuid, at, outcome] of durable.outcomes(since)) {

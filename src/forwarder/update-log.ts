@@ -20,9 +20,9 @@ import { Command, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { appendProperty, encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
-import type { Durability, StoredOutcome } from '../store/durable-store.ts';
+import type { Durability, RecoveredEntry, StoredOutcome } from '../store/durable-store.ts';
 import type { TimedRecord } from '../store/record-codec.ts';
-import { SequencedMap, StoredEntry } from '../store/sequenced-map.ts';
+import { SequencedMap, type StoredEntry } from '../store/sequenced-map.ts';
 import type { UpdateRecord } from '../store/update-record.ts';
 import type { Counters } from './counters.ts';
 import { SubscriptionHeads } from './heads.ts';
@@ -129,10 +129,10 @@ export class UpdateLog {
    *
    * @returns the number of keys loaded
    */
-  recover(entries: Iterable<TimedRecord>, sequence: number): number {
+  recover(entries: Iterable<RecoveredEntry>, sequence: number): number {
     let n = 0;
-    for (const { record: r } of entries) {
-      this.store.restore(r.key, new StoredEntry(r.seq, r.uuid, r.properties, r.body, r.expiresAt));
+    for (const [key, entry] of entries) {
+      this.store.restore(key, entry);
       n++;
     }
     this.store.resetSequence(sequence);

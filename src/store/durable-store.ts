@@ -23,7 +23,8 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { StorageError } from '../errors.ts';
-import { decodeRecord, encodeRecord, isSound, recordHeader, type TimedRecord } from './record-codec.ts';
+import { decodeRecord, encodeRecord, isSound, recordLayout, type TimedRecord } from './record-codec.ts';
+import { StoredEntry } from './sequenced-map.ts';
 import type { UpdateRecord } from './update-record.ts';
 
 /** The data directory format this version writes and reads. */
@@ -67,7 +68,12 @@ export interface DurableStoreOptions {
   readonly historyMax: number;
   /** Most bytes of encoded updates the log retains. */
   readonly historyBytes: number;
+  /** Writes sequenced since this time (ms) are listed in {@link DurableStore.recentWrites}; default: none. */
+  readonly recentSince?: number;
 }
+
+/** A recovered map entry: key, entry, owner (for an ephemeral key). */
+export type RecoveredEntry = readonly [key: string, entry: StoredEntry, owner: string | undefined];
 
 interface Meta {
   format: number;
@@ -101,9 +107,13 @@ export class DurableStore {
   #sizesHead = 0;
   #logBytes = 0;
   #closed = false;
+  /** Writes with a uuid sequenced since `recentSince`: [uuid (latin1), seq, at]. */
+  #recent: Array<[string, number, number]> = [];
   #durability: Durability = 'sync';
   /** When the last flushed commit was (async durability flushes at most every ASYNC_FLUSH_MS). */
   #lastFlush = 0;
+  /** Damaged log records were dropped at open: the log no longer vouches for the map. */
+  #logRepaired = false;
 
   private constructor(dir: string, root: RootDatabase, options: DurableStoreOptions) {
     this.#dir = dir;
@@ -180,18 +190,33 @@ export class DurableStore {
   }
 
   /**
+   * Writes with a 16-byte uuid sequenced since `recentSince`, oldest first, as [uuid (latin1),
+   * sequence, time]: the successful outcomes of the de-duplication window.
+   */
+  get recentWrites(): ReadonlyArray<readonly [uuid: string, seq: number, at: number]> {
+    return this.#recent;
+  }
+
+  /**
    * The map: each key's last update, checked. A damaged entry is rebuilt from the log when the
-   * log still holds that key's last update; otherwise this throws.
+   * log, complete since its first record, still holds that key's last update; otherwise this
+   * throws.
    *
    * @throws `CLONEKV_STORAGE` for an entry that is damaged beyond repair
    */
-  *entries(): Generator<TimedRecord> {
+  *entries(): Generator<RecoveredEntry> {
     for (const { key, value } of this.#map.getRange({})) {
       const keyString = key.toString('latin1');
-      let entry = decodeRecord(value);
-      if (entry !== undefined && (entry.record.key !== keyString || entry.record.seq > this.#state.sequence || entry.record.body.length === 0)) entry = undefined;
-      if (entry === undefined) {
-        entry = this.#fromLog(keyString);
+      const l = recordLayout(value);
+      // The stored key must be the entry's: a value under the wrong key is damage too.
+      if (l !== undefined && l.seq <= this.#state.sequence && l.bodyStart < value.length && value.toString('latin1', l.keyStart, l.uuidStart) === keyString) {
+        const entry = new StoredEntry(l.seq, value.subarray(l.uuidStart, l.ownerStart), value.subarray(l.propertiesStart, l.bodyStart), value.subarray(l.bodyStart), l.expiresAt);
+        yield [keyString, entry, l.propertiesStart > l.ownerStart ? value.toString('latin1', l.ownerStart, l.propertiesStart) : undefined];
+        continue;
+      }
+      let entry: TimedRecord | undefined;
+      {
+        entry = this.#logRepaired ? undefined : this.#fromLog(keyString);
         if (entry === undefined) {
           throw damaged(this.#dir, `the entry of key ${JSON.stringify(keyString)} in ${this.#file} is damaged and the log no longer holds its last update`);
         }
@@ -199,7 +224,8 @@ export class DurableStore {
         this.#bestEffort(() => (entry!.record.body.length === 0 ? this.#map.removeSync(key) : this.#map.putSync(key, encodeRecord(entry!.record, entry!.at))));
         if (entry.record.body.length === 0) continue;
       }
-      yield entry;
+      const r = entry.record;
+      yield [keyString, new StoredEntry(r.seq, r.uuid, r.properties, r.body, r.expiresAt), r.owner];
     }
   }
 
@@ -370,6 +396,7 @@ export class DurableStore {
    */
   #scanLog(): void {
     const { sequence } = this.#state;
+    const since = this.#options.recentSince ?? Number.POSITIVE_INFINITY;
     let expected = this.#state.firstSeq;
     let badUpTo = 0;
     let count = 0;
@@ -379,14 +406,17 @@ export class DurableStore {
         throw damaged(this.#dir, `the log in ${this.#file} disagrees with its meta record (sequence ${key}, expected ${expected}, last ${sequence})`);
       }
       expected++;
-      if (!isSound(value) || recordHeader(value).seq !== key) {
+      const l = recordLayout(value);
+      if (l === undefined || l.seq !== key) {
         badUpTo = key;
         this.#sizes.length = 0;
         this.#logBytes = 0;
+        this.#recent.length = 0;
         continue;
       }
       this.#sizes.push(value.length);
       this.#logBytes += value.length;
+      if (l.at >= since && l.ownerStart - l.uuidStart === 16) this.#recent.push([value.toString('latin1', l.uuidStart, l.ownerStart), key, l.at]);
     }
     if (count > 0 && expected - 1 !== sequence) {
       throw damaged(this.#dir, `the log in ${this.#file} ends at sequence ${expected - 1} but its meta record says ${sequence}`);
@@ -398,6 +428,7 @@ export class DurableStore {
         this.#state = { ...this.#state, firstSeq: badUpTo + 1 };
         this.#writeMeta();
       });
+      this.#logRepaired = true;
       this.#repairs.push(`dropped ${dropped} history record(s) up to sequence ${badUpTo} from ${this.#file}: damaged (the map is intact; peers behind that point take a full snapshot)`);
     }
   }

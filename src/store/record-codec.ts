@@ -53,44 +53,57 @@ export function encodeRecord(record: UpdateRecord, at: number): Buffer {
 }
 
 /** Whether `b` is a whole record whose checksum matches. */
-export function isSound(b: Uint8Array): boolean {
-  if (b.length < HEADER) return false;
-  const buf = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
-  return buf.readUInt32LE(0) === crc32(buf.subarray(4));
+export function isSound(b: Buffer): boolean {
+  return b.length >= HEADER && b.readUInt32LE(0) === crc32(b.subarray(4));
+}
+
+/** Where the parts of a checked record lie in its buffer (no copy). */
+export interface RecordLayout {
+  readonly seq: number;
+  readonly expiresAt: number;
+  readonly at: number;
+  readonly keyStart: number;
+  readonly uuidStart: number;
+  readonly ownerStart: number;
+  readonly propertiesStart: number;
+  readonly bodyStart: number;
+}
+
+/** The layout of record `b`, or `undefined` if it is damaged (checksum, format or lengths). */
+export function recordLayout(b: Buffer): RecordLayout | undefined {
+  if (!isSound(b) || b[4] !== RECORD_FORMAT) return undefined;
+  const keyStart = HEADER;
+  const uuidStart = keyStart + b.readUInt16LE(6);
+  const uuidLength = b[32]!;
+  const ownerStart = uuidStart + uuidLength;
+  const propertiesStart = ownerStart + b[33]!;
+  const bodyStart = propertiesStart + b.readUInt32LE(34);
+  if (bodyStart > b.length || (uuidLength !== 0 && uuidLength !== 16)) return undefined;
+  const seq = b.readDoubleLE(8);
+  const expiresAt = b.readDoubleLE(16);
+  const at = b.readDoubleLE(24);
+  if (!Number.isSafeInteger(seq) || seq < 1 || !Number.isFinite(expiresAt) || !Number.isFinite(at)) return undefined;
+  return { seq, expiresAt, at, keyStart, uuidStart, ownerStart, propertiesStart, bodyStart };
 }
 
 /**
  * Decodes a record, or `undefined` if it is damaged (checksum, format or lengths). The buffers
  * of the result are copies: `b` may be memory the store reuses.
  */
-export function decodeRecord(b: Uint8Array): TimedRecord | undefined {
-  if (!isSound(b)) return undefined;
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.length);
-  if (buf.readUInt8(4) !== RECORD_FORMAT) return undefined;
-  const keyLength = buf.readUInt16LE(6);
-  const uuidLength = buf.readUInt8(32);
-  const ownerLength = buf.readUInt8(33);
-  const propertiesLength = buf.readUInt32LE(34);
-  const bodyAt = HEADER + keyLength + uuidLength + ownerLength + propertiesLength;
-  if (bodyAt > buf.length || (uuidLength !== 0 && uuidLength !== 16)) return undefined;
-  const seq = buf.readDoubleLE(8);
-  const expiresAt = buf.readDoubleLE(16);
-  const at = buf.readDoubleLE(24);
-  if (!Number.isSafeInteger(seq) || seq < 1 || !Number.isFinite(expiresAt) || !Number.isFinite(at)) return undefined;
+export function decodeRecord(b: Buffer): TimedRecord | undefined {
+  const l = recordLayout(b);
+  if (l === undefined) return undefined;
   // One copy of the variable part; the fields are views of it.
-  const rest = Buffer.from(buf.subarray(HEADER));
-  let o = 0;
-  const key = rest.toString('latin1', o, (o += keyLength));
-  const uuid = rest.subarray(o, (o += uuidLength));
-  const owner = rest.toString('latin1', o, (o += ownerLength));
-  const properties = rest.subarray(o, (o += propertiesLength));
-  const body = rest.subarray(o);
-  const record: UpdateRecord = ownerLength > 0 ? { seq, key, uuid, properties, body, expiresAt, owner } : { seq, key, uuid, properties, body, expiresAt };
-  return { record, at };
-}
-
-/** The `at` and `seq` of an encoded record without decoding the rest (the caller checked it). */
-export function recordHeader(b: Uint8Array): { seq: number; at: number } {
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.length);
-  return { seq: buf.readDoubleLE(8), at: buf.readDoubleLE(24) };
+  const rest = Buffer.from(b.subarray(HEADER));
+  const at = (offset: number): number => offset - HEADER;
+  const key = rest.toString('latin1', 0, at(l.uuidStart));
+  const uuid = rest.subarray(at(l.uuidStart), at(l.ownerStart));
+  const properties = rest.subarray(at(l.propertiesStart), at(l.bodyStart));
+  const body = rest.subarray(at(l.bodyStart));
+  const { seq, expiresAt } = l;
+  const record: UpdateRecord =
+    l.propertiesStart > l.ownerStart
+      ? { seq, key, uuid, properties, body, expiresAt, owner: rest.toString('latin1', at(l.ownerStart), at(l.propertiesStart)) }
+      : { seq, key, uuid, properties, body, expiresAt };
+  return { record, at: l.at };
 }
