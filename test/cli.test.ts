@@ -348,6 +348,9 @@ const USAGE_ERRORS: Array<[args: string[], stderr: RegExp]> = [
   [['serve', '--heartbeat', '5'], /--heartbeat/],
   [['serve', '--port', '65534'], /--port expects a whole number from 0 to 65533/],
   [['serve', '--max-value-bytes', '0'], /--max-value-bytes/],
+  [['serve', '--memory', '--data', 'somewhere'], /--memory and --data exclude each other/],
+  [['serve', '--durability', 'fast', '--memory'], /--durability takes sync or async, not "fast"/],
+  [['serve', '--durability', 'async', '--memory'], /--durability needs a data directory/],
   [['set', 'k', 'v', '--if-version', '-1'], /--if-version needs a value/],
   [['set', 'k', 'v', '--if-version=1.5'], /--if-version/],
   // A forwarder address that is not one: named as the flag it came from.

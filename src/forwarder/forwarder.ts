@@ -39,7 +39,7 @@ import { Presence } from './presence.ts';
 import { Sequencer } from './sequencer.ts';
 import { forwarderSettings, type Settings } from './settings.ts';
 import { SnapshotServer } from './snapshot-server.ts';
-import { UpdateLog } from './update-log.ts';
+import { UpdateLog, type StoreFailure } from './update-log.ts';
 
 const KVSTATS = Buffer.from(Command.Stats);
 const MSGPACK_PROPS = encodeProperties([[Prop.Encoding, MSGPACK_ENCODING]]);
@@ -264,7 +264,8 @@ export class Forwarder implements AsyncDisposable {
    * @param onProgress - called with the number loaded so far after each chunk
    * @returns the number of entries loaded
    * @throws `CLONEKV_INVALID_KEY` or `CLONEKV_INVALID_VALUE` naming the first bad entry (nothing
-   *   is loaded then); `CLONEKV_CLOSED` if the forwarder is closed
+   *   is loaded then); `CLONEKV_CLOSED` if the forwarder is closed; `CLONEKV_STORAGE` if a
+   *   durable forwarder could not write (chunks already on disk stay loaded)
    */
   async load(entries: Iterable<readonly [string, unknown]>, onProgress?: (loaded: number) => void): Promise<number> {
     this.#assertOpen();
@@ -280,16 +281,22 @@ export class Forwarder implements AsyncDisposable {
       }
     }
     onProgress?.(n);
+    // A durable forwarder: loaded means on disk.
+    const failure = await new Promise<StoreFailure | undefined>((resolve) => this.#log.whenPublished(resolve));
+    if (failure !== undefined) throw failure.error;
     return n;
   }
 
   /** Stops serving and closes every socket and timer. Idempotent. */
   close(): Promise<void> {
     return this.#life.close(async () => {
+      // What is appended goes to disk first (marked clean only if all of it did); writers
+      // waiting for it are answered into the outbox, closed just below.
+      const flushed = this.#log.flush();
+      this.#log.stop();
       clearInterval(this.#heartbeat);
       clearInterval(this.#purgeTimer);
       this.#expiry.stop();
-      this.#log.stop();
       this.#snapshots.close();
       this.#outbox.close();
       this.#publish.clear();
@@ -305,10 +312,7 @@ export class Forwarder implements AsyncDisposable {
       this.#sockets.publisher.close();
       this.#sockets.collector.close();
       await Promise.allSettled(this.#loops);
-      if (this.#durable) {
-        // Marked clean only if everything appended reached the disk.
-        this.#durable.close(this.#log.flush());
-      }
+      this.#durable?.close(flushed);
     });
   }
 
