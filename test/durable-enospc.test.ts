@@ -106,3 +106,36 @@ test('disk full: writes reject with CLONEKV_STORAGE, nothing half-applied, reads
   const check = await readyPeer(t, again.endpoint);
   assert.deepEqual(withoutPresence(check), { ...expected, after: 'room' });
 });
+
+test('disk full in async mode: writes are refused until the kept group is on disk, then succeed; nothing acknowledged is lost', async (t) => {
+  const disk = smallDisk(t, '8m');
+  if (disk === undefined) return t.skip('needs root to mount a small tmpfs');
+  const dataDir = join(disk, 'data');
+  const fwd = await Forwarder.start({ port: 0, dataDir, heartbeatInterval: 100, durability: 'async' });
+  t.after(() => fwd.close());
+  const writer = await readyPeer(t, fwd.endpoint, { writeTimeout: 10_000 });
+  const filler = fill(disk);
+  const { acked, error } = await writeUntilRefused(writer, 'a/');
+  assert.equal(error.code, 'CLONEKV_REJECTED', error.message);
+  assert.match(error.message, /not stored: disk full at .*data/);
+  unlinkSync(filler);
+  // The kept group is written again within a second or so; then writes are taken again.
+  let seq = 0;
+  const retrying = (async () => {
+    while (seq === 0) {
+      try {
+        seq = await writer.set('after', 'room');
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  })();
+  await waitFor('a write accepted once there is room', () => seq > 0, 10_000);
+  await retrying;
+  const { port } = fwd;
+  await fwd.close();
+  const again = await Forwarder.start({ port, dataDir, heartbeatInterval: 100, durability: 'async' });
+  t.after(() => again.close());
+  const check = await readyPeer(t, again.endpoint, { presence: false });
+  for (const [k, v] of Object.entries({ ...acked, after: 'room' })) assert.equal(check.get(k), v, `${k} survived`);
+});

@@ -127,3 +127,35 @@ test('async mode: a clean shutdown keeps the epoch and the data', async (t) => {
   assert.equal(second.sequence, sequence);
   assert.equal(second.size, 101 + 1, 'and the presence key of the peer');
 });
+
+test('the history on disk is bounded by historyMax and historyBytes, oldest first, and read back in order', async (t) => {
+  const { DurableStore } = await import('../src/store/durable-store.ts');
+  const dir = dataDir(t);
+  const first = await start(t, { dataDir: dir, historyMax: 10 });
+  await first.load(Array.from({ length: 25 }, (_, i) => [`h/${i % 3}`, i] as [string, unknown]));
+  await first.close();
+  const byCount = DurableStore.open(dir, { historyMax: 10, historyBytes: 1 << 30 });
+  try {
+    const seqs = [...byCount.records()].map((r) => r.seq);
+    assert.deepEqual(seqs, Array.from({ length: 10 }, (_, i) => 16 + i), 'the last 10 of 25, in order');
+    assert.equal(byCount.firstSequence, 16);
+    assert.deepEqual([...byCount.records(20)].map((r) => r.seq), [20, 21, 22, 23, 24, 25]);
+  } finally {
+    byCount.close(true);
+  }
+
+  const bytesDir = dataDir(t);
+  const second = await start(t, { dataDir: bytesDir, historyBytes: 4096 });
+  await second.load(Array.from({ length: 40 }, (_, i) => [`b/${i}`, 'x'.repeat(200)] as [string, unknown]));
+  await second.close();
+  const byBytes = DurableStore.open(bytesDir, { historyMax: 1_000_000, historyBytes: 4096 });
+  try {
+    const records = [...byBytes.records()];
+    assert.ok(records.length > 5 && records.length < 40, `${records.length} records kept within 4096 bytes`);
+    assert.equal(records.at(-1)?.seq, 40, 'the newest kept');
+    // The map is whole whatever the history keeps.
+    assert.equal([...byBytes.entries()].length, 40);
+  } finally {
+    byBytes.close(true);
+  }
+});
