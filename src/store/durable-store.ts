@@ -209,9 +209,12 @@ export class DurableStore {
       const keyString = key.toString('latin1');
       const l = recordLayout(value);
       // The stored key must be the entry's: a value under the wrong key is damage too.
-      if (l !== undefined && l.seq <= this.#state.sequence && l.bodyStart < value.length && value.toString('latin1', l.keyStart, l.uuidStart) === keyString) {
-        const entry = new StoredEntry(l.seq, value.subarray(l.uuidStart, l.ownerStart), value.subarray(l.propertiesStart, l.bodyStart), value.subarray(l.bodyStart), l.expiresAt);
-        yield [keyString, entry, l.propertiesStart > l.ownerStart ? value.toString('latin1', l.ownerStart, l.propertiesStart) : undefined];
+      if (l !== undefined && l.seq <= this.#state.sequence && l.bodyStart < l.end && value.toString('latin1', l.keyStart, l.ownerStart) === keyString) {
+        // uuid, properties and body lie back to back as an entry holds them: one copy.
+        const data = Buffer.allocUnsafe(l.end - l.uuidStart);
+        value.copy(data, 0, l.uuidStart, l.end);
+        const entry = StoredEntry.fromData(l.seq, l.expiresAt, data, l.propertiesStart - l.uuidStart, l.bodyStart - l.propertiesStart);
+        yield [keyString, entry, l.uuidStart > l.ownerStart ? value.toString('latin1', l.ownerStart, l.uuidStart) : undefined];
         continue;
       }
       let entry: TimedRecord | undefined;
@@ -416,7 +419,7 @@ export class DurableStore {
       }
       this.#sizes.push(value.length);
       this.#logBytes += value.length;
-      if (l.at >= since && l.ownerStart - l.uuidStart === 16) this.#recent.push([value.toString('latin1', l.uuidStart, l.ownerStart), key, l.at]);
+      if (l.at >= since && l.propertiesStart - l.uuidStart === 16) this.#recent.push([value.toString('latin1', l.uuidStart, l.propertiesStart), key, l.at]);
     }
     if (count > 0 && expected - 1 !== sequence) {
       throw damaged(this.#dir, `the log in ${this.#file} ends at sequence ${expected - 1} but its meta record says ${sequence}`);

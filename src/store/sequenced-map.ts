@@ -39,6 +39,21 @@ export class StoredEntry {
     this.propertiesLength = properties.length;
   }
 
+  /**
+   * An entry over `data` as it is (uuid, properties and body back to back), without copying:
+   * loading a map from disk, where `data` is already this entry's own copy.
+   */
+  static fromData(seq: number, expiresAt: number, data: Buffer, uuidLength: number, propertiesLength: number): StoredEntry {
+    const e = Object.create(StoredEntry.prototype) as { -readonly [K in keyof StoredEntry]: StoredEntry[K] };
+    // Assigned in the constructor's order, so both kinds share one object shape.
+    e.seq = seq;
+    e.expiresAt = expiresAt;
+    e.data = data;
+    e.uuidLength = uuidLength;
+    e.propertiesLength = propertiesLength;
+    return e as StoredEntry;
+  }
+
   /** uuid of that update (0 or 16 bytes). */
   get uuid(): Buffer {
     return this.data.subarray(0, this.uuidLength);
