@@ -90,6 +90,8 @@ test('ephemeral keys: an owner that comes back within peerTimeout keeps them, on
   const stays = await readyPeer(t, first.endpoint, { name: 'stays', silenceTimeout: 1000, snapshotRetryDelay: 50, maxRetryDelay: 200 });
   const leaves = await readyPeer(t, first.endpoint, { name: 'leaves' });
   await stays.set('eph/stays', 1, { ephemeral: true });
+  const lost: unknown[] = [];
+  stays.on('ownershipLost', (info) => lost.push(info));
   await leaves.set('eph/leaves', 2, { ephemeral: true });
   const { port } = first;
   await first.close();
@@ -106,6 +108,9 @@ test('ephemeral keys: an owner that comes back within peerTimeout keeps them, on
   await waitFor('another peerTimeout gone by', () => Date.now() - purgedAt > 1600, 5000);
   assert.ok(reader.has('eph/stays'), 'the owner that came back keeps its key');
   assert.ok(second.peers().some((p) => p.name === 'stays'));
+  // Its registration (and `since`) was recovered too: it is not told it lost its keys.
+  assert.deepEqual(lost, []);
+  assert.ok(second.peers().every((p) => p.name !== 'unknown'), 'the returning owner is listed under its name');
 });
 
 test('durability options are checked', async () => {

@@ -337,13 +337,19 @@ export class Forwarder implements AsyncDisposable {
     let owned = 0;
     const keys = this.#log.recover(
       (function* () {
+        // Presence keys first come with their owner's registration (name, since).
+        const later: Array<[string, string]> = [];
         for (const e of durable.entries()) {
-          if (e[2] !== undefined) {
-            presence.recover(e[0], e[2], now);
+          const [key, entry, owner] = e;
+          if (owner !== undefined) {
+            const known = Presence.registration(key, owner, entry.body);
+            if (known !== undefined) presence.recover(key, owner, now, known);
+            else later.push([key, owner]);
             owned++;
           }
           yield e;
         }
+        for (const [key, owner] of later) presence.recover(key, owner, now);
       })(),
       durable.sequence,
     );
