@@ -37,15 +37,11 @@ const LMDB_DATA_VERSION = 2;
 /** Where the meta fields sit in an LMDB meta page (after the page header). */
 const META_AT = 24;
 const META_KEY = 'state';
-/** lmdb transaction flags: abortable, committed before returning, and (async) not flushed. */
-const TXN_ABORTABLE = 1;
-const TXN_SYNCHRONOUS = 2;
-const TXN_NO_FLUSH = 0x10000;
 /**
- * In `async` durability, the longest time between two flushed commits, ms: what a machine crash
- * (not a process crash: committed data is in the OS's hands) can lose.
+ * Every commit is flushed, in both durability modes: an unflushed LMDB commit (its NOSYNC) can
+ * leave the file damaged after a machine crash if the file system reorders writes, which no
+ * speed is worth. `async` differs in when writers are answered, not in how the disk is written.
  */
-export const ASYNC_FLUSH_MS = 1000;
 
 /** How the previous run left the directory. */
 export interface PreviousRun {
@@ -109,9 +105,6 @@ export class DurableStore {
   #closed = false;
   /** Writes with a uuid sequenced since `recentSince`: [uuid (latin1), seq, at]. */
   #recent: Array<[string, number, number]> = [];
-  #durability: Durability = 'sync';
-  /** When the last flushed commit was (async durability flushes at most every ASYNC_FLUSH_MS). */
-  #lastFlush = 0;
   /** Damaged log records were dropped at open: the log no longer vouches for the map. */
   #logRepaired = false;
 
@@ -267,7 +260,6 @@ export class DurableStore {
    * @throws `CLONEKV_STORAGE` if that cannot be written
    */
   begin(epoch: string, durability: Durability): void {
-    this.#durability = durability;
     const before = this.#state;
     this.#state = { ...this.#state, epoch, durability, clean: false };
     try {
@@ -280,9 +272,7 @@ export class DurableStore {
 
   /**
    * Writes a group of updates, and write outcomes to remember, in one transaction, compacting
-   * the log to its bounds in the same transaction. In `sync` durability it returns once the
-   * group is flushed to disk; in `async`, once committed (safe from a process crash; flushed by
-   * the next commit that comes {@link ASYNC_FLUSH_MS} or more after the last flush).
+   * the log to its bounds in the same transaction; returns once it is flushed to disk.
    *
    * @throws `CLONEKV_STORAGE` if the write failed: nothing of the group is then on disk
    */
@@ -290,8 +280,6 @@ export class DurableStore {
     if (this.#closed) throw new StorageError(this.#dir, `the data directory ${this.#dir} is closed`);
     const before = { state: this.#state, sizes: this.#sizes.length, head: this.#sizesHead, bytes: this.#logBytes };
     let bytes = 0;
-    const now = Date.now();
-    const flush = this.#durability === 'sync' || now - this.#lastFlush >= ASYNC_FLUSH_MS;
     try {
       this.#root.transactionSync(
         () => {
@@ -313,10 +301,7 @@ export class DurableStore {
           }
           this.#compact();
           this.#writeMeta();
-        },
-        flush ? TXN_ABORTABLE | TXN_SYNCHRONOUS : TXN_ABORTABLE | TXN_SYNCHRONOUS | TXN_NO_FLUSH,
-      );
-      if (flush) this.#lastFlush = now;
+      });
     } catch (err) {
       // Nothing of the group reached the disk: the bookkeeping goes back too.
       this.#state = before.state;
