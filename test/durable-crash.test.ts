@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test, type TestContext } from 'node:test';
 import type { Peer } from '../src/index.ts';
-import { dataDir, peer, readyPeer, spawnCli, waitFor, within } from './helpers.ts';
+import { dataDir, mapDigest, peer, readyPeer, spawnCli, waitFor, within } from './helpers.ts';
 
 async function serve(t: TestContext, dir: string, port: number, extra: string[] = []) {
   const proc = spawnCli(t, ['serve', '--data', dir, '--port', String(port), '--json', '--heartbeat', '100', ...extra]);
@@ -90,6 +90,8 @@ test('SIGKILL under two full-speed writers, five times: every acknowledged write
   for (const [name, p] of Object.entries(peers)) {
     await waitFor(`${name} holds every acknowledged write`, () => [...acked].every(([k, v]) => p.get(k) === v), 15_000);
     assert.equal(p.epoch, epoch);
+    // And nothing the forwarder lacks: no peer was ever given an update the disk did not hold.
+    await waitFor(`${name} equal to the forwarder`, () => mapDigest(p) === mapDigest(fresh), 15_000);
   }
   // With resume by delta (issue 8, other half): nobody needed a full snapshot after joining.
   // Enabled once PeerStats has deltaSyncs.
