@@ -364,6 +364,21 @@ export interface ForwarderStats {
 }
 
 /**
+ * Why one CHP message was refused as it stands (its frames, or a limit); the first reasons of
+ * {@link MalformedCounts}.
+ */
+export type MalformedReason =
+  | 'frame-count'
+  | 'empty-key'
+  | 'key-too-long'
+  | 'sequence-size'
+  | 'sequence-range'
+  | 'uuid-size'
+  | 'properties'
+  | 'value-too-large'
+  | 'reserved-key';
+
+/**
  * Counters of malformed or refused input at the forwarder, by reason:
  * - `frame-count`, `empty-key`, `key-too-long`, `sequence-size`, `sequence-range`, `uuid-size`,
  *   `properties` (a bad property frame, or a bad `ttl`/`if-version`), `value-too-large`: a
@@ -376,15 +391,7 @@ export interface ForwarderStats {
  *   `subscription`: an unreadable subscription message.
  */
 export type MalformedCounts = Record<
-  | 'frame-count'
-  | 'empty-key'
-  | 'key-too-long'
-  | 'sequence-size'
-  | 'sequence-range'
-  | 'uuid-size'
-  | 'properties'
-  | 'value-too-large'
-  | 'reserved-key'
+  | MalformedReason
   | 'value-encoding'
   | 'owner'
   | 'batch'

@@ -10,19 +10,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test, type TestContext } from 'node:test';
-import * as zmq from 'zeromq';
 import type { Forwarder } from '../src/index.ts';
 import { entrySize, packBatch, type WireEntry } from '../src/protocol/batch.ts';
-import { forwarder, waitFor, Inbox } from './helpers.ts';
+import { forwarder, waitFor } from './helpers.ts';
+import { EMPTY, rawDealer, ZERO_SEQ } from './raw-sockets.ts';
 
-const EMPTY = Buffer.alloc(0);
-const ZERO_SEQ = Buffer.alloc(8);
-
-function rawDealer(t: TestContext, fwd: Forwarder) {
-  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}`, sendHighWaterMark: 0 });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+function rawWriter(t: TestContext, fwd: Forwarder) {
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot, { clonekv: true, sendHighWaterMark: 0 });
   /** One KVSET; resolves with its KVACK's status and sequence. */
   const write = async (key: string, uuid: Buffer, properties = ''): Promise<{ status: string; seq: number }> => {
     await dealer.send([Buffer.from(key), ZERO_SEQ, uuid, Buffer.from(properties), Buffer.from('v')]);
@@ -54,7 +48,7 @@ function rawDealer(t: TestContext, fwd: Forwarder) {
 test('a retry after 150,000 other writes is still recognised, and a conditional retry does not conflict with itself', async (t) => {
   // Defaults: dedupTtl 60 s, dedupMax 500,000. (The old count-bounded window held 100,000.)
   const fwd = await forwarder(t);
-  const w = rawDealer(t, fwd);
+  const w = rawWriter(t, fwd);
   const plain = randomBytes(16);
   const conditional = randomBytes(16);
   const first = await w.write('retry/plain', plain);
@@ -75,7 +69,7 @@ test('a retry after 150,000 other writes is still recognised, and a conditional 
 
 test('the cap forces out young outcomes, and that is counted', async (t) => {
   const fwd = await forwarder(t, { dedupMax: 1000 });
-  const w = rawDealer(t, fwd);
+  const w = rawWriter(t, fwd);
   const uuid = randomBytes(16);
   const first = await w.write('evicted/a', uuid);
   await w.fill(1500);
@@ -88,7 +82,7 @@ test('the cap forces out young outcomes, and that is counted', async (t) => {
 
 test('an outcome older than dedupTtl is forgotten without counting an eviction', async (t) => {
   const fwd = await forwarder(t, { dedupTtl: 30, heartbeatInterval: 10 });
-  const w = rawDealer(t, fwd);
+  const w = rawWriter(t, fwd);
   const uuid = randomBytes(16);
   const first = await w.write('old/a', uuid);
   const beats = fwd.stats().heartbeats;

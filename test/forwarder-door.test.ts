@@ -12,30 +12,16 @@ import { randomBytes } from 'node:crypto';
 import { test, type TestContext } from 'node:test';
 import * as zmq from 'zeromq';
 import type { Forwarder } from '../src/index.ts';
-import { forwarder, readyPeer, waitFor, Inbox } from './helpers.ts';
-
-const EMPTY = Buffer.alloc(0);
-const ZERO_SEQ = Buffer.alloc(8);
-
-function props(frame: Buffer): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const line of frame.toString('utf8').split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq > 0) m.set(line.slice(0, eq), line.slice(eq + 1));
-  }
-  return m;
-}
+import { forwarder, readyPeer, waitFor } from './helpers.ts';
+import { EMPTY, propMap, rawDealer, ZERO_SEQ } from './raw-sockets.ts';
 
 function rawWriter(t: TestContext, fwd: Forwarder) {
-  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}` });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot, { clonekv: true });
   return async (key: string, properties: string, body: Buffer): Promise<Map<string, string>> => {
     await dealer.send([Buffer.from(key), ZERO_SEQ, randomBytes(16), Buffer.from(properties), body]);
     const ack = await inbox.next(`the KVACK for ${key}`);
     assert.equal(ack[0]!.toString(), 'KVACK');
-    return props(ack[3]!);
+    return propMap(ack[3]!);
   };
 }
 

@@ -12,28 +12,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import * as zmq from 'zeromq';
-import { forwarder, readyPeer, waitFor, Inbox } from './helpers.ts';
-
-const EMPTY = Buffer.alloc(0);
-const ZERO_SEQ = Buffer.alloc(8);
-
-function props(frame: Buffer): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const line of frame.toString('utf8').split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq > 0) m.set(line.slice(0, eq), line.slice(eq + 1));
-  }
-  return m;
-}
+import { forwarder, readyPeer, waitFor } from './helpers.ts';
+import { EMPTY, propMap, rawDealer, ZERO_SEQ } from './raw-sockets.ts';
 
 test('KVPRESENT answers the first beat of each registration, and only that one', async (t) => {
   const fwd = await forwarder(t, { peerTimeout: 100 });
   const reader = await readyPeer(t, fwd.endpoint, { presence: false, name: 'reader', subtree: '$peers/' });
-  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}` });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot, { clonekv: true });
   const id = randomBytes(8).toString('hex');
   const beat = (name = 'raw'): Promise<void> =>
     dealer.send([Buffer.from('KVBEAT'), ZERO_SEQ, EMPTY, Buffer.from(`owner=${id}\nname=${name}\nsubtree=\napplied=0\n`), EMPTY]);
@@ -51,7 +36,7 @@ test('KVPRESENT answers the first beat of each registration, and only that one',
   assert.equal(present[0]!.toString(), 'KVPRESENT');
   assert.equal(present[2]!.length, 0, 'empty uuid');
   assert.equal(present[4]!.length, 0, 'empty body');
-  const p1 = props(present[3]!);
+  const p1 = propMap(present[3]!);
   assert.equal(present[3]!.toString(), `owner=${id}\nsince=${p1.get('since')}\n`);
   const since1 = Number(p1.get('since'));
   assert.ok(since1 >= t0 && since1 <= Date.now());
@@ -69,17 +54,14 @@ test('KVPRESENT answers the first beat of each registration, and only that one',
   assert.equal(again[0]!.toString(), 'KVPRESENT');
   const seq2 = Number(again[1]!.readBigInt64BE());
   assert.ok(seq2 > seq1);
-  assert.ok(Number(props(again[3]!).get('since')) >= since1);
+  assert.ok(Number(propMap(again[3]!).get('since')) >= since1);
   await waitFor('the new presence key', () => reader.version(`$peers/${id}`) === seq2);
 });
 
 test('an owner first seen in a write is "unknown" until its first beat, which names it and gets KVPRESENT', async (t) => {
   const fwd = await forwarder(t, { peerTimeout: 60_000 });
   const reader = await readyPeer(t, fwd.endpoint, { presence: false, name: 'reader', subtree: '$peers/' });
-  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}` });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot, { clonekv: true });
   const id = randomBytes(8).toString('hex');
 
   await dealer.send([Buffer.from('lock/a'), ZERO_SEQ, randomBytes(16), Buffer.from(`owner=${id}\n`), Buffer.from('held')]);
@@ -105,10 +87,7 @@ test('KVPRESENT never lands inside a snapshot: it follows the KTHXBAI of one in 
   // The DEALER never subscribes, so its request waits `joinWait` for a join subscription.
   const fwd = await forwarder(t, { joinWait: 200 });
   await fwd.load(Array.from({ length: 2000 }, (_, i) => [`k/${i}`, i] as const));
-  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}` });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot, { clonekv: true });
   const id = randomBytes(8).toString('hex');
   await dealer.send([Buffer.from('ICANHAZ?'), EMPTY]);
   await dealer.send([Buffer.from('KVBEAT'), ZERO_SEQ, EMPTY, Buffer.from(`owner=${id}\n`), EMPTY]);

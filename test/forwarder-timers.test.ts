@@ -8,12 +8,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import * as zmq from 'zeromq';
 import { DeadlineTimer } from '../src/deadline-timer.ts';
 import { MAX_TTL_SECONDS } from '../src/options.ts';
-import { forwarder, waitFor, Inbox } from './helpers.ts';
-
-const ZERO_SEQ = Buffer.alloc(8);
+import { forwarder, waitFor } from './helpers.ts';
+import { rawDealer, ZERO_SEQ } from './raw-sockets.ts';
 
 function status(ack: Buffer[]): string | undefined {
   return /(?:^|\n)status=([^\n]*)/.exec(ack[3]!.toString())?.[1];
@@ -53,10 +51,7 @@ test('a ttl of 3e6 s is accepted and makes no timer overflow; one over a year is
   t.after(() => process.off('warning', onWarning));
 
   const fwd = await forwarder(t, { heartbeatInterval: 20 });
-  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}` });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot, { clonekv: true });
   const write = async (key: string, ttl: string): Promise<Buffer[]> => {
     await dealer.send([Buffer.from(key), ZERO_SEQ, randomBytes(16), Buffer.from(`enc=msgpack\nttl=${ttl}\n`), Buffer.from([0x01])]);
     return inbox.next(`the KVACK for ${key}`);

@@ -99,9 +99,11 @@ export interface CliProcess {
   line(re: RegExp, ms?: number): Promise<string>;
   /** Everything printed on stdout so far. */
   readonly stdout: () => string;
+  /** Everything printed on stderr so far. */
+  readonly stderr: () => string;
 }
 
-/** Spawns `clonekv ARGS` in the background (killed with SIGKILL after the test if still alive). */
+/** Spawns `clonekv ARGS` in the background, collecting stdout and stderr (killed with SIGKILL after the test if still alive). */
 export function spawnCli(t: TestContext, args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -117,6 +119,7 @@ export function spawnCli(t: TestContext, args: string[], env: NodeJS.ProcessEnv 
   return {
     child,
     stdout: () => out,
+    stderr: () => err,
     line: async (re, ms = 15_000) =>
       waitFor(`a line matching ${re} from clonekv ${args.join(' ')} (stderr: ${err.trim()})`, () => out.split('\n').find((l) => re.test(l)), ms),
   };

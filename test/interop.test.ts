@@ -15,9 +15,9 @@ import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import type { ResyncReason } from '../src/index.ts';
 import { contents, forwarder, readyPeer, waitFor, within, Inbox } from './helpers.ts';
-import { EMPTY, PlainServer, type Item } from './plain-server.ts';
+import { PlainServer, type Item } from './plain-server.ts';
+import { EMPTY, ZERO_SEQ } from './raw-sockets.ts';
 
-const ZERO_SEQ = Buffer.alloc(8);
 const HUGZ = 'HUGZ';
 const msgpack = new Packr({ useRecords: false });
 

@@ -10,27 +10,10 @@ import { test, type TestContext } from 'node:test';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import type { Forwarder, MalformedCounts, Peer } from '../src/index.ts';
-import { contents, forwarder, readyPeer, waitFor, within, Inbox } from './helpers.ts';
+import { contents, forwarder, readyPeer, waitFor, within } from './helpers.ts';
+import { EMPTY, propMap, rawDealer, seqFrame, ZERO_SEQ } from './raw-sockets.ts';
 
-const EMPTY = Buffer.alloc(0);
-const ZERO_SEQ = Buffer.alloc(8);
 const msgpack = new Packr({ useRecords: false });
-
-function seqFrame(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(BigInt(n));
-  return b;
-}
-
-
-function propMap(frame: Buffer): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const line of frame.toString('utf8').split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq > 0) m.set(line.slice(0, eq), line.slice(eq + 1));
-  }
-  return m;
-}
 
 type Counters = ReturnType<Forwarder['stats']>;
 
@@ -230,10 +213,7 @@ test('non-numeric ttl and if-version are rejected, on the collector and over the
   const fwd = await forwarder(t, { heartbeatInterval: 100 });
   const w = await writerPeer(t, fwd);
   const pub = await collectorPub(t, fwd, w);
-  const dealer = new zmq.Dealer({ linger: 0, routingId: `ckv1${randomBytes(8).toString('hex')}` });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot, { clonekv: true });
 
   const cases = [
     { name: 'ttl=abc', props: 'ttl=abc\n' },
@@ -280,10 +260,7 @@ test('malformed requests on the snapshot ROUTER are dropped and counted, and the
   const fwd = await forwarder(t, { heartbeatInterval: 100 });
   const w = await writerPeer(t, fwd);
   const seedSeq = await w.peer.set('app/seed', 1);
-  const dealer = new zmq.Dealer({ linger: 0 });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot);
 
   await t.test('a one-frame ICANHAZ?', async () => {
     const before = fwd.stats();
@@ -357,10 +334,7 @@ test('a KVSET whose key is a protocol command is refused, so plain snapshots are
   await w.peer.set('z/1', 2);
 
   // What a plain client gets: it reads up to the first KTHXBAI.
-  const dealer = new zmq.Dealer({ linger: 0 });
-  t.after(() => dealer.close());
-  dealer.connect(fwd.endpoints.snapshot);
-  const inbox = new Inbox(dealer);
+  const { dealer, inbox } = rawDealer(t, fwd.endpoints.snapshot);
   await dealer.send([Buffer.from('ICANHAZ?'), EMPTY]);
   const keys: string[] = [];
   let end: Buffer[];

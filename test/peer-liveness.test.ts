@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Peer, type ResyncReason } from '../src/index.ts';
 import { forwarder, waitFor, within } from './helpers.ts';
-import { EMPTY, PlainServer } from './plain-server.ts';
+import { PlainServer } from './plain-server.ts';
+import { EMPTY } from './raw-sockets.ts';
 import { TcpProxy } from './tcp-proxy.ts';
 
 test('a busy writer whose subscription is dead goes stale: acknowledgements on the DEALER are not liveness', async (t) => {

@@ -11,7 +11,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { readyPeer, waitFor, within } from './helpers.ts';
-import { EMPTY, PlainServer } from './plain-server.ts';
+import { PlainServer } from './plain-server.ts';
+import { EMPTY } from './raw-sockets.ts';
 
 test('the first write through a plain server goes out once and resolves without a retry', async (t) => {
   const server = await PlainServer.start(t, {});

@@ -9,7 +9,8 @@ import { test } from 'node:test';
 import { Peer } from '../src/index.ts';
 import { forwarder, peer, waitFor, within } from './helpers.ts';
 
-import { EMPTY, PlainServer } from './plain-server.ts';
+import { PlainServer } from './plain-server.ts';
+import { EMPTY } from './raw-sockets.ts';
 import { TcpProxy } from './tcp-proxy.ts';
 
 test('against a plain CHP server, ready() resolves when updates land during the first snapshot', async (t) => {

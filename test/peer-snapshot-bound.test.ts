@@ -10,45 +10,18 @@
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import * as zmq from 'zeromq';
 import { Peer, type ClonekvError } from '../src/index.ts';
 import { waitFor } from './helpers.ts';
-import { EMPTY, seqFrame } from './plain-server.ts';
+import { bindServerSockets, EMPTY, received, seqFrame } from './raw-sockets.ts';
 
 const PER_REQUEST = 40_000;
 
 async function hostileServer(t: TestContext): Promise<{ endpoint: string; requests: () => number }> {
-  let port = 0;
-  let router!: zmq.Router;
-  let pub!: zmq.XPublisher;
-  let collector!: zmq.Subscriber;
-  for (let i = 0; ; i++) {
-    router = new zmq.Router({ linger: 0, sendHighWaterMark: 0 });
-    pub = new zmq.XPublisher({ linger: 0 });
-    collector = new zmq.Subscriber({ linger: 0 });
-    try {
-      await router.bind('tcp://127.0.0.1:*');
-      port = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
-      await pub.bind(`tcp://127.0.0.1:${port + 1}`);
-      await collector.bind(`tcp://127.0.0.1:${port + 2}`);
-      break;
-    } catch (err) {
-      router.close();
-      pub.close();
-      collector.close();
-      if (i > 20) throw err;
-    }
-  }
+  const { port, router, pub, collector } = await bindServerSockets(0, { sendHighWaterMark: 0 });
   let requests = 0;
   let open = true;
   const serve = (async () => {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await router.receive();
-      } catch {
-        return;
-      }
+    for await (const frames of received(router)) {
       if (frames[1]?.toString() !== 'ICANHAZ?') continue;
       requests++;
       const id = frames[0]!;

@@ -14,8 +14,8 @@ import { Packr } from 'msgpackr';
 import { addPrevious, encodeHeads } from '../src/protocol/gaps.ts';
 import { type ChpMessage } from '../src/protocol/message.ts';
 import { encodeProperties, PropertyView } from '../src/protocol/properties.ts';
+import { emptyPeerStats } from '../src/peer/stats.ts';
 import { SyncMachine, type SyncCommand, type SyncSettings } from '../src/peer/sync-machine.ts';
-import type { PeerStats } from '../src/types.ts';
 
 const msgpack = new Packr({ useRecords: false });
 const NO_UUID = Buffer.alloc(0);
@@ -52,24 +52,6 @@ function render(c: SyncCommand): string {
   }
 }
 
-function zeroStats(): PeerStats {
-  return {
-    updates: 0,
-    snapshots: 0,
-    snapshotRequests: 0,
-    resyncs: 0,
-    gaps: 0,
-    malformed: 0,
-    undecodable: 0,
-    snapshotAborted: 0,
-    snapshotEntries: 0,
-    duplicates: 0,
-    writes: 0,
-    writeRetries: 0,
-    sequence: 0,
-  };
-}
-
 function props(p: Record<string, string> = {}): Buffer {
   return encodeProperties(Object.entries(p));
 }
@@ -82,7 +64,7 @@ function message(key: string, seq: number, p: Record<string, string>, body: Buff
 /** A machine, its command log, and input helpers that return the commands each input gave. */
 function harness(settings: Partial<SyncSettings> = {}) {
   const out: SyncCommand[] = [];
-  const stats = zeroStats();
+  const stats = emptyPeerStats();
   const m = new SyncMachine(
     {
       subtree: Buffer.alloc(0),

@@ -8,17 +8,10 @@
  * `ICANHAZ?` and the subtree.
  */
 import type { TestContext } from 'node:test';
-import * as zmq from 'zeromq';
+import type * as zmq from 'zeromq';
+import { bindServerSockets, EMPTY, received, seqFrame } from './raw-sockets.ts';
 
-export const EMPTY = Buffer.alloc(0);
 const HUGZ = 'HUGZ';
-
-/** A sequence frame: 8 bytes, signed, big-endian. */
-export function seqFrame(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(BigInt(n));
-  return b;
-}
 
 /** Serializes sends on one socket (zeromq.js allows one pending send per socket). */
 export function serialSender(socket: zmq.Writable<Buffer[]>): (frames: Buffer[]) => Promise<void> {
@@ -87,32 +80,12 @@ export class PlainServer {
 
   /** Binds ROUTER, XPUB, SUB on P, P+1, P+2; with `port` 0 finds a free triple. */
   async #bind(port: number): Promise<void> {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const router = new zmq.Router({ linger: 0 });
-      const pub = new zmq.XPublisher({ linger: 0 });
-      const collector = new zmq.Subscriber({ linger: 0 });
-      try {
-        await router.bind(`tcp://127.0.0.1:${port === 0 ? '*' : port}`);
-        const p = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
-        if (!(p > 0 && p <= 65533)) throw Object.assign(new Error('port too high for a triple'), { code: 'EADDRINUSE' });
-        await pub.bind(`tcp://127.0.0.1:${p + 1}`);
-        await collector.bind(`tcp://127.0.0.1:${p + 2}`);
-        collector.subscribe();
-        this.port = p;
-        this.#router = router;
-        this.#pub = pub;
-        this.#collector = collector;
-        break;
-      } catch (err) {
-        router.close();
-        pub.close();
-        collector.close();
-        if ((err as { code?: string }).code !== 'EADDRINUSE' || Date.now() > deadline) throw err;
-        // A port of the triple is taken (or, on restart, not yet released): try again.
-        await new Promise((r) => setImmediate(r));
-      }
-    }
+    const sockets = await bindServerSockets(port);
+    sockets.collector.subscribe();
+    this.port = sockets.port;
+    this.#router = sockets.router;
+    this.#pub = sockets.pub;
+    this.#collector = sockets.collector;
     this.#sendRouter = serialSender(this.#router);
     this.#sendPub = serialSender(this.#pub);
     this.subscriptions = [];
@@ -121,13 +94,7 @@ export class PlainServer {
   }
 
   async #serveRouter(router: zmq.Router): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await router.receive();
-      } catch {
-        return;
-      }
+    for await (const frames of received(router)) {
       const [id, command, subtree] = frames;
       if (frames.length !== 3 || command?.toString() !== 'ICANHAZ?' || !id || !subtree) continue;
       this.snapshots++;
@@ -144,13 +111,7 @@ export class PlainServer {
   }
 
   async #serveCollector(collector: zmq.Subscriber): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await collector.receive();
-      } catch {
-        return;
-      }
+    for await (const frames of received(collector)) {
       if (frames.length !== 5) continue;
       this.received++;
       const [key, kvsetSeq, uuid, props, body] = frames as [Buffer, Buffer, Buffer, Buffer, Buffer];
@@ -161,13 +122,7 @@ export class PlainServer {
   }
 
   async #watchSubscriptions(pub: zmq.XPublisher): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await pub.receive();
-      } catch {
-        return;
-      }
+    for await (const frames of received(pub)) {
       const f = frames[0];
       if (f && f[0] === 1) this.subscriptions.push(f.subarray(1).toString('latin1'));
     }

@@ -17,7 +17,7 @@ import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
 import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
-import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames, type MalformedReason } from '../protocol/message.ts';
+import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
 import { PropertyView } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
@@ -26,6 +26,7 @@ import type {
   DeleteReason,
   Endpoints,
   Entry,
+  MalformedReason,
   OwnershipLostInfo,
   PeerOptions,
   PeerStats,
@@ -40,6 +41,7 @@ import { Link } from './link.ts';
 import { LocalMap } from './local-map.ts';
 import { Registration } from './ownership.ts';
 import { checkKey, checkWriteOptions, PendingWrites } from './pending-writes.ts';
+import { emptyPeerStats } from './stats.ts';
 import { SyncMachine, type SyncCommand } from './sync-machine.ts';
 import { Watchers } from './watchers.ts';
 
@@ -213,21 +215,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
   #statsWaiters: Array<{ resolve: (v: ServerStats) => void; reject: (e: Error) => void }> = [];
-  readonly #stats: PeerStats = {
-    updates: 0,
-    snapshots: 0,
-    snapshotRequests: 0,
-    resyncs: 0,
-    gaps: 0,
-    malformed: 0,
-    undecodable: 0,
-    snapshotAborted: 0,
-    snapshotEntries: 0,
-    duplicates: 0,
-    writes: 0,
-    writeRetries: 0,
-    sequence: 0,
-  };
+  readonly #stats: PeerStats = emptyPeerStats();
 
   /**
    * Creates a peer and starts joining at once. Options are checked here.
@@ -425,14 +413,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    *   `CLONEKV_CONFLICT` (for `ifVersion`), `CLONEKV_REJECTED`, or `CLONEKV_CLOSED`
    */
   set(key: string, value: unknown, options: SetOptions = {}): Promise<number> {
-    const keyBytes = checkKey(key);
-    if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
-    let timeout: number;
-    try {
-      timeout = checkWriteOptions(options, this.#s.writeTimeout);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    const checked = this.#checkWrite(key, options);
+    if (checked instanceof Error) return Promise.reject(checked);
+    const { keyBytes, timeout } = checked;
     let body: Buffer;
     try {
       body = encodeValue(value);
@@ -460,15 +443,20 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    * key is sequenced too, unless `ifVersion` says otherwise).
    */
   delete(key: string, options: DeleteOptions = {}): Promise<number> {
+    const checked = this.#checkWrite(key, options);
+    if (checked instanceof Error) return Promise.reject(checked);
+    return this.#write(key, checked.keyBytes, EMPTY_FRAME, [], options.ifVersion, checked.timeout);
+  }
+
+  /** The key's bytes and the write's timeout, or the error that refuses the write at once. */
+  #checkWrite(key: string, options: SetOptions | DeleteOptions): { keyBytes: Buffer; timeout: number } | Error {
     const keyBytes = checkKey(key);
-    if (keyBytes instanceof ClonekvError) return Promise.reject(keyBytes);
-    let timeout: number;
+    if (keyBytes instanceof ClonekvError) return keyBytes;
     try {
-      timeout = checkWriteOptions(options, this.#s.writeTimeout);
+      return { keyBytes, timeout: checkWriteOptions(options, this.#s.writeTimeout) };
     } catch (err) {
-      return Promise.reject(err);
+      return err as Error;
     }
-    return this.#write(key, keyBytes, EMPTY_FRAME, [], options.ifVersion, timeout);
   }
 
   #write(key: string, keyBytes: Buffer, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number): Promise<number> {

@@ -56,7 +56,7 @@ export function checkWriteOptions(options: unknown, fallback: number): number {
 }
 
 /** A write waiting for the forwarder. */
-export interface PendingWrite {
+interface PendingWrite {
   readonly key: string;
   readonly keyBytes: Buffer;
   /** The uuid as a map key. */

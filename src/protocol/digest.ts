@@ -10,7 +10,7 @@
  * FNV-1a over the key bytes, then the sequence's low and high 32 bits. The key is bytes, or a
  * latin1 string of them (the forwarder's form).
  */
-export function pairHash(key: Uint8Array | string, sequence: number): number {
+function pairHash(key: Uint8Array | string, sequence: number): number {
   let h = 0x811c9dc5;
   if (typeof key === 'string') {
     for (let i = 0; i < key.length; i++) {

@@ -7,6 +7,7 @@
 import { MAX_KEY_BYTES } from './commands.ts';
 import { PropertiesError, PropertyView, type PropertyReader } from './properties.ts';
 import { readSequence } from './sequence.ts';
+import type { MalformedReason } from '../types.ts';
 
 /** An empty frame (uuid of a command, properties or body left empty); never written to. */
 export const EMPTY_FRAME: Buffer = Buffer.alloc(0);
@@ -29,18 +30,6 @@ export interface ChpMessage {
 
 /** Result of {@link decodeMessage}: a message, or why it was refused. */
 export type Decoded = { ok: true; message: ChpMessage } | { ok: false; reason: MalformedReason };
-
-/** Why a message was refused; used as counter names. */
-export type MalformedReason =
-  | 'frame-count'
-  | 'empty-key'
-  | 'key-too-long'
-  | 'sequence-size'
-  | 'sequence-range'
-  | 'uuid-size'
-  | 'properties'
-  | 'value-too-large'
-  | 'reserved-key';
 
 /**
  * Validates and decodes five frames.

@@ -239,7 +239,7 @@ export async function bindForwarderSockets(
 }
 
 /** The port of a `tcp://host:port` endpoint. */
-export function portOf(endpoint: string | null): number {
+function portOf(endpoint: string | null): number {
   const m = /:(\d+)$/.exec(endpoint ?? '');
   if (!m) throw new ClonekvError(ErrorCode.Transport, `not a tcp endpoint: ${String(endpoint)}`);
   return Number(m[1]);
