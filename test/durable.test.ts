@@ -164,3 +164,16 @@ test('the history on disk is bounded by historyMax and historyBytes, oldest firs
     byBytes.close(true);
   }
 });
+
+test('one forwarder per data directory: a second is refused while the first runs, and may start once it stopped', async (t) => {
+  const dir = dataDir(t);
+  const first = await start(t, { dataDir: dir });
+  await assert.rejects(Forwarder.start({ port: 0, dataDir: dir }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'CLONEKV_STORAGE');
+    assert.match(err.message, new RegExp(`${dir}.* is in use by another forwarder \\(pid ${process.pid}\\)`));
+    return true;
+  });
+  await first.close();
+  const second = await start(t, { dataDir: dir });
+  assert.equal(second.epoch, first.epoch);
+});

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { closeSync, mkdirSync, openSync, readSync, statfsSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, statfsSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
@@ -31,6 +31,8 @@ import type { UpdateRecord } from './update-record.ts';
 export const STORAGE_FORMAT = 1;
 /** The environment file inside the data directory. */
 export const DATA_FILE = 'clonekv.mdb';
+/** Held by the forwarder using the directory (its pid inside): one forwarder per directory. */
+const LOCK_FILE = 'clonekv.pid';
 
 const LMDB_MAGIC = 0xbeefc0de;
 const LMDB_DATA_VERSION = 2;
@@ -138,7 +140,13 @@ export class DurableStore {
       throw new StorageError(dir, `cannot create the data directory ${dir}: ${(err as Error).message}`, { cause: err });
     }
     const file = join(dir, DATA_FILE);
-    checkFileHeader(file, dir);
+    const lock = takeLock(dir);
+    try {
+      checkFileHeader(file, dir);
+    } catch (err) {
+      releaseLock(lock);
+      throw err;
+    }
     let root: RootDatabase;
     try {
       // overlappingSync off: a commit's promise resolves once it is flushed to disk, which is
@@ -146,12 +154,14 @@ export class DurableStore {
       // instead of killing the process with SIGBUS.
       root = open({ path: file, maxDbs: 8, overlappingSync: false, noSubdir: true, encoding: 'binary' });
     } catch (err) {
+      releaseLock(lock);
       throw damaged(dir, `${file} cannot be opened (${(err as Error).message})`, err);
     }
     try {
       return new DurableStore(dir, root, options);
     } catch (err) {
       void root.close();
+      releaseLock(lock);
       if (err instanceof StorageError) throw err;
       throw damaged(dir, `${file} cannot be read (${(err as Error).message})`, err);
     }
@@ -324,6 +334,7 @@ export class DurableStore {
       // Left marked unclean: the next start treats it as a crash, which is safe.
     } finally {
       void this.#root.close();
+      releaseLock(join(this.#dir, LOCK_FILE));
     }
   }
 
@@ -430,6 +441,58 @@ export class DurableStore {
     return undefined;
   }
 
+}
+
+/**
+ * Takes the directory's lock file, or throws naming the forwarder that holds it. A lock left by
+ * a process that is gone (killed) is taken over. Returns the lock's path.
+ */
+function takeLock(dir: string): string {
+  const path = join(dir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx');
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return path;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new StorageError(dir, `cannot lock the data directory ${dir}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    let pid = NaN;
+    try {
+      pid = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    } catch {
+      // Unreadable: treated as stale.
+    }
+    if (Number.isSafeInteger(pid) && pid > 0 && isAlive(pid)) {
+      throw new StorageError(dir, `the data directory ${dir} is in use by another forwarder (pid ${pid}); stop it first, or give this one its own --data directory`);
+    }
+    try {
+      unlinkSync(path);
+    } catch {
+      // Taken by someone else meanwhile: the next attempt says so.
+    }
+  }
+  throw new StorageError(dir, `the data directory ${dir} is in use by another forwarder (${path})`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function releaseLock(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone.
+  }
 }
 
 /**
