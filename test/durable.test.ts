@@ -117,6 +117,7 @@ test('durability options are checked', async () => {
   await assert.rejects(Forwarder.start({ port: 0, dataDir: '' }), { code: 'CLONEKV_INVALID_OPTION' });
   await assert.rejects(Forwarder.start({ port: 0, durability: 'fast' as 'sync' }), /durability/);
   await assert.rejects(Forwarder.start({ port: 0, historyMax: 0 }), /historyMax/);
+  await assert.rejects(Forwarder.start({ port: 0, durability: 'async' }), /durability.*applies only with dataDir/);
 });
 
 test('async mode: a clean shutdown keeps the epoch and the data', async (t) => {

@@ -62,6 +62,8 @@ function hwmOption(name: string, value: HighWaterMarks | undefined, send: number
 /** Checks options and fills in defaults. Throws `CLONEKV_INVALID_OPTION` naming a bad one. */
 export function forwarderSettings(options: ForwarderOptions = {}): Settings {
   rejectUnknown(options, KNOWN_OPTIONS);
+  // Said at once rather than ignored: without a data directory there is nothing to make durable.
+  if (options.durability !== undefined && options.dataDir === undefined) throw new InvalidOptionError('durability', 'applies only with dataDir (a forwarder without one keeps nothing on disk)');
   return {
     bind: stringOption('bind', options.bind, '127.0.0.1'),
     port: intOption('port', options.port, 5556, 0, 65533),
