@@ -32,6 +32,11 @@ export const ErrorCode = {
   Malformed: 'CLONEKV_MALFORMED',
   /** Retained history asked for is no longer held (compacted away); `oldest` says how far back it goes. */
   Compacted: 'CLONEKV_COMPACTED',
+  /**
+   * The forwarder's data directory cannot be used: damaged, from a newer version, or a write
+   * to it failed (disk full). The message names the file and what to do.
+   */
+  Storage: 'CLONEKV_STORAGE',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */
@@ -128,5 +133,20 @@ export class CompactedError extends ClonekvError {
         '(raise historyMax/historyBytes there to keep more)',
     );
     this.oldest = oldest;
+  }
+}
+
+/**
+ * The durable forwarder's storage failed: its data directory is damaged or from a newer version
+ * (at start), or a write to it failed (for example the disk is full). The message names the
+ * directory or file and what to do.
+ */
+export class StorageError extends ClonekvError {
+  /** The data directory (or file) concerned. */
+  readonly path: string;
+
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Storage, message, options);
+    this.path = path;
   }
 }

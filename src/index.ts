@@ -12,6 +12,7 @@ export type {
   Entry,
   ForwarderOptions,
   ForwarderPeer,
+  ForwarderRecovery,
   ForwarderStats,
   HighWaterMarks,
   HistoryEntry,
@@ -35,6 +36,7 @@ export {
   ConflictError,
   ErrorCode,
   InvalidOptionError,
+  StorageError,
   TimeoutError,
 } from './errors.ts';
 export { Forwarder } from './forwarder/forwarder.ts';

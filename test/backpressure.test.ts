@@ -47,7 +47,7 @@ interface ChildState {
 const stateOf = (c: ChildPeer): Promise<ChildState> => c.ask('state', (o) => o.state as ChildState | undefined, 20_000);
 
 test('a stalled peer neither blocks the writer nor slows the others, and holds the forwarder map once resumed', async (t) => {
-  const srv = spawnCli(t, ['serve', '--port', '0', '--json']);
+  const srv = spawnCli(t, ['serve', '--memory', '--port', '0', '--json']);
   const { endpoint } = JSON.parse(await srv.line(/^\{/)) as { endpoint: string };
   const pid = srv.child.pid!;
   const stalledFull = await childPeer(t, endpoint, { name: 'stalled-full' });

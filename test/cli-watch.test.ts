@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { readyPeer, spawnCli, waitFor } from './helpers.ts';
 
 test('watch says on stderr when the forwarder goes silent and when it is back, and quotes multi-line values', async (t) => {
-  const serve = spawnCli(t, ['serve', '--port', '0', '--json']);
+  const serve = spawnCli(t, ['serve', '--memory', '--port', '0', '--json']);
   const { endpoint } = JSON.parse(await serve.line(/^\{"endpoint"/)) as { endpoint: string };
   t.after(() => {
     serve.child.kill('SIGCONT'); // a stopped child would not see the SIGKILL of its teardown

@@ -55,7 +55,7 @@ function spawnTracked(t: TestContext, args: string[]): CliProcess {
 
 /** Starts `clonekv serve --port 0 --json` and reads its endpoint line. */
 async function serve(t: TestContext): Promise<Served> {
-  const proc = spawnTracked(t, ['serve', '--port', '0', '--json']);
+  const proc = spawnTracked(t, ['serve', '--memory', '--port', '0', '--json']);
   const line = await proc.line(/^\{"endpoint".*\}$/);
   const info = JSON.parse(line) as { endpoint: string; epoch: string; snapshot: string; publisher: string; collector: string };
   const m = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(info.endpoint);
@@ -348,6 +348,9 @@ const USAGE_ERRORS: Array<[args: string[], stderr: RegExp]> = [
   [['serve', '--heartbeat', '5'], /--heartbeat/],
   [['serve', '--port', '65534'], /--port expects a whole number from 0 to 65533/],
   [['serve', '--max-value-bytes', '0'], /--max-value-bytes/],
+  [['serve', '--memory', '--data', 'somewhere'], /--memory and --data exclude each other/],
+  [['serve', '--durability', 'fast', '--memory'], /--durability takes sync or async, not "fast"/],
+  [['serve', '--durability', 'async', '--memory'], /--durability needs a data directory/],
   [['set', 'k', 'v', '--if-version', '-1'], /--if-version needs a value/],
   [['set', 'k', 'v', '--if-version=1.5'], /--if-version/],
   // A forwarder address that is not one: named as the flag it came from.
@@ -460,7 +463,7 @@ test('an unreachable server exits 1 naming the endpoint and what to do, within -
 
 test('serve on a port in use exits 1 with a clear message; serve stops cleanly on SIGTERM', async (t) => {
   const s = await serve(t);
-  const second = await runCli(['serve', '--port', String(s.port)], {}, 10_000);
+  const second = await runCli(['serve', '--memory', '--port', String(s.port)], {}, 10_000);
   assert.equal(second.code, 1, `second serve: ${second.stderr}`);
   assert.match(second.stderr, new RegExp(`${s.port}`));
   assert.match(second.stderr, /in use/i);

@@ -5,6 +5,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import type * as zmq from 'zeromq';
@@ -59,6 +62,13 @@ export async function forwarder(t: TestContext, options: ForwarderOptions = {}):
   const f = await Forwarder.start({ port: 0, ...options });
   t.after(() => f.close());
   return f;
+}
+
+/** A fresh data directory for a durable forwarder, removed after the test. */
+export function dataDir(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'clonekv-data-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** Creates a peer, closed after the test. */

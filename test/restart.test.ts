@@ -11,7 +11,7 @@ import { contents, peer, spawnCli, waitFor, within } from './helpers.ts';
 import { tcpProxy } from './tcp-proxy.ts';
 
 async function serve(t: Parameters<typeof spawnCli>[0], port: number, heartbeat = 100) {
-  const proc = spawnCli(t, ['serve', '--port', String(port), '--json', '--heartbeat', String(heartbeat)]);
+  const proc = spawnCli(t, ['serve', '--memory', '--port', String(port), '--json', '--heartbeat', String(heartbeat)]);
   const info = JSON.parse(await proc.line(/^\{/)) as { endpoint: string; epoch: string };
   return { ...proc, ...info, port: Number(info.endpoint.split(':').at(-1)) };
 }

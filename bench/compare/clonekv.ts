@@ -21,7 +21,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Peer } from '../../src/index.ts';
+import { Peer, type ForwarderOptions } from '../../src/index.ts';
 import type { Adapter, AdapterOptions, JoinSeed, OnValue, SystemModule, WatchGroup } from './types.ts';
 
 const CHILD = fileURLToPath(new URL('./forwarder-child.ts', import.meta.url));
@@ -41,8 +41,9 @@ class ForwarderChild {
   }
 
   /** Start a child and wait (at most `timeoutMs`) for its endpoint line. */
-  static async start(timeoutMs = 30_000): Promise<{ child: ForwarderChild; endpoint: string }> {
-    const proc = spawn(process.execPath, ['--import', 'tsx', CHILD], { stdio: ['pipe', 'pipe', 'inherit'] });
+  static async start(timeoutMs = 30_000, forwarder: ForwarderOptions = {}): Promise<{ child: ForwarderChild; endpoint: string }> {
+    const env = { ...process.env, CLONEKV_BENCH_FORWARDER: JSON.stringify(forwarder) };
+    const proc = spawn(process.execPath, ['--import', 'tsx', CHILD], { stdio: ['pipe', 'pipe', 'inherit'], env });
     const child = new ForwarderChild(proc);
     try {
       const reply = await child.#next(timeoutMs);
@@ -101,13 +102,15 @@ class ClonekvAdapter implements Adapter {
   #child: ForwarderChild | undefined;
   #endpoint = '';
   #writer: Peer | undefined;
+  readonly #forwarder: ForwarderOptions;
 
-  constructor(options: AdapterOptions) {
+  constructor(options: AdapterOptions, forwarder: ForwarderOptions = {}) {
     this.#keys = Array.from({ length: options.keySpace }, (_, i) => `${SUBTREE}k${i}`);
+    this.#forwarder = forwarder;
   }
 
   async open(): Promise<void> {
-    const { child, endpoint } = await ForwarderChild.start();
+    const { child, endpoint } = await ForwarderChild.start(30_000, this.#forwarder);
     this.#child = child;
     this.#endpoint = endpoint;
     // The writer only writes (like the Redis and NATS writers): it holds a subtree no bench key
@@ -176,3 +179,8 @@ export const clonekv: SystemModule = {
   probe: () => Promise.resolve(null), // the core is part of this repository: always there
   create: (options) => new ClonekvAdapter(options),
 };
+
+/** A clonekv adapter whose forwarder child takes extra options (bench/durable.ts: dataDir, durability). */
+export function clonekvWith(options: AdapterOptions, forwarder: ForwarderOptions): Adapter {
+  return new ClonekvAdapter(options, forwarder);
+}

@@ -14,10 +14,12 @@
 
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
-import { Forwarder } from '../../src/index.ts';
+import { Forwarder, type ForwarderOptions } from '../../src/index.ts';
 import { joinKey, joinValue } from './util.ts';
 
-const fwd = await Forwarder.start({ port: 0, bind: '127.0.0.1' });
+// Extra forwarder options (bench/durable.ts: dataDir, durability) as JSON in the environment.
+const extra = JSON.parse(process.env['CLONEKV_BENCH_FORWARDER'] ?? '{}') as ForwarderOptions;
+const fwd = await Forwarder.start({ port: 0, bind: '127.0.0.1', ...extra });
 
 let closing = false;
 async function shutdown(code: number): Promise<void> {

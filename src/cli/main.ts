@@ -50,14 +50,20 @@ const FLAGS = {
   'max-value-bytes': { type: 'string' },
   limit: { type: 'string' },
   since: { type: 'string' },
+  data: { type: 'string' },
+  memory: { type: 'boolean' },
+  durability: { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
 const CLIENT = ['server', 'timeout'] as const satisfies readonly Flag[];
 
+/** Where `clonekv serve` keeps its data unless told otherwise (relative to the working directory). */
+const DEFAULT_DATA_DIR = './clonekv-data';
+
 /** The flags each command takes; any other flag is refused, naming it. */
 const TAKES = {
-  serve: ['port', 'bind', 'heartbeat', 'max-value-bytes', 'json'],
+  serve: ['port', 'bind', 'heartbeat', 'max-value-bytes', 'json', 'data', 'memory', 'durability'],
   get: [...CLIENT, 'json'],
   set: [...CLIENT, 'json', 'ttl', 'if-version', 'file'],
   del: [...CLIENT, 'if-version'],
@@ -105,10 +111,16 @@ An argument that starts with "-" goes after "--": clonekv set KEY -- -5
 
 Exit codes: 0 ok, 1 forwarder unreachable or refused, 2 bad usage, 3 key not found,
 4 conditional write lost. A closed output (clonekv dump | head) ends quietly with 0.`,
-  serve: `Usage: clonekv serve [--port P] [--bind ADDRESS] [--heartbeat MS] [--max-value-bytes N] [--json]
+  serve: `Usage: clonekv serve [--data DIR | --memory] [--durability sync|async] [--port P] [--bind ADDRESS]
+                    [--heartbeat MS] [--max-value-bytes N] [--json]
 
 Runs a forwarder: ROUTER on P (snapshots, acknowledged writes), PUB on P+1 (updates),
 SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
+  --data DIR            keep the data in DIR (default ${DEFAULT_DATA_DIR}, created on first
+                        start): a restart recovers the map, the sequence and the epoch
+  --memory              keep nothing on disk: a restart starts empty, with a new epoch
+  --durability MODE     sync (default): a write is acknowledged once on disk; async:
+                        acknowledged first, on disk within milliseconds (a crash may lose them)
   --port P              base port (default 5556; 0 picks a free triple; at most 65533)
   --bind ADDRESS        address to bind (default 127.0.0.1; 0.0.0.0 for every interface)
   --heartbeat MS        heartbeat interval (default 1000; 10 to ${MAX_DURATION_MS}); peers
@@ -493,15 +505,33 @@ export function connectAddress(endpoint: string): string {
 async function serve(args: string[], io: Io): Promise<number> {
   const { values } = parse('serve', args, [0, 0]);
   const options: ForwarderOptions = { port: intArg('port', values.port, 5556, 0, 65_533) };
+  if (values.memory === true && values.data !== undefined) throw new UsageError('--memory and --data exclude each other: choose one');
+  if (values.memory !== true) options.dataDir = values.data ?? DEFAULT_DATA_DIR;
+  if (values.durability !== undefined) {
+    if (values.durability !== 'sync' && values.durability !== 'async') throw new UsageError(`--durability takes sync or async, not ${JSON.stringify(values.durability)}`);
+    if (values.memory === true) throw new UsageError('--durability needs a data directory: drop --memory');
+    options.durability = values.durability;
+  }
   if (values.bind !== undefined) options.bind = values.bind;
   if (values.heartbeat !== undefined) options.heartbeatInterval = durationArg('heartbeat', values.heartbeat, 1000, 10);
   if (values['max-value-bytes'] !== undefined) options.maxValueBytes = intArg('max-value-bytes', values['max-value-bytes'], 0, 1, MAX_VALUE_BYTES);
   const fwd = await Forwarder.start(options);
   const e = fwd.endpoints;
+  const recovery = fwd.recovery;
+  // Damage repaired at start is always said, on stderr, even with --json.
+  for (const repair of recovery?.repairs ?? []) io.err(`clonekv: data directory ${fwd.dataDir}: ${repair}`);
   if (values.json) {
-    io.out(JSON.stringify({ endpoint: fwd.endpoint, ...e, epoch: fwd.epoch, pid: process.pid }));
+    io.out(JSON.stringify({ endpoint: fwd.endpoint, ...e, epoch: fwd.epoch, pid: process.pid, dataDir: fwd.dataDir ?? null, recovery: recovery ?? null }));
   } else {
     io.out(`clonekv forwarder listening on ${fwd.endpoint} (epoch ${fwd.epoch})`);
+    if (recovery === undefined) io.out('  in memory only (--memory): a restart starts empty');
+    else if (recovery.newDirectory) io.out(`  data in ${fwd.dataDir} (new; durability ${options.durability ?? 'sync'})`);
+    else {
+      io.out(
+        `  data in ${fwd.dataDir}: recovered ${recovery.keys} keys up to sequence ${recovery.sequence} in ${recovery.durationMs} ms` +
+          (recovery.epochKept ? ', same epoch' : ', new epoch (the last async run did not shut down cleanly)'),
+      );
+    }
     io.out(`  snapshots and writes: ${e.snapshot}\n  updates:              ${e.publisher}\n  plain CHP writes:     ${e.collector}`);
     const at = connectAddress(fwd.endpoint);
     io.out(`peers connect with --server ${at} (or CLONEKV_SERVER=${at}); Ctrl-C stops`);

@@ -48,9 +48,16 @@ export class WriteDedup {
     return typeof earlier === 'number' ? { status: 'ok', seq: earlier } : earlier;
   }
 
-  /** Remembers a write's outcome. */
-  set(uuid: string, outcome: WriteOutcome): void {
-    this.#cache.set(uuid, outcome.status === 'ok' ? outcome.seq : outcome);
+  /** Remembers a write's outcome (for `ttl` ms if given: an outcome recovered after a restart). */
+  set(uuid: string, outcome: WriteOutcome, ttl?: number): void {
+    const value = outcome.status === 'ok' ? outcome.seq : outcome;
+    if (ttl === undefined) this.#cache.set(uuid, value);
+    else if (ttl > 0) this.#cache.set(uuid, value, { ttl });
+  }
+
+  /** Forgets a write's outcome. */
+  delete(uuid: string): void {
+    this.#cache.delete(uuid);
   }
 
   /** Outcomes forced out by the cap while still younger than the ttl. */

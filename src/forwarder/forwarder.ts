@@ -30,7 +30,9 @@ import { encodeValue } from '../protocol/values.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
 import { SendQueue } from '../transport/send-queue.ts';
 import { bindForwarderSockets, receiveLoop, type ForwarderSockets } from '../transport/sockets.ts';
-import type { Endpoints, ForwarderOptions, ForwarderPeer, ForwarderStats } from '../types.ts';
+import { DurableStore } from '../store/durable-store.ts';
+import type { UpdateRecord } from '../store/update-record.ts';
+import type { Endpoints, ForwarderOptions, ForwarderPeer, ForwarderRecovery, ForwarderStats } from '../types.ts';
 import { Counters } from './counters.ts';
 import { Expiry } from './expiry.ts';
 import { answerHistory } from './history-server.ts';
@@ -38,7 +40,7 @@ import { Presence } from './presence.ts';
 import { Sequencer } from './sequencer.ts';
 import { forwarderSettings, type Settings } from './settings.ts';
 import { SnapshotServer } from './snapshot-server.ts';
-import { UpdateLog } from './update-log.ts';
+import { UpdateLog, type StoreFailure } from './update-log.ts';
 
 const KVSTATS = Buffer.from(Command.Stats);
 const MSGPACK_PROPS = encodeProperties([[Prop.Encoding, MSGPACK_ENCODING]]);
@@ -46,6 +48,20 @@ const MSGPACK_PROPS = encodeProperties([[Prop.Encoding, MSGPACK_ENCODING]]);
 const MAX_QUEUED_REPLIES = 100_000;
 /** Most messages waiting for the publisher before new ones are dropped (and counted). */
 const MAX_QUEUED_PUBLISHED = 1_000_000;
+
+/**
+ * The epoch of this run. A durable forwarder keeps the last run's, so its peers resume, unless
+ * peers may hold updates the disk lacks: an `async` run that did not shut down cleanly (or whose
+ * last writes were refused). A `sync` run publishes only what is on disk, so its epoch survives
+ * even a crash.
+ */
+function chooseEpoch(durable: DurableStore | undefined, durability: 'sync' | 'async'): string {
+  const previous = durable?.previous;
+  void durability;
+  if (previous === undefined || previous.epoch === '') return randomBytes(8).toString('hex');
+  if (previous.durability === 'async' && !previous.clean) return randomBytes(8).toString('hex');
+  return previous.epoch;
+}
 
 /** A handler of one ROUTER command: the sender's routing id and the frames after it. */
 type RouterHandler = (from: Buffer, frames: Buffer[]) => void;
@@ -62,7 +78,10 @@ type RouterHandler = (from: Buffer, frames: Buffer[]) => void;
 export class Forwarder implements AsyncDisposable {
   readonly #settings: Settings;
   readonly #sockets: ForwarderSockets;
-  readonly #epoch = randomBytes(8).toString('hex');
+  readonly #epoch: string;
+  /** The data directory (a durable forwarder), else `undefined`. */
+  readonly #durable: DurableStore | undefined;
+  #recovery: ForwarderRecovery | undefined;
   readonly #life = new Lifecycle();
   readonly #counters = new Counters();
   readonly #publish: SendQueue;
@@ -79,9 +98,11 @@ export class Forwarder implements AsyncDisposable {
   readonly #purgeTimer: NodeJS.Timeout;
   readonly #loops: Promise<void>[];
 
-  private constructor(settings: Settings, sockets: ForwarderSockets) {
+  private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined) {
     this.#settings = settings;
     this.#sockets = sockets;
+    this.#durable = durable;
+    this.#epoch = chooseEpoch(durable, settings.durability);
     const counters = this.#counters;
     const dropped = (n: number): void => void (counters.events.dropped += n);
     this.#publish = new SendQueue(sockets.publisher, MAX_QUEUED_PUBLISHED, dropped, () => dropped(1));
@@ -91,16 +112,32 @@ export class Forwarder implements AsyncDisposable {
       send: (frames) => this.#publish.send(frames),
       onDeadline: (at) => this.#expiry.arm(at),
       onOwner: (key, owner) => this.#presence.written(key, owner),
+      ownerOf: (key) => this.#presence.ownerOf(key),
+      restoreOwner: (key, owner) => this.#presence.recover(key, owner),
+      onUndone: (record) => this.#sequencer.forget(record.uuid),
       counters,
       history: { maxEntries: settings.historyMax, maxBytes: settings.historyBytes },
+      ...(durable ? { journal: durable, durability: settings.durability } : {}),
     });
     // KVPRESENT goes after any snapshot in flight to that peer, never inside it.
     const reply = (to: Buffer, frames: Buffer[]): void => this.#snapshots.sendAfterSnapshot(to, frames);
     this.#presence = new Presence({ log: this.#log, counters, reply, peerTimeout: settings.peerTimeout });
     this.#sequencer = new Sequencer({ log: this.#log, presence: this.#presence, counters, settings, epoch: this.#epoch });
+    const log = this.#log;
     this.#snapshots = new SnapshotServer({
-      store: this.#log.store,
-      history: this.#log.history,
+      // What is published, not what waits for the disk (see UpdateLog.snapshot); the key count
+      // (which only sizes the choice between a delta and a snapshot) may include what waits.
+      store: {
+        snapshot: (prefix: string) => log.snapshot(prefix),
+        get sequence() {
+          return log.publishedSequence;
+        },
+        entries: () => log.store.entries(),
+        get size() {
+          return log.store.size;
+        },
+      },
+      history: log.history,
       outbox: this.#outbox,
       counters,
       epoch: this.#epoch,
@@ -109,13 +146,15 @@ export class Forwarder implements AsyncDisposable {
     });
     this.#commands = new Map<string, RouterHandler>([
       [Command.SnapshotRequest, (from, f) => this.#onSnapshotRequest(from, f)],
-      [Command.WriteBatch, (from, f) => this.#decoded(from, f, (m) => this.#replyIf(from, this.#sequencer.writeBatch(m.body)))],
+      [Command.WriteBatch, (from, f) => this.#decoded(from, f, (m) => this.#sequencer.writeBatch(m.body, (acks) => this.#outbox.send(from, acks)))],
       [Command.PeerBeat, (from, f) => this.#decoded(from, f, (m) => this.#presence.beat(from, m))],
       [Command.PeerBye, (from, f) => this.#decoded(from, f, (m) => this.#presence.bye(m))],
       [Command.Stats, (from, f) => this.#decoded(from, f, () => this.#sendStats(from))],
       [Command.History, (from, f) => this.#decoded(from, f, (m) => this.#sendHistory(from, m))],
     ]);
     this.#longestCommand = Math.max(...[...this.#commands.keys()].map((c) => c.length));
+    // Recovered before the receive loops start: nothing is served from a half-loaded map.
+    if (durable) this.#recover(durable);
     const ignore = (): void => {};
     this.#loops = [
       receiveLoop(sockets.router, (f) => this.#onRouter(f), ignore),
@@ -133,12 +172,34 @@ export class Forwarder implements AsyncDisposable {
    */
   static async start(options: ForwarderOptions = {}): Promise<Forwarder> {
     const settings = forwarderSettings(options);
-    const sockets = await bindForwarderSockets(settings.bind, settings.port, {
-      router: settings.snapshotHwm,
-      publisher: settings.publisherHwm,
-      collector: settings.collectorHwm,
-    });
-    return new Forwarder(settings, sockets);
+    const durable = settings.dataDir === undefined ? undefined : DurableStore.open(settings.dataDir, { ...settings, recentSince: Date.now() - settings.dedupTtl });
+    let sockets: ForwarderSockets;
+    try {
+      sockets = await bindForwarderSockets(settings.bind, settings.port, {
+        router: settings.snapshotHwm,
+        publisher: settings.publisherHwm,
+        collector: settings.collectorHwm,
+      });
+    } catch (err) {
+      // Not started: the directory is left as the last run left it.
+      durable?.close(false);
+      throw err;
+    }
+    let fwd: Forwarder | undefined;
+    try {
+      fwd = new Forwarder(settings, sockets, durable);
+      durable?.begin(fwd.#epoch, settings.durability);
+      return fwd;
+    } catch (err) {
+      if (fwd) await fwd.close();
+      else {
+        sockets.router.close();
+        sockets.publisher.close();
+        sockets.collector.close();
+        durable?.close(false);
+      }
+      throw err;
+    }
   }
 
   /** `tcp://ADDRESS:P`: what peers and `--server` take. */
@@ -173,6 +234,19 @@ export class Forwarder implements AsyncDisposable {
     return this.#log.store.size;
   }
 
+  /**
+   * What a durable forwarder recovered from its data directory at start (`undefined` in memory):
+   * keys, sequence, whether the epoch was kept, and what was dropped to repair damage.
+   */
+  get recovery(): ForwarderRecovery | undefined {
+    return this.#recovery;
+  }
+
+  /** The data directory, if durable. */
+  get dataDir(): string | undefined {
+    return this.#durable?.directory;
+  }
+
   /** Counters (a copy). */
   stats(): ForwarderStats {
     return this.#counters.stats({
@@ -201,7 +275,8 @@ export class Forwarder implements AsyncDisposable {
    * @param onProgress - called with the number loaded so far after each chunk
    * @returns the number of entries loaded
    * @throws `CLONEKV_INVALID_KEY` or `CLONEKV_INVALID_VALUE` naming the first bad entry (nothing
-   *   is loaded then); `CLONEKV_CLOSED` if the forwarder is closed
+   *   is loaded then); `CLONEKV_CLOSED` if the forwarder is closed; `CLONEKV_STORAGE` if a
+   *   durable forwarder could not write (chunks already on disk stay loaded)
    */
   async load(entries: Iterable<readonly [string, unknown]>, onProgress?: (loaded: number) => void): Promise<number> {
     this.#assertOpen();
@@ -217,12 +292,19 @@ export class Forwarder implements AsyncDisposable {
       }
     }
     onProgress?.(n);
+    // A durable forwarder: loaded means on disk.
+    const failure = await new Promise<StoreFailure | undefined>((resolve) => this.#log.whenPublished(resolve));
+    if (failure !== undefined) throw failure.error;
     return n;
   }
 
   /** Stops serving and closes every socket and timer. Idempotent. */
   close(): Promise<void> {
     return this.#life.close(async () => {
+      // What is appended goes to disk first (marked clean only if all of it did); writers
+      // waiting for it are answered into the outbox, closed just below.
+      const flushed = this.#log.flush();
+      this.#log.stop();
       clearInterval(this.#heartbeat);
       clearInterval(this.#purgeTimer);
       this.#expiry.stop();
@@ -241,6 +323,7 @@ export class Forwarder implements AsyncDisposable {
       this.#sockets.publisher.close();
       this.#sockets.collector.close();
       await Promise.allSettled(this.#loops);
+      this.#durable?.close(flushed);
     });
   }
 
@@ -251,6 +334,75 @@ export class Forwarder implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /**
+   * Loads what the data directory holds: the map (and with it the owners of ephemeral keys,
+   * each given `peerTimeout` from now to come back), the sequence, the write outcomes still
+   * within `dedupTtl` (successes from the log, refusals from their own table), and the history.
+   */
+  #recover(durable: DurableStore): void {
+    const started = Date.now();
+    const now = Date.now();
+    const presence = this.#presence;
+    let owned = 0;
+    const keys = this.#log.recover(
+      (function* () {
+        // Presence keys first come with their owner's registration (name, since).
+        const later: Array<[string, string]> = [];
+        for (const e of durable.entries()) {
+          const [key, entry, owner] = e;
+          if (owner !== undefined) {
+            const known = Presence.registration(key, owner, entry.body);
+            if (known !== undefined) presence.recover(key, owner, now, known);
+            else later.push([key, owner]);
+            owned++;
+          }
+          yield e;
+        }
+        for (const [key, owner] of later) presence.recover(key, owner, now);
+      })(),
+      durable.sequence,
+    );
+    const since = now - this.#settings.dedupTtl;
+    let outcomes = 0;
+    for (const [uuid, seq, at] of durable.recentWrites) {
+      this.#sequencer.remember(uuid, { status: 'ok', seq }, now - at);
+      outcomes++;
+    }
+    for (const [uuid, at, outcome] of durable.outcomes(since)) {
+      this.#sequencer.remember(uuid, outcome, now - at);
+      outcomes++;
+    }
+    this.#onRecovered(durable.records(durable.firstSequence), durable.firstSequence);
+    const previous = durable.previous;
+    this.#recovery = {
+      keys,
+      sequence: durable.sequence,
+      epochKept: previous !== undefined && previous.epoch === this.#epoch,
+      newDirectory: previous === undefined,
+      previousRunClean: previous?.clean ?? true,
+      ownedKeys: owned,
+      writeOutcomes: outcomes,
+      historyFrom: durable.firstSequence,
+      repairs: [...durable.repairs],
+      durationMs: Date.now() - started,
+    };
+  }
+
+  /**
+   * Hook: the retained history read back from disk at start, oldest first (lazy: nothing is read
+   * unless iterated). The retained-history module refills itself here.
+   */
+  /**
+   * Refills the retained history from the log on disk, so a peer that was away across the
+   * restart resumes by delta. The history then vouches for every update after the one before the
+   * oldest on disk; a gap in what is read (a damaged record dropped) restarts it there.
+   */
+  #onRecovered(records: Iterable<UpdateRecord>, firstSequence: number): void {
+    const history = this.#log.history;
+    history.reset(firstSequence - 1);
+    for (const record of records) history.append(record);
   }
 
   #assertOpen(): void {
@@ -295,7 +447,7 @@ export class Forwarder implements AsyncDisposable {
     // Command names are short: only a short frame 1 needs a look-up (and a string).
     const handler = command !== undefined && command.length <= this.#longestCommand ? this.#commands.get(command.toString('latin1')) : undefined;
     if (handler) return handler(from, frames.slice(1));
-    this.#decoded(from, frames.slice(1), (m) => this.#outbox.send(from, this.#sequencer.ack(m.uuid, this.#sequencer.write(m))));
+    this.#decoded(from, frames.slice(1), (m) => this.#sequencer.writeThen(m, (outcome) => this.#outbox.send(from, this.#sequencer.ack(m.uuid, outcome))));
   }
 
   /** Decodes a five-frame message for `use`; a malformed one is counted (and refused to a writer). */
@@ -321,10 +473,6 @@ export class Forwarder implements AsyncDisposable {
     this.#snapshots.request(from, frames[1]!, resume);
   }
 
-  #replyIf(to: Buffer, frames: Buffer[] | undefined): void {
-    if (frames) this.#outbox.send(to, frames);
-  }
-
   /** KVHISTORY: answered on the ROUTER; a malformed request is counted (`properties`) and dropped. */
   #sendHistory(to: Buffer, m: ChpMessage): void {
     const answer = answerHistory(this.#log.history, this.#log.store, m);
@@ -344,7 +492,7 @@ export class Forwarder implements AsyncDisposable {
     const topic = f.subarray(1).toString('latin1');
     const subscribe = f[0] === 1;
     if (topic.startsWith(JOIN_TOPIC_PREFIX)) return this.#snapshots.joined(topic.slice(JOIN_TOPIC_PREFIX.length), subscribe);
-    if (subscribe) this.#log.heads.subscribe(topic, this.#log.store.sequence);
+    if (subscribe) this.#log.heads.subscribe(topic, this.#log.publishedSequence);
     else this.#log.heads.unsubscribe(topic);
   }
 }

@@ -12,7 +12,7 @@ import { Command, PRESENCE_PREFIX, Prop, MSGPACK_ENCODING } from '../protocol/co
 import { EMPTY_FRAME, type ChpMessage } from '../protocol/message.ts';
 import { encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
-import { encodeValue } from '../protocol/values.ts';
+import { decodeBody, encodeValue } from '../protocol/values.ts';
 import type { ForwarderPeer } from '../types.ts';
 import type { Counters } from './counters.ts';
 import type { UpdateLog } from './update-log.ts';
@@ -47,6 +47,14 @@ interface Member {
  */
 type BeatResult = 'new' | 'confirmed' | 'known';
 
+/** What a presence key recovered from disk tells of its peer's registration. */
+export interface Registration {
+  readonly name: string;
+  readonly subtree: string;
+  /** When the registration began (ms since epoch). */
+  readonly since: number;
+}
+
 /** The name a peer is registered under until its first beat tells the real one. */
 const UNKNOWN_NAME = 'unknown';
 
@@ -73,10 +81,10 @@ class PresenceTable {
    * Registers `id` first seen as the owner of a write, under the name {@link UNKNOWN_NAME} until
    * its first beat. Returns false if it was registered already.
    */
-  provisional(id: string, now: number): boolean {
+  provisional(id: string, now: number, known?: Registration): boolean {
     if (this.#members.has(id)) return false;
-    const info: PeerInfo = { id, name: UNKNOWN_NAME, subtree: '', version: 0 };
-    this.#members.set(id, { info, lastSeen: now, since: now, registeredAt: 0, provisional: true, owned: new Set() });
+    const info: PeerInfo = { id, name: known?.name ?? UNKNOWN_NAME, subtree: known?.subtree ?? '', version: 0 };
+    this.#members.set(id, { info, lastSeen: now, since: known?.since ?? now, registeredAt: 0, provisional: true, owned: new Set() });
     return true;
   }
 
@@ -123,6 +131,11 @@ class PresenceTable {
       m.owned.add(key);
       this.#owners.set(key, owner);
     }
+  }
+
+  /** Who owns `key`, if anyone. */
+  ownerOf(key: string): string | undefined {
+    return this.#owners.get(key);
   }
 
   /** Removes `id`; returns the keys it owned (the caller deletes them). */
@@ -217,6 +230,38 @@ export class Presence {
   bye(msg: ChpMessage): void {
     const id = this.#peerId(msg);
     if (id !== undefined) this.#remove(id);
+  }
+
+  /** Who owns `key`, if anyone. */
+  ownerOf(key: string): string | undefined {
+    return this.#table.ownerOf(key);
+  }
+
+  /**
+   * Makes `owner` the owner of `key` again without writing anything: a durable forwarder's
+   * restart, or an update the disk refused being undone. An owner not registered is registered
+   * as heard from now, so it is purged (and its keys deleted) unless it beats within
+   * `peerTimeout`; one that beats keeps its keys.
+   */
+  recover(key: string, owner: string | undefined, now = Date.now(), known?: Registration): void {
+    if (owner !== undefined) this.#table.provisional(owner, now, known);
+    this.#table.written(key, owner);
+  }
+
+  /**
+   * The registration a recovered presence key `$peers/<owner>` describes, if it is one: a peer
+   * that beats again after a restart keeps its `since`, so it is not told it lost its keys.
+   */
+  static registration(key: string, owner: string, body: Buffer): Registration | undefined {
+    if (key !== PRESENCE_PREFIX + owner) return undefined;
+    try {
+      const v = decodeBody(body, true) as { name?: unknown; subtree?: unknown; since?: unknown };
+      const since = typeof v.since === 'string' ? Date.parse(v.since) : NaN;
+      if (typeof v.name !== 'string' || typeof v.subtree !== 'string' || !Number.isFinite(since)) return undefined;
+      return { name: v.name, subtree: v.subtree, since };
+    } catch {
+      return undefined;
+    }
   }
 
   /** Registers the owner of a write not heard from yet, under the name `unknown` until it beats. */

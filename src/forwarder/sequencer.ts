@@ -18,7 +18,7 @@ import type { Counters } from './counters.ts';
 import { WriteDedup, type WriteOutcome } from './dedup.ts';
 import { isPeerId, type Presence } from './presence.ts';
 import type { Settings } from './settings.ts';
-import type { UpdateLog } from './update-log.ts';
+import type { StoreFailure, UpdateLog } from './update-log.ts';
 
 const KVACK = Buffer.from(Command.WriteAck);
 const KVACKS = Buffer.from(Command.AckBatch);
@@ -63,9 +63,35 @@ export class Sequencer {
         return earlier;
       }
     }
+    const { log } = this.#hooks;
+    // A durable forwarder whose disk refuses writes (async mode, retrying): refused, and not
+    // remembered, so the same write succeeds once there is room.
+    if (log.failure !== undefined) return { status: 'rejected', detail: `${JSON.stringify(msg.key.toString('latin1'))} not stored: ${log.failure.message}` };
     const outcome = this.#decide(msg);
-    if (uuidKey !== undefined) this.#dedup.set(uuidKey, outcome);
+    if (uuidKey !== undefined) {
+      this.#dedup.set(uuidKey, outcome);
+      if (outcome.status !== 'ok') log.rememberOutcome(uuidKey, outcome, Date.now());
+    }
     return outcome;
+  }
+
+  /**
+   * Applies a write and calls `done` with its final outcome once it is published: with a
+   * durable forwarder, once on disk; a write the disk refused is then `rejected`.
+   */
+  writeThen(msg: ChpMessage, done: (outcome: WriteOutcome) => void): void {
+    const outcome = this.write(msg);
+    this.#hooks.log.whenPublished((failure) => done(settledOutcome(outcome, failure, msg.key)));
+  }
+
+  /** Recovers a write outcome remembered on disk, for the rest of its time (`ageMs` old). */
+  remember(uuid: string, outcome: WriteOutcome, ageMs: number): void {
+    this.#dedup.set(uuid, outcome, this.#hooks.settings.dedupTtl - ageMs);
+  }
+
+  /** Forgets the outcome of a write that was undone (it never reached the disk): a retry applies it. */
+  forget(uuid: Buffer): void {
+    if (uuid.length === 16) this.#dedup.delete(uuid.toString('latin1'));
   }
 
   /** The KVACK frames for one write. */
@@ -74,13 +100,13 @@ export class Sequencer {
   }
 
   /**
-   * A KVWRITE body: every write in it, answered with one KVACKS (or nothing if it held none),
-   * whose properties name this run's epoch.
+   * A KVWRITE body: every write in it, answered with one KVACKS (nothing if it held none) once
+   * they are published (on disk, for a durable forwarder), whose properties name this run's epoch.
    */
-  writeBatch(body: Buffer): Buffer[] | undefined {
+  writeBatch(body: Buffer, reply: (frames: Buffer[]) => void): void {
     const { counters } = this.#hooks;
     const acks: WireEntry[] = [];
-    let bytes = 0;
+    const outcomes: Array<[key: Buffer, outcome: WriteOutcome]> = [];
     try {
       unpackBatch(body, (w) => {
         let outcome: WriteOutcome;
@@ -96,15 +122,25 @@ export class Sequencer {
         } else {
           outcome = this.write({ key: w.key, sequence: 0, uuid: w.uuid, rawProperties: w.properties, properties, body: w.body });
         }
-        const ack: WireEntry = { key: w.key.length > 0 ? w.key : KVACK, sequence: outcome.status === 'ok' ? outcome.seq : 0, uuid: w.uuid, properties: ackProperties(outcome), body: EMPTY_FRAME };
-        bytes += entrySize(ack);
-        acks.push(ack);
+        outcomes.push([w.key, outcome]);
+        acks.push({ key: w.key.length > 0 ? w.key : KVACK, sequence: 0, uuid: w.uuid, properties: EMPTY_FRAME, body: EMPTY_FRAME });
       });
     } catch (err) {
       if (!(err instanceof BatchError)) throw err;
       counters.malformed('batch');
     }
-    return acks.length > 0 ? [KVACKS, ZERO_SEQUENCE, EMPTY_FRAME, this.#ackHeader, packBatch(acks, bytes)] : undefined;
+    if (acks.length === 0) return;
+    this.#hooks.log.whenPublished((failure) => {
+      let bytes = 0;
+      for (let i = 0; i < acks.length; i++) {
+        const [key, first] = outcomes[i]!;
+        const outcome = settledOutcome(first, failure, key);
+        const ack = acks[i]!;
+        acks[i] = { ...ack, sequence: outcome.status === 'ok' ? outcome.seq : 0, properties: ackProperties(outcome) };
+        bytes += entrySize(acks[i]!);
+      }
+      reply([KVACKS, ZERO_SEQUENCE, EMPTY_FRAME, this.#ackHeader, packBatch(acks, bytes)]);
+    });
   }
 
   #decide(msg: ChpMessage): WriteOutcome {
@@ -167,6 +203,12 @@ export class Sequencer {
       : msg.rawProperties;
     return { status: 'ok', seq: log.append(msg.key, key, msg.uuid, props, msg.body, ttlMs, Date.now(), owner) };
   }
+}
+
+/** A write's outcome once settled: one the disk refused (undone from `fromSeq` on) is rejected. */
+function settledOutcome(outcome: WriteOutcome, failure: StoreFailure | undefined, key: Buffer): WriteOutcome {
+  if (failure === undefined || outcome.status !== 'ok' || outcome.seq < failure.fromSeq) return outcome;
+  return { status: 'rejected', detail: `${JSON.stringify(key.toString('latin1'))} not stored: ${failure.error.message}` };
 }
 
 /** The properties of an acknowledgement: `status`, and `current` or `detail`. */

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { InvalidOptionError } from '../errors.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import type { ForwarderOptions, HighWaterMarks } from '../types.ts';
 
@@ -21,11 +22,14 @@ export interface Settings {
   readonly joinWait: number;
   readonly peerTimeout: number;
   readonly checkValues: boolean;
-  readonly historyMax: number;
-  readonly historyBytes: number;
   readonly publisherHwm: { send: number; receive: number };
   readonly snapshotHwm: { send: number; receive: number };
   readonly collectorHwm: { send: number; receive: number };
+  /** Where the durable forwarder keeps its data; `undefined`: in memory only. */
+  readonly dataDir: string | undefined;
+  readonly durability: 'sync' | 'async';
+  readonly historyMax: number;
+  readonly historyBytes: number;
 }
 
 const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
@@ -42,6 +46,8 @@ const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'joinWait',
   'peerTimeout',
   'checkValues',
+  'dataDir',
+  'durability',
   'historyMax',
   'historyBytes',
 ];
@@ -56,6 +62,8 @@ function hwmOption(name: string, value: HighWaterMarks | undefined, send: number
 /** Checks options and fills in defaults. Throws `CLONEKV_INVALID_OPTION` naming a bad one. */
 export function forwarderSettings(options: ForwarderOptions = {}): Settings {
   rejectUnknown(options, KNOWN_OPTIONS);
+  // Said at once rather than ignored: without a data directory there is nothing to make durable.
+  if (options.durability !== undefined && options.dataDir === undefined) throw new InvalidOptionError('durability', 'applies only with dataDir (a forwarder without one keeps nothing on disk)');
   return {
     bind: stringOption('bind', options.bind, '127.0.0.1'),
     port: intOption('port', options.port, 5556, 0, 65533),
@@ -67,10 +75,23 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     joinWait: durationOption('joinWait', options.joinWait, 2000, 0),
     peerTimeout: durationOption('peerTimeout', options.peerTimeout, 3000, 10),
     checkValues: booleanOption('checkValues', options.checkValues, true),
-    historyMax: intOption('historyMax', options.historyMax, 1_000_000, 0, 100_000_000),
-    historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, 0, 2 ** 40),
     publisherHwm: hwmOption('publisherHwm', options.publisherHwm, 10_000, 1000),
     snapshotHwm: hwmOption('snapshotHwm', options.snapshotHwm, 1000, 10_000),
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
+    dataDir: options.dataDir === undefined ? undefined : nonEmpty('dataDir', stringOption('dataDir', options.dataDir, '')),
+    durability: durabilityOption(options.durability),
+    historyMax: intOption('historyMax', options.historyMax, 1_000_000, 1, 1_000_000_000),
+    historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER),
   };
+}
+
+function nonEmpty(name: string, value: string): string {
+  if (value.length === 0) throw new InvalidOptionError(name, 'expected a directory path, got an empty string');
+  return value;
+}
+
+function durabilityOption(value: unknown): 'sync' | 'async' {
+  if (value === undefined) return 'sync';
+  if (value === 'sync' || value === 'async') return value;
+  throw new InvalidOptionError('durability', `expected "sync" or "async", got ${JSON.stringify(value)}`);
 }

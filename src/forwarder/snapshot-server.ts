@@ -33,7 +33,7 @@ export interface SnapshotOutbox {
 
 /** What the snapshot server needs from the rest of the forwarder. */
 export interface SnapshotHooks {
-  readonly store: SequencedMap;
+  readonly store: Pick<SequencedMap, 'snapshot' | 'sequence' | 'entries' | 'size'>;
   /** The retained updates a delta is made of. */
   readonly history: UpdateHistory;
   readonly outbox: SnapshotOutbox;
@@ -49,7 +49,7 @@ export interface SnapshotHooks {
 const SMALL_DELTA = 1024;
 
 /** Keys of `store` under `prefix` (latin1). */
-function countUnder(store: SequencedMap, prefix: string): number {
+function countUnder(store: Pick<SequencedMap, 'entries'>, prefix: string): number {
   let n = 0;
   for (const [key] of store.entries()) if (key.startsWith(prefix)) n++;
   return n;

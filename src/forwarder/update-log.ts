@@ -5,14 +5,26 @@
  * with the heads) are built here too, since they describe the same log. No sockets: messages go
  * out through the `send` callback.
  *
+ * With a {@link Journal} (a durable forwarder), updates are also written to disk in groups: every
+ * update appended during one event-loop turn goes into one commit, and while a commit is in
+ * flight the next group collects. In `sync` mode an update is published (and its writer told,
+ * see {@link UpdateLog.whenPublished}) only once its group is on disk, so no peer ever holds an
+ * update the disk lacks; if the commit fails, the group (and what was appended after it) is
+ * undone in memory and its writers are told. In `async` mode updates are published at once and
+ * written just after; the window of loss is bounded by {@link ASYNC_WINDOW}.
+ *
  * @module
  */
+import type { StorageError } from '../errors.ts';
 import { Command, Prop, PROTOCOL_VERSION } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { appendProperty, encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
 import { UpdateHistory, type HistoryBounds } from '../store/history.ts';
-import { SequencedMap } from '../store/sequenced-map.ts';
+import type { Durability, RecoveredEntry, StoredOutcome } from '../store/durable-store.ts';
+import type { TimedRecord } from '../store/record-codec.ts';
+import { SequencedMap, type StoredEntry } from '../store/sequenced-map.ts';
+import type { UpdateRecord } from '../store/update-record.ts';
 import type { Counters } from './counters.ts';
 import { SubscriptionHeads } from './heads.ts';
 
@@ -20,6 +32,28 @@ const HUGZ = Buffer.from(Command.Heartbeat);
 
 /** Unsubscribed prefixes whose heads are kept, so a resubscription cannot hide a miss. */
 const RETAINED_HEADS = 10_000;
+
+/**
+ * In `async` mode, most updates published but not yet on disk: past it, updates wait for the
+ * disk as in `sync` mode until the backlog clears. What a crash can lose is at most this many
+ * updates (and in practice what one commit, a few milliseconds, holds).
+ */
+export const ASYNC_WINDOW = 10_000;
+
+/** After a failed commit, how long before a failed expiry is tried again, or (async) the commit, ms. */
+const RETRY_MS = 1000;
+
+/** Where groups of updates go to disk (the durable store). */
+export interface Journal {
+  /** Writes a group of updates and write outcomes in one transaction; throws `CLONEKV_STORAGE` if it could not. */
+  commit(records: readonly TimedRecord[], outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): void;
+}
+
+/** Why updates were not stored: those from sequence `fromSeq` on were undone. */
+export interface StoreFailure {
+  readonly fromSeq: number;
+  readonly error: StorageError;
+}
 
 /** What the log needs from the rest of the forwarder. */
 export interface UpdateLogHooks {
@@ -29,10 +63,33 @@ export interface UpdateLogHooks {
   readonly onDeadline: (at: number) => void;
   /** Tells who owns `key` after an update (`undefined`: nobody). */
   readonly onOwner: (key: string, owner: string | undefined) => void;
+  /** Who owns `key` now (to undo an update that could not be stored). */
+  readonly ownerOf?: (key: string) => string | undefined;
+  /** Puts back the owner of `key` after an update was undone (registering it if it left meanwhile). */
+  readonly restoreOwner?: (key: string, owner: string | undefined) => void;
+  /** An update was undone (never stored, never published): its write outcome must be forgotten. */
+  readonly onUndone?: (record: UpdateRecord) => void;
+  /** An update was published (the place for the retained history). */
+  readonly onPublish?: (record: UpdateRecord) => void;
   readonly counters: Counters;
   /** Bounds of the retained history (default: the forwarder's defaults). */
   readonly history?: HistoryBounds;
+  /** The disk, for a durable forwarder. */
+  readonly journal?: Journal;
+  /** Default `sync`; only used with a journal. */
+  readonly durability?: Durability;
 }
+
+/** An update not yet published, and what it replaced (to undo it if it cannot be stored). */
+interface Unpublished {
+  readonly record: UpdateRecord;
+  readonly keyBytes: Buffer;
+  readonly prev: StoredEntry | undefined;
+  readonly prevOwner: string | undefined;
+}
+
+/** Called once everything appended before is published, or undone (`failure`). */
+type Settled = (failure: StoreFailure | undefined) => void;
 
 /** The sequenced, published log of updates. */
 export class UpdateLog {
@@ -41,10 +98,54 @@ export class UpdateLog {
   /** The last updates, for deltas, `watch({ since })` and `history()`. */
   readonly history: UpdateHistory;
   readonly #hooks: UpdateLogHooks;
+  readonly #sync: boolean;
+  /** The last published sequence (what peers may hold). */
+  #published = 0;
+  /** The last sequence on disk. */
+  #committed = 0;
+  /** Updates waiting for the next commit, and outcomes to remember with them. */
+  #toCommit: TimedRecord[] = [];
+  #outcomes: Array<readonly [string, number, StoredOutcome]> = [];
+  #scheduled = false;
+  readonly #unpublished: Unpublished[] = [];
+  readonly #waiters: Array<{ upTo: number; settled: Settled }> = [];
+  /** Async mode: the last commit failed and is being retried; new writes are refused meanwhile. */
+  #failure: StorageError | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #stopped = false;
 
   constructor(hooks: UpdateLogHooks) {
     this.#hooks = hooks;
     this.history = new UpdateHistory(hooks.history ?? { maxEntries: 1_000_000, maxBytes: 256 * 1024 * 1024 });
+    this.#sync = (hooks.durability ?? 'sync') === 'sync';
+  }
+
+  /** The last published sequence: what snapshots and heartbeats announce. */
+  get publishedSequence(): number {
+    return this.#published;
+  }
+
+  /** Set while writes to disk fail in `async` mode (they are retried); writes are refused meanwhile. */
+  get failure(): StorageError | undefined {
+    return this.#failure;
+  }
+
+  /**
+   * Loads a recovered map and sequence (a durable forwarder's restart), before serving.
+   *
+   * @returns the number of keys loaded
+   */
+  recover(entries: Iterable<RecoveredEntry>, sequence: number): number {
+    let n = 0;
+    for (const [key, entry] of entries) {
+      this.store.restore(key, entry);
+      n++;
+    }
+    this.store.resetSequence(sequence);
+    this.#published = this.#committed = sequence;
+    const next = this.store.nextExpiry();
+    if (next !== undefined) this.#hooks.onDeadline(next);
+    return n;
   }
 
   /**
@@ -56,21 +157,81 @@ export class UpdateLog {
    * @returns the sequence assigned
    */
   append(keyBytes: Buffer, key: string, uuid: Buffer, props: Buffer, body: Buffer, ttlMs: number, now: number, owner: string | undefined): number {
+    const hooks = this.#hooks;
+    const journal = hooks.journal;
+    const prev = journal ? this.store.get(key) : undefined;
+    const prevOwner = journal ? hooks.ownerOf?.(key) : undefined;
     const seq = this.store.apply(key, uuid, props, body, ttlMs, now);
-    this.history.appendParts(seq, keyBytes, uuid, props, body, body.length > 0 && ttlMs > 0 ? now + ttlMs : 0, owner);
-    this.#hooks.counters.events.published++;
-    this.#hooks.onOwner(key, owner);
-    if (ttlMs > 0) this.#hooks.onDeadline(now + ttlMs);
-    const prev = this.heads.advance(key, seq);
-    if (prev.length === 0) return seq; // nobody subscribed: XPUB would drop it anyway
-    this.#hooks.send([keyBytes, encodeSequence(seq), uuid, appendProperty(props, Prop.Previous, prev), body]);
+    hooks.counters.events.published++;
+    hooks.onOwner(key, owner);
+    if (ttlMs > 0) hooks.onDeadline(now + ttlMs);
+    const expiresAt = ttlMs > 0 && body.length > 0 ? now + ttlMs : 0;
+    const record: UpdateRecord = owner === undefined ? { seq, key, uuid, properties: props, body, expiresAt } : { seq, key, uuid, properties: props, body, expiresAt, owner };
+    if (!journal) {
+      this.#publish(record, keyBytes);
+      return seq;
+    }
+    this.#toCommit.push({ record, at: now });
+    this.#schedule();
+    if (this.#sync || this.#unpublished.length > 0 || this.#failure !== undefined || this.#toCommit.length > ASYNC_WINDOW) {
+      this.#unpublished.push({ record, keyBytes, prev, prevOwner });
+    } else {
+      this.#publish(record, keyBytes);
+    }
     return seq;
+  }
+
+  /** Remembers a refused or conflicting write outcome on disk with the next group (durable only). */
+  rememberOutcome(uuid: string, outcome: StoredOutcome, now: number): void {
+    if (!this.#hooks.journal) return;
+    this.#outcomes.push([uuid, now, outcome]);
+    this.#schedule();
+  }
+
+  /**
+   * Calls `settled` once every update appended so far is published (at once if it is), or with
+   * the failure if they were undone because the disk refused them.
+   */
+  whenPublished(settled: Settled): void {
+    if (this.store.sequence <= this.#published) settled(undefined);
+    else this.#waiters.push({ upTo: this.store.sequence, settled });
+  }
+
+  /**
+   * The published state under `prefix`: the map without the updates that still wait for the
+   * disk (a snapshot must never give a peer what a crash could take back).
+   */
+  snapshot(prefix: string): Array<[string, StoredEntry]> {
+    const entries = this.store.snapshot(prefix);
+    if (this.#unpublished.length === 0) return entries;
+    const before = new Map<string, StoredEntry | undefined>();
+    for (const u of this.#unpublished) if (!before.has(u.record.key) && u.record.key.startsWith(prefix)) before.set(u.record.key, u.prev);
+    const out = entries.filter(([k]) => !before.has(k));
+    for (const [k, e] of before) if (e !== undefined) out.push([k, e]);
+    return out;
+  }
+
+  /**
+   * Writes what is pending to disk now.
+   *
+   * @returns whether everything appended is on disk
+   */
+  flush(): boolean {
+    if (!this.#hooks.journal) return true;
+    this.#commit();
+    return this.#failure === undefined && this.#toCommit.length === 0;
+  }
+
+  /** Stops retrying (at close). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#retry);
   }
 
   /** One heartbeat: as many HUGZ as the `heads` of every subscribed prefix need (see protocol/gaps.ts). */
   heartbeat(epoch: string): void {
     this.#hooks.counters.events.heartbeats++;
-    const seq = encodeSequence(this.store.sequence);
+    const seq = encodeSequence(this.#published);
     for (const heads of this.heads.headLists()) {
       const props = encodeProperties([
         [Prop.Version, PROTOCOL_VERSION],
@@ -79,5 +240,101 @@ export class UpdateLog {
       ]);
       this.#hooks.send([HUGZ, seq, EMPTY_FRAME, props, EMPTY_FRAME]);
     }
+  }
+
+  #publish(record: UpdateRecord, keyBytes: Buffer): void {
+    const { seq } = record;
+    this.#published = seq;
+    // Only what is published enters the history: deltas and `watch({ since })` must never give a
+    // peer an update that a failed commit could still take back.
+    this.history.appendParts(seq, keyBytes, record.uuid, record.properties, record.body, record.expiresAt, record.owner);
+    this.#hooks.onPublish?.(record);
+    const prev = this.heads.advance(record.key, seq);
+    if (prev.length === 0) return; // nobody subscribed: XPUB would drop it anyway
+    this.#hooks.send([keyBytes, encodeSequence(seq), record.uuid, appendProperty(record.properties, Prop.Previous, prev), record.body]);
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#stopped) return;
+    this.#scheduled = true;
+    // After this turn's I/O: every update of the turn goes into one commit.
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#commit();
+    });
+  }
+
+  /** Commits what collected (synchronously: the disk write blocks this turn, and the next group collects meanwhile). */
+  #commit(): void {
+    const journal = this.#hooks.journal;
+    if (!journal || (this.#toCommit.length === 0 && this.#outcomes.length === 0)) return;
+    const batch = this.#toCommit;
+    const outcomes = this.#outcomes;
+    this.#toCommit = [];
+    this.#outcomes = [];
+    try {
+      journal.commit(batch, outcomes);
+    } catch (err) {
+      this.#failedGroup(batch, outcomes, err as StorageError);
+      return;
+    }
+    this.#committedGroup(batch);
+  }
+
+  #committedGroup(batch: TimedRecord[]): void {
+    this.#failure = undefined;
+    const last = batch[batch.length - 1]?.record.seq;
+    if (last !== undefined) this.#committed = last;
+    let n = 0;
+    while (n < this.#unpublished.length && this.#unpublished[n]!.record.seq <= this.#committed) {
+      const u = this.#unpublished[n++]!;
+      this.#publish(u.record, u.keyBytes);
+    }
+    this.#unpublished.splice(0, n);
+    this.#settle(undefined);
+    this.#afterCommit();
+  }
+
+  #failedGroup(batch: TimedRecord[], outcomes: Array<readonly [string, number, StoredOutcome]>, error: StorageError): void {
+    if (!this.#sync) {
+      // Already published: it cannot be taken back, so it is kept and written again later;
+      // writes are refused until then (the sequencer reads `failure`).
+      this.#failure = error;
+      this.#toCommit = batch.concat(this.#toCommit);
+      this.#outcomes = outcomes.concat(this.#outcomes);
+      if (!this.#stopped) this.#retry = setTimeout(() => this.#schedule(), RETRY_MS);
+      this.#afterCommit();
+      return;
+    }
+    // Sync: nothing of it was published. Undo, newest first, everything not on disk.
+    const now = Date.now();
+    const hooks = this.#hooks;
+    for (let i = this.#unpublished.length - 1; i >= 0; i--) {
+      const u = this.#unpublished[i]!;
+      this.store.restore(u.record.key, u.prev);
+      (hooks.restoreOwner ?? hooks.onOwner)(u.record.key, u.prevOwner);
+      hooks.onUndone?.(u.record);
+      hooks.counters.events.published--;
+      // An expiry that could not be stored is tried again later, not in a tight loop.
+      if (u.prev !== undefined && u.prev.expiresAt > 0) hooks.onDeadline(Math.max(u.prev.expiresAt, now + RETRY_MS));
+    }
+    const fromSeq = this.#committed + 1;
+    this.#unpublished.length = 0;
+    this.#toCommit = [];
+    this.#outcomes = [];
+    this.store.resetSequence(this.#committed);
+    this.#settle({ fromSeq, error });
+    this.#afterCommit();
+  }
+
+  /** Tells the waiters whose updates are now published (or, with `failure`, all of them). */
+  #settle(failure: StoreFailure | undefined): void {
+    let n = 0;
+    while (n < this.#waiters.length && (failure !== undefined || this.#waiters[n]!.upTo <= this.#published)) n++;
+    for (const w of this.#waiters.splice(0, n)) w.settled(failure);
+  }
+
+  #afterCommit(): void {
+    if (this.#failure === undefined && (this.#toCommit.length > 0 || this.#outcomes.length > 0)) this.#schedule();
   }
 }

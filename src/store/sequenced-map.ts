@@ -39,6 +39,21 @@ export class StoredEntry {
     this.propertiesLength = properties.length;
   }
 
+  /**
+   * An entry over `data` as it is (uuid, properties and body back to back), without copying:
+   * loading a map from disk, where `data` is already this entry's own copy.
+   */
+  static fromData(seq: number, expiresAt: number, data: Buffer, uuidLength: number, propertiesLength: number): StoredEntry {
+    const e = Object.create(StoredEntry.prototype) as { -readonly [K in keyof StoredEntry]: StoredEntry[K] };
+    // Assigned in the constructor's order, so both kinds share one object shape.
+    e.seq = seq;
+    e.expiresAt = expiresAt;
+    e.data = data;
+    e.uuidLength = uuidLength;
+    e.propertiesLength = propertiesLength;
+    return e as StoredEntry;
+  }
+
   /** uuid of that update (0 or 16 bytes). */
   get uuid(): Buffer {
     return this.data.subarray(0, this.uuidLength);
@@ -108,6 +123,30 @@ export class SequencedMap {
     return seq;
   }
 
+  /**
+   * Puts back an entry as it was (recovery from disk, or undoing an update that did not reach
+   * the disk): `entry` (or the key's absence, `undefined`), without taking a sequence.
+   */
+  restore(key: string, entry: StoredEntry | undefined): void {
+    if ((this.#map.get(key)?.expiresAt ?? 0) > 0) this.#withTtl--;
+    if (entry === undefined) {
+      this.#map.delete(key);
+      return;
+    }
+    this.#map.set(key, entry);
+    if (entry.expiresAt > 0) {
+      this.#withTtl++;
+      this.#expiry.push(entry.expiresAt, key, entry.seq);
+    }
+  }
+
+  /** Sets the last assigned sequence (recovery, or undoing updates that did not reach the disk). */
+  resetSequence(seq: number): void {
+    this.#seq = seq;
+    // Undone updates' sequences are taken again: their expiry slots must not match new ones.
+    this.#expiry.retain((k, s) => this.#map.get(k)?.seq === s);
+  }
+
   /** Slots in the expiry queue, stale ones included (bounded by about twice the keys with a ttl). */
   get pendingExpiries(): number {
     return this.#expiry.size;
@@ -120,11 +159,12 @@ export class SequencedMap {
 
   /** Keys whose ttl ran out by `now` and that were not rewritten since. The caller deletes them. */
   dueForExpiry(now: number): string[] {
-    const out: string[] = [];
+    const out = new Set<string>();
+    // A restored entry may have two slots for the same update: the key is due once.
     for (const { key, seq } of this.#expiry.popDue(now)) {
-      if (this.#map.get(key)?.seq === seq) out.push(key);
+      if (this.#map.get(key)?.seq === seq) out.add(key);
     }
-    return out;
+    return [...out];
   }
 
   /**
