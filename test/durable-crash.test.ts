@@ -93,13 +93,13 @@ test('SIGKILL under two full-speed writers, five times: every acknowledged write
     // And nothing the forwarder lacks: no peer was ever given an update the disk did not hold.
     await waitFor(`${name} equal to the forwarder`, () => mapDigest(p) === mapDigest(fresh), 15_000);
   }
-  // With resume by delta (issue 8, other half): nobody needed a full snapshot after joining.
-  // Enabled once PeerStats has deltaSyncs.
+  // Resume by delta: after its first join, no peer needed a full snapshot across five restarts.
   for (const [name, p] of Object.entries(peers)) {
-    const s = p.stats() as unknown as Record<string, number>;
-    if ('deltaSyncs' in s) assert.equal(s.snapshots, 1, `${name}: ${s.snapshots} full snapshots, ${s.deltaSyncs} delta syncs`);
+    const s = p.stats();
+    assert.equal(s.snapshots, 1, `${name}: ${s.snapshots} full snapshots, ${s.deltaSyncs} delta syncs`);
+    assert.ok(s.deltaSyncs >= 1, `${name} resumed by delta (${s.deltaSyncs})`);
   }
-  t.diagnostic(`acknowledged ${acked.size}, failed ${wa.failed() + wb.failed()}, peer snapshots ${Object.values(peers).map((p) => p.stats().snapshots).join('/')}`);
+  t.diagnostic(`acknowledged ${acked.size}, failed ${wa.failed() + wb.failed()}, peer snapshots ${Object.values(peers).map((p) => p.stats().snapshots).join('/')}, delta syncs ${Object.values(peers).map((p) => p.stats().deltaSyncs).join('/')}`);
 });
 
 test('async durability: SIGKILL makes a new epoch (peers resync), a clean stop keeps it', async (t) => {
