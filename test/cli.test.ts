@@ -15,6 +15,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
@@ -24,6 +25,7 @@ import { test, type TestContext } from 'node:test';
 import { connectAddress, run } from '../src/cli/main.ts';
 import type { WatchEntry } from '../src/index.ts';
 import { readyPeer, runCli, spawnCli, waitFor, within, type CliProcess } from './helpers.ts';
+import { propMap, rawDealer, ZERO_SEQ } from './raw-sockets.ts';
 
 const COMMANDS = ['serve', 'get', 'set', 'del', 'dump', 'load', 'watch', 'stats', 'peers'] as const;
 
@@ -53,9 +55,9 @@ function spawnTracked(t: TestContext, args: string[]): CliProcess {
   return proc;
 }
 
-/** Starts `clonekv serve --port 0 --json` and reads its endpoint line. */
-async function serve(t: TestContext): Promise<Served> {
-  const proc = spawnTracked(t, ['serve', '--memory', '--port', '0', '--json']);
+/** Starts `clonekv serve --port 0 --json` (with `flags`) and reads its endpoint line. */
+async function serve(t: TestContext, flags: string[] = []): Promise<Served> {
+  const proc = spawnTracked(t, ['serve', '--memory', '--port', '0', '--json', ...flags]);
   const line = await proc.line(/^\{"endpoint".*\}$/);
   const info = JSON.parse(line) as { endpoint: string; epoch: string; snapshot: string; publisher: string; collector: string };
   const m = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(info.endpoint);
@@ -351,6 +353,17 @@ const USAGE_ERRORS: Array<[args: string[], stderr: RegExp]> = [
   [['serve', '--memory', '--data', 'somewhere'], /--memory and --data exclude each other/],
   [['serve', '--durability', 'fast', '--memory'], /--durability takes sync or async, not "fast"/],
   [['serve', '--durability', 'async', '--memory'], /--durability needs a data directory/],
+  // The forwarder's bounds, as flags of serve: named, with their range.
+  [['serve', '--memory', '--history-max', '0'], /^clonekv: --history-max expects a whole number from 1 to 1000000000, got "0"/],
+  [['serve', '--memory', '--history-max', 'many'], /--history-max .*"many"/],
+  [['serve', '--memory', '--history-bytes', '1023'], /^clonekv: --history-bytes expects a whole number from 1024 to \d+, got "1023"/],
+  [['serve', '--memory', '--history-bytes', '2k'], /--history-bytes .*"2k"/],
+  [['serve', '--memory', '--dedup-ttl', '3600001'], /^clonekv: --dedup-ttl expects a whole number of milliseconds from 1 to 3600000, got "3600001"/],
+  [['serve', '--memory', '--dedup-ttl=-1'], /--dedup-ttl .*"-1"/],
+  [['serve', '--memory', '--dedup-max', '0'], /^clonekv: --dedup-max expects a whole number from 1 to 100000000, got "0"/],
+  [['serve', '--memory', '--dedup-max', '1.5'], /--dedup-max .*"1.5"/],
+  [['serve', '--memory', '--no-check-values=false'], /^clonekv: --no-check-values takes no value/],
+  [['get', 'k', '--history-max', '5'], /^clonekv: get does not take --history-max/],
   [['set', 'k', 'v', '--if-version', '-1'], /--if-version needs a value/],
   [['set', 'k', 'v', '--if-version=1.5'], /--if-version/],
   // A forwarder address that is not one: named as the flag it came from.
@@ -389,6 +402,42 @@ test('usage errors exit 2 with a message on stderr', async () => {
   const none = await runInProcess([]);
   assert.equal(none.code, 2);
   assert.match(none.stdout, /^Usage: clonekv <command>/m);
+});
+
+test('serve --history-max and --history-bytes bound the retained history; --dedup-max caps the remembered outcomes', async (t) => {
+  const s = await serve(t, ['--history-max', '3', '--history-bytes', '1024', '--dedup-max', '1']);
+  const writer = await readyPeer(t, s.endpoint, { presence: false });
+  for (let i = 0; i < 5; i++) await writer.set('h/k', i);
+  let stats = await writer.serverStats();
+  assert.equal(stats.historySize, 3, 'five small updates, three kept (--history-max)');
+  // One outcome remembered at a time, each forced out well within the default 60 s ttl.
+  assert.equal(stats.dedupEvictions, 4, '--dedup-max 1');
+  // Two updates of 800 bytes do not fit in 1024 bytes together: one is kept (--history-bytes).
+  await writer.set('h/big1', 'x'.repeat(800));
+  await writer.set('h/big2', 'y'.repeat(800));
+  stats = await writer.serverStats();
+  assert.equal(stats.historySize, 1, '--history-bytes 1024');
+});
+
+test('serve --dedup-ttl sets how long outcomes count as remembered; --no-check-values sequences a marked body as it is', async (t) => {
+  const s = await serve(t, ['--dedup-max', '1', '--dedup-ttl', '1', '--no-check-values']);
+  const writer = await readyPeer(t, s.endpoint, { presence: false });
+  // As in the test above, but each outcome is past its 1 ms ttl when the next forces it out:
+  // not an eviction that could let a retry apply twice.
+  for (let i = 0; i < 3; i++) {
+    await writer.set('t/k', i);
+    const acked = Date.now();
+    await waitFor('the outcome outlived --dedup-ttl', () => Date.now() > acked + 10);
+  }
+  assert.equal((await writer.serverStats()).dedupEvictions, 0, '--dedup-ttl 1');
+  // An enc=msgpack body that does not decode (0xc1 is never used): refused by default
+  // (test/forwarder-door.test.ts), taken as it is with --no-check-values.
+  const { dealer, inbox } = rawDealer(t, s.endpoint, { clonekv: true });
+  await dealer.send([Buffer.from('t/raw'), ZERO_SEQ, randomBytes(16), Buffer.from('enc=msgpack\n'), Buffer.from([0xc1])]);
+  const ack = await inbox.next('the KVACK of the marked write');
+  assert.equal(ack[0]!.toString(), 'KVACK');
+  assert.equal(propMap(ack[3]!).get('status'), 'ok');
+  assert.equal((await writer.serverStats()).malformedBy['value-encoding'], 0);
 });
 
 test('serve bound to every interface tells peers a host to connect to, never tcp://*', () => {

@@ -4,6 +4,11 @@
  * acknowledged writes), reads and snapshots go on, and writes succeed again once there is room.
  * Also the same after a restart: what was refused is not there.
  *
+ * This is the real-disk proof, and it needs root to mount a tmpfs: without root it skips. That is
+ * acceptable only because test/durable-fault.test.ts, which always runs, makes the same promises
+ * (sync and async, restart included) with ENOSPC injected at the durable store's transaction;
+ * keep the two in step.
+ *
  * Topology: a small tmpfs mounted for the test (root only; skipped otherwise) holding the data
  * directory and a filler file that takes the free space; an in-process durable Forwarder on an
  * ephemeral port triple; in-process Peers.

@@ -15,6 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type ResyncReason, type WatchEntry } from '../index.ts';
+import { OPTION_BOUNDS } from '../forwarder/settings.ts';
 import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
 
@@ -53,6 +54,11 @@ const FLAGS = {
   data: { type: 'string' },
   memory: { type: 'boolean' },
   durability: { type: 'string' },
+  'history-max': { type: 'string' },
+  'history-bytes': { type: 'string' },
+  'dedup-ttl': { type: 'string' },
+  'dedup-max': { type: 'string' },
+  'no-check-values': { type: 'boolean' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
@@ -63,7 +69,7 @@ const DEFAULT_DATA_DIR = './clonekv-data';
 
 /** The flags each command takes; any other flag is refused, naming it. */
 const TAKES = {
-  serve: ['port', 'bind', 'heartbeat', 'max-value-bytes', 'json', 'data', 'memory', 'durability'],
+  serve: ['port', 'bind', 'heartbeat', 'max-value-bytes', 'json', 'data', 'memory', 'durability', 'history-max', 'history-bytes', 'dedup-ttl', 'dedup-max', 'no-check-values'],
   get: [...CLIENT, 'json'],
   set: [...CLIENT, 'json', 'ttl', 'if-version', 'file'],
   del: [...CLIENT, 'if-version'],
@@ -112,7 +118,8 @@ An argument that starts with "-" goes after "--": clonekv set KEY -- -5
 Exit codes: 0 ok, 1 forwarder unreachable or refused, 2 bad usage, 3 key not found,
 4 conditional write lost. A closed output (clonekv dump | head) ends quietly with 0.`,
   serve: `Usage: clonekv serve [--data DIR | --memory] [--durability sync|async] [--port P] [--bind ADDRESS]
-                    [--heartbeat MS] [--max-value-bytes N] [--json]
+                    [--heartbeat MS] [--max-value-bytes N] [--history-max N] [--history-bytes N]
+                    [--dedup-ttl MS] [--dedup-max N] [--no-check-values] [--json]
 
 Runs a forwarder: ROUTER on P (snapshots, acknowledged writes), PUB on P+1 (updates),
 SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
@@ -126,6 +133,14 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
   --heartbeat MS        heartbeat interval (default 1000; 10 to ${MAX_DURATION_MS}); peers
                         resync after 3000 ms without one, so keep it well under that
   --max-value-bytes N   largest accepted value (default 1048576; at most ${MAX_VALUE_BYTES})
+  --history-max N       most updates kept in the retained history, from which peers catch up
+                        by difference and history/watch --since read (default 1000000)
+  --history-bytes N     most bytes the retained history holds (default 268435456; at least
+                        ${OPTION_BOUNDS.historyBytes[0]})
+  --dedup-ttl MS        how long a write's outcome is remembered, so a retry is not applied
+                        twice (default 60000; at most ${OPTION_BOUNDS.dedupTtl[1]})
+  --dedup-max N         most write outcomes remembered at once (default 500000)
+  --no-check-values     do not refuse values marked enc=msgpack that do not decode
   --json                print the endpoints as one JSON line`,
   get: `Usage: clonekv get KEY [--json] [--server URL] [--timeout MS]
 
@@ -515,6 +530,11 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (values.bind !== undefined) options.bind = values.bind;
   if (values.heartbeat !== undefined) options.heartbeatInterval = durationArg('heartbeat', values.heartbeat, 1000, 10);
   if (values['max-value-bytes'] !== undefined) options.maxValueBytes = intArg('max-value-bytes', values['max-value-bytes'], 0, 1, MAX_VALUE_BYTES);
+  if (values['history-max'] !== undefined) options.historyMax = intArg('history-max', values['history-max'], 0, ...OPTION_BOUNDS.historyMax);
+  if (values['history-bytes'] !== undefined) options.historyBytes = intArg('history-bytes', values['history-bytes'], 0, ...OPTION_BOUNDS.historyBytes);
+  if (values['dedup-ttl'] !== undefined) options.dedupTtl = intArg('dedup-ttl', values['dedup-ttl'], 0, ...OPTION_BOUNDS.dedupTtl, ' of milliseconds');
+  if (values['dedup-max'] !== undefined) options.dedupMax = intArg('dedup-max', values['dedup-max'], 0, ...OPTION_BOUNDS.dedupMax);
+  if (values['no-check-values'] === true) options.checkValues = false;
   const fwd = await Forwarder.start(options);
   const e = fwd.endpoints;
   const recovery = fwd.recovery;

@@ -10,6 +10,17 @@ import type { ForwarderOptions, HighWaterMarks } from '../types.ts';
 /** Longest `dedupTtl`: an hour, far beyond any sensible write timeout. */
 const MAX_DEDUP_TTL_MS = 3_600_000;
 
+/**
+ * The bounds of the options that `clonekv serve` also takes as flags (shared, so a flag and its
+ * option never disagree): `[min, max]`.
+ */
+export const OPTION_BOUNDS = {
+  dedupTtl: [1, MAX_DEDUP_TTL_MS],
+  dedupMax: [1, 100_000_000],
+  historyMax: [1, 1_000_000_000],
+  historyBytes: [1024, Number.MAX_SAFE_INTEGER],
+} as const satisfies Record<string, readonly [number, number]>;
+
 /** Options with defaults applied. */
 export interface Settings {
   readonly bind: string;
@@ -69,8 +80,8 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     port: intOption('port', options.port, 5556, 0, 65533),
     heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     maxValueBytes: intOption('maxValueBytes', options.maxValueBytes, 1024 * 1024, 1, 256 * 1024 * 1024),
-    dedupTtl: durationOption('dedupTtl', options.dedupTtl, 60_000, 1, MAX_DEDUP_TTL_MS),
-    dedupMax: intOption('dedupMax', options.dedupMax, 500_000, 1, 100_000_000),
+    dedupTtl: durationOption('dedupTtl', options.dedupTtl, 60_000, ...OPTION_BOUNDS.dedupTtl),
+    dedupMax: intOption('dedupMax', options.dedupMax, 500_000, ...OPTION_BOUNDS.dedupMax),
     snapshotBatch: intOption('snapshotBatch', options.snapshotBatch, 512, 1, 65_536),
     joinWait: durationOption('joinWait', options.joinWait, 2000, 0),
     peerTimeout: durationOption('peerTimeout', options.peerTimeout, 3000, 10),
@@ -80,8 +91,8 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     collectorHwm: hwmOption('collectorHwm', options.collectorHwm, 1000, 10_000),
     dataDir: options.dataDir === undefined ? undefined : nonEmpty('dataDir', stringOption('dataDir', options.dataDir, '')),
     durability: durabilityOption(options.durability),
-    historyMax: intOption('historyMax', options.historyMax, 1_000_000, 1, 1_000_000_000),
-    historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER),
+    historyMax: intOption('historyMax', options.historyMax, 1_000_000, ...OPTION_BOUNDS.historyMax),
+    historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, ...OPTION_BOUNDS.historyBytes),
   };
 }
 

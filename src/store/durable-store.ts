@@ -87,6 +87,18 @@ function advice(dir: string): string {
   return `move ${dir} aside (or restore it from a backup) and start again; the forwarder then starts empty, or run with --memory (no dataDir)`;
 }
 
+/**
+ * Test-only fault injection at the storage boundary (not exported from the package's index, not
+ * public API). While `writeFault` is set, every commit calls it with the data directory inside
+ * the transaction, after the group's records were put; if it throws, the transaction is
+ * aborted and the error goes through the same path as a real failed write (so an error with
+ * `code: 'ENOSPC'` is reported as a full disk). It lets test/durable-fault.test.ts make a full
+ * disk without root; a real one is made in test/durable-enospc.test.ts.
+ *
+ * @internal
+ */
+export const storageFaults: { writeFault: ((dir: string) => void) | undefined } = { writeFault: undefined };
+
 /** The data directory: open, recover, commit groups of updates, close. */
 export class DurableStore {
   readonly #dir: string;
@@ -311,6 +323,7 @@ export class DurableStore {
           }
           this.#compact();
           this.#writeMeta();
+          storageFaults.writeFault?.(this.#dir);
       });
     } catch (err) {
       // Nothing of the group reached the disk: the bookkeeping goes back too.
