@@ -29,7 +29,7 @@ import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
 import { SendQueue } from '../transport/send-queue.ts';
-import { bindForwarderSockets, receiveLoop, type ForwarderSockets } from '../transport/sockets.ts';
+import { bindForwarderSockets, receiveLoop, releaseForwarderSockets, type ForwarderSockets } from '../transport/sockets.ts';
 import { DurableStore } from '../store/durable-store.ts';
 import type { UpdateRecord } from '../store/update-record.ts';
 import type { Endpoints, ForwarderOptions, ForwarderPeer, ForwarderRecovery, ForwarderStats } from '../types.ts';
@@ -311,17 +311,11 @@ export class Forwarder implements AsyncDisposable {
       this.#snapshots.close();
       this.#outbox.close();
       this.#publish.clear();
-      // Unbind first and wait for it: close() alone releases the ports later, in the background,
-      // and a forwarder started again on the same ports at once would find them taken.
-      const e = this.endpoints;
-      await Promise.allSettled([
-        this.#sockets.router.unbind(e.snapshot),
-        this.#sockets.publisher.unbind(e.publisher),
-        this.#sockets.collector.unbind(e.collector),
-      ]);
-      this.#sockets.router.close();
-      this.#sockets.publisher.close();
-      this.#sockets.collector.close();
+      // Closed, then waited for until the ports can be bound again (a forwarder started again on
+      // the same ports at once must find them free). Not unbound: zeromq.js unbinds on a worker
+      // thread while this thread may still be reading the socket, and zeromq sockets are not
+      // thread-safe (libzmq asserted in the XPUB's subscription trie and in its pipes).
+      await releaseForwarderSockets(this.#sockets);
       await Promise.allSettled(this.#loops);
       this.#durable?.close(flushed);
     });

@@ -96,10 +96,13 @@ export class Link {
     this.#track(receiveLoop(socket, (f) => this.#h.onReply(tag, f), (e) => this.#h.onError('snapshot socket', e)));
   }
 
-  /** Closes the current DEALER, if any. */
-  closeDealer(): void {
+  /**
+   * Closes the current DEALER, if any, and (unless the SUB is about to close too) drops its join
+   * subscription.
+   */
+  closeDealer(unsubscribe = true): void {
     if (this.#dealer) {
-      this.#sub.unsubscribe(JOIN_TOPIC_PREFIX + this.#dealer.id);
+      if (unsubscribe) this.#sub.unsubscribe(JOIN_TOPIC_PREFIX + this.#dealer.id);
       this.#dealer.socket.close();
       this.#dealer = undefined;
     }
@@ -142,7 +145,10 @@ export class Link {
 
   /** Closes every socket and waits for the receive loops to end. */
   async close(): Promise<void> {
-    this.closeDealer();
+    // No unsubscribe on the way out: closing the SUB removes its subscriptions at the forwarder.
+    // An unsubscribe sent just before the close made libzmq's XPUB (4.3.5) assert in its
+    // subscription trie now and then (generic_mtrie_impl.hpp), taking the forwarder down.
+    this.closeDealer(false);
     this.#sub.close();
     this.#pub?.socket.close();
     await Promise.allSettled([...this.#loops]);

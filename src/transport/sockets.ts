@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { createServer } from 'node:net';
 import * as zmq from 'zeromq';
 import { ClonekvError, ErrorCode } from '../errors.ts';
 
@@ -56,38 +57,36 @@ function closeAll(sockets: ReadonlyArray<Closable | undefined>): void {
 /** Longest wait for zeromq to report a released listener, ms; past it we return anyway. */
 const RELEASE_WAIT_MS = 2000;
 
-/**
- * Unbinds `socket` from its bound endpoint and resolves once zeromq's I/O thread has closed the
- * listening socket. `unbind()` alone resolves before that (in a loop here, about 1 bind in 30 at
- * once on the same port still failed with EADDRINUSE), so the monitor's `close` event for the
- * endpoint is awaited, up to {@link RELEASE_WAIT_MS}. Never throws.
- */
-async function unbindAndWait(socket: zmq.Socket): Promise<void> {
-  const endpoint = socket.closed ? null : socket.lastEndpoint;
-  if (!endpoint) return;
-  let timer: NodeJS.Timeout | undefined;
-  let onClose: ((e: { address: string }) => void) | undefined;
-  const events = socket.events;
-  const released = new Promise<void>((resolve) => {
-    onClose = (e) => e.address === endpoint && resolve();
-    events.on('close', onClose);
-    timer = setTimeout(resolve, RELEASE_WAIT_MS);
-  });
-  try {
-    await socket.unbind(endpoint);
-    await released;
-  } catch {
-    // Already unbound or closed: nothing is bound any more.
-  } finally {
-    clearTimeout(timer);
-    if (onClose) events.off('close', onClose);
-  }
+/** Closes sockets and resolves once their bound TCP addresses are free again. Never throws. */
+async function releaseAll(sockets: ReadonlyArray<zmq.Socket | undefined>): Promise<void> {
+  // Closed first, not unbound: zeromq.js unbinds on a worker thread, and a zeromq socket is not
+  // thread-safe (the main thread may be reading from it meanwhile).
+  const bound = sockets.map((s) => (s && !s.closed ? tcpAddress(s.lastEndpoint) : undefined));
+  closeAll(sockets);
+  await Promise.all(bound.map((a) => (a === undefined ? undefined : addressFree(a))));
 }
 
-/** Unbinds (waiting until the ports are free, see {@link unbindAndWait}) and closes sockets. Never throws. */
-async function releaseAll(sockets: ReadonlyArray<zmq.Socket | undefined>): Promise<void> {
-  await Promise.all(sockets.map((s) => (s ? unbindAndWait(s) : undefined)));
-  closeAll(sockets);
+function tcpAddress(endpoint: string | null): { host: string; port: number } | undefined {
+  const m = /^tcp:\/\/(.+):(\d+)$/.exec(endpoint ?? '');
+  return m ? { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) } : undefined;
+}
+
+/**
+ * Resolves once `host:port` can be bound again (zeromq's I/O thread closes a listener shortly
+ * after its socket is closed), or after {@link RELEASE_WAIT_MS}. It tries by listening there
+ * itself; nothing is sent anywhere. Never throws.
+ */
+async function addressFree({ host, port }: { host: string; port: number }): Promise<void> {
+  const deadline = Date.now() + RELEASE_WAIT_MS;
+  while (Date.now() < deadline) {
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = createServer();
+      probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'EADDRINUSE'));
+      probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve(true)));
+    });
+    if (free) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /**
