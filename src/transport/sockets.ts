@@ -90,7 +90,7 @@ async function addressFree({ host, port }: { host: string; port: number }): Prom
 }
 
 /**
- * Unbinds and closes the forwarder's sockets; when it resolves, the three ports are free.
+ * Closes the forwarder's sockets; when it resolves, the three ports can be bound again.
  * Never throws.
  */
 export function releaseForwarderSockets(s: ForwarderSockets): Promise<void> {
