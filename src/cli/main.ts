@@ -449,6 +449,16 @@ function server(values: { server?: string | undefined }, ctx: Context): string {
 }
 
 /** Opens a peer and waits for its snapshot, with a clear error if the forwarder is not there. */
+/** Runs `use` with a peer joined as {@link joinedPeer} does, and closes the peer afterwards. */
+async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, use: (peer: Peer) => Promise<number>): Promise<number> {
+  const peer = await joinedPeer(url, subtree, timeoutMs, io);
+  try {
+    return await use(peer);
+  } finally {
+    await peer.close();
+  }
+}
+
 async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io): Promise<Peer> {
   const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false });
   if (io.progress) peer.on('progress', ({ received }) => io.err(`receiving snapshot: ${received} keys…`));
@@ -570,17 +580,14 @@ async function get(args: string[], io: Io, ctx: Context): Promise<number> {
   const key = keyArg(positionals[0]!);
   const timeout = durationArg('timeout', values.timeout, 5000);
   const url = server(values, ctx);
-  const peer = await joinedPeer(url, key, timeout, io);
-  try {
+  return withJoinedPeer(url, key, timeout, io, async (peer) => {
     if (!peer.has(key)) {
       io.err(`clonekv: key ${JSON.stringify(key)} not found at ${url}`);
       return Exit.NotFound;
     }
     io.out(formatValue(peer.get(key), values.json === true));
     return Exit.Ok;
-  } finally {
-    await peer.close();
-  }
+  });
 }
 
 /** Reads all of `source` as bytes, refusing more than `max`. */
@@ -677,8 +684,7 @@ async function dump(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values, positionals } = parse('dump', args, [0, 1]);
   const prefix = prefixArg(positionals[0]);
   const timeout = durationArg('timeout', values.timeout, 30_000);
-  const peer = await joinedPeer(server(values, ctx), prefix, timeout, io);
-  try {
+  return withJoinedPeer(server(values, ctx), prefix, timeout, io, async (peer) => {
     if (values.json) {
       const obj: Record<string, unknown> = {};
       for (const e of peer.entries(prefix)) obj[e.key] = e.value;
@@ -690,9 +696,7 @@ async function dump(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  } finally {
-    await peer.close();
-  }
+  });
 }
 
 async function load(args: string[], io: Io, ctx: Context): Promise<number> {
@@ -813,8 +817,7 @@ async function history(args: string[], io: Io, ctx: Context): Promise<number> {
   const key = keyArg(positionals[0]!);
   const limit = intArg('limit', values.limit, 100, 1, 10_000);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  const peer = await joinedPeer(server(values, ctx), WRITE_ONLY_SUBTREE, timeout, io);
-  try {
+  return withJoinedPeer(server(values, ctx), WRITE_ONLY_SUBTREE, timeout, io, async (peer) => {
     const versions = await peer.history(key, { limit, timeout });
     if (values.json) {
       io.out(formatValue(versions.map((v) => ({ version: v.version, op: v.operation, value: v.value, ...(v.reason ? { reason: v.reason } : {}) })), true));
@@ -825,17 +828,14 @@ async function history(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  } finally {
-    await peer.close();
-  }
+  });
 }
 
 async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('stats', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
   const url = server(values, ctx);
-  const peer = await joinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io);
-  try {
+  return withJoinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io, async (peer) => {
     const { peerList: _peers, ...s } = await peer.serverStats(timeout);
     if (values.json) {
       io.out(JSON.stringify({ server: url, ...s }));
@@ -844,25 +844,20 @@ async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
       for (const [k, v] of Object.entries(s)) if (io.out(`${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`) === false) break;
     }
     return Exit.Ok;
-  } finally {
-    await peer.close();
-  }
+  });
 }
 
 async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('peers', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  const peer = await joinedPeer(server(values, ctx), PRESENCE_PREFIX, timeout, io);
-  try {
+  return withJoinedPeer(server(values, ctx), PRESENCE_PREFIX, timeout, io, async (peer) => {
     const list = [...peer.entries<{ id: string; name: string; subtree: string; since: string }>(PRESENCE_PREFIX)]
       .map((e) => e.value)
       .filter((v) => v.id !== peer.id);
     if (values.json) io.out(JSON.stringify(list));
     else for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
     return Exit.Ok;
-  } finally {
-    await peer.close();
-  }
+  });
 }
 
 /**

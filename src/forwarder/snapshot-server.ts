@@ -187,15 +187,7 @@ export class SnapshotServer {
       }
       if (ended) return undefined;
       ended = true;
-      const props = encodeProperties([
-        [Prop.Version, PROTOCOL_VERSION],
-        [Prop.Epoch, epoch],
-        [Prop.Count, String(entries.length)],
-        [Prop.Digest, digest.hex],
-        [Prop.Joined, joined ? '1' : '0'],
-        [Prop.Resume, '1'],
-      ]);
-      return [KTHXBAI, encodeSequence(sequence), EMPTY_FRAME, props, subtreeBytes];
+      return snapshotEnd({ epoch, sequence, count: entries.length, digest, joined, delta: false, subtree: subtreeBytes });
     };
     this.#hooks.outbox.stream(id, next, () => {});
   }
@@ -227,17 +219,26 @@ export class SnapshotServer {
       }
       if (ended) return undefined;
       ended = true;
-      const props = encodeProperties([
-        [Prop.Version, PROTOCOL_VERSION],
-        [Prop.Epoch, epoch],
-        [Prop.Count, String(records.length)],
-        [Prop.Digest, digest.hex],
-        [Prop.Joined, joined ? '1' : '0'],
-        [Prop.Resume, '1'],
-        [Prop.Delta, '1'],
-      ]);
-      return [KTHXBAI, encodeSequence(sequence), EMPTY_FRAME, props, subtreeBytes];
+      return snapshotEnd({ epoch, sequence, count: records.length, digest, joined, delta: true, subtree: subtreeBytes });
     };
     this.#hooks.outbox.stream(id, next, () => {});
   }
+}
+
+/**
+ * The KTHXBAI that ends a snapshot or a delta: the forwarder's sequence, and in its properties
+ * what the peer checks (count and digest of what was sent), the epoch, whether the join was
+ * confirmed, that resume requests are understood, and `delta=1` for a delta.
+ */
+function snapshotEnd(end: { epoch: string; sequence: number; count: number; digest: SnapshotDigest; joined: boolean; delta: boolean; subtree: Buffer }): Buffer[] {
+  const props: Array<[string, string]> = [
+    [Prop.Version, PROTOCOL_VERSION],
+    [Prop.Epoch, end.epoch],
+    [Prop.Count, String(end.count)],
+    [Prop.Digest, end.digest.hex],
+    [Prop.Joined, end.joined ? '1' : '0'],
+    [Prop.Resume, '1'],
+  ];
+  if (end.delta) props.push([Prop.Delta, '1']);
+  return [KTHXBAI, encodeSequence(end.sequence), EMPTY_FRAME, encodeProperties(props), end.subtree];
 }
