@@ -149,7 +149,7 @@ export class Forwarder implements AsyncDisposable {
       [Command.WriteBatch, (from, f) => this.#decoded(from, f, (m) => this.#sequencer.writeBatch(m.body, (acks) => this.#outbox.send(from, acks)))],
       [Command.PeerBeat, (from, f) => this.#decoded(from, f, (m) => this.#presence.beat(from, m))],
       [Command.PeerBye, (from, f) => this.#decoded(from, f, (m) => this.#presence.bye(m))],
-      [Command.Stats, (from, f) => this.#decoded(from, f, () => this.#sendStats(from))],
+      [Command.Stats, (from, f) => this.#decoded(from, f, (m) => this.#sendStats(from, m.uuid))],
       [Command.History, (from, f) => this.#decoded(from, f, (m) => this.#sendHistory(from, m))],
     ]);
     this.#longestCommand = Math.max(...[...this.#commands.keys()].map((c) => c.length));
@@ -474,9 +474,10 @@ export class Forwarder implements AsyncDisposable {
     else this.#counters.malformed('properties');
   }
 
-  #sendStats(to: Buffer): void {
+  /** KVSTATS: answered with the request's uuid, so the peer matches the answer to its request. */
+  #sendStats(to: Buffer, uuid: Buffer): void {
     const body = Buffer.from(JSON.stringify({ ...this.stats(), peerList: this.peers() }));
-    this.#outbox.send(to, [KVSTATS, encodeSequence(this.#log.store.sequence), EMPTY_FRAME, EMPTY_FRAME, body]);
+    this.#outbox.send(to, [KVSTATS, encodeSequence(this.#log.publishedSequence), uuid, EMPTY_FRAME, body]);
   }
 
   /** XPUB subscription messages: a join topic (see {@link SnapshotServer}) or a prefix's head. */

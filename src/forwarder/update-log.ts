@@ -254,8 +254,12 @@ export class UpdateLog {
     this.#hooks.send([keyBytes, encodeSequence(seq), record.uuid, appendProperty(record.properties, Prop.Previous, prev), record.body]);
   }
 
-  #schedule(): void {
-    if (this.#scheduled || this.#stopped) return;
+  /**
+   * Commits at the end of this turn. While a failed async commit waits for its retry, only the
+   * retry timer commits (`retrying`): updates appended meanwhile (expiries, presence) join it.
+   */
+  #schedule(retrying = false): void {
+    if (this.#scheduled || this.#stopped || (this.#failure !== undefined && !retrying)) return;
     this.#scheduled = true;
     // After this turn's I/O: every update of the turn goes into one commit.
     setImmediate(() => {
@@ -302,7 +306,8 @@ export class UpdateLog {
       this.#failure = error;
       this.#toCommit = batch.concat(this.#toCommit);
       this.#outcomes = outcomes.concat(this.#outcomes);
-      if (!this.#stopped) this.#retry = setTimeout(() => this.#schedule(), RETRY_MS);
+      clearTimeout(this.#retry);
+      if (!this.#stopped) this.#retry = setTimeout(() => this.#schedule(true), RETRY_MS);
       this.#afterCommit();
       return;
     }

@@ -140,7 +140,9 @@ export class Link {
     const dealer = this.#dealer;
     if (!dealer) return;
     dealer.sends.send(this.#beatFrames(Command.PeerBye, applied));
-    await Promise.race([dealer.sends.drained(), new Promise((r) => setTimeout(r, 100).unref())]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([dealer.sends.drained(), new Promise((r) => (timer = setTimeout(r, 100)))]);
+    clearTimeout(timer);
   }
 
   /** Closes every socket and waits for the receive loops to end. */

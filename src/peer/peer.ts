@@ -216,9 +216,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   #readyPromise: Promise<void>;
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
-  #statsWaiters: Array<{ resolve: (v: ServerStats) => void; reject: (e: Error) => void }> = [];
-  /** KVHISTORY requests waiting for their answer, by uuid (latin1). */
-  readonly #historyWaiters = new Map<string, { resolve: (frames: Buffer[]) => void; reject: (e: Error) => void }>();
+  /**
+   * Control requests (KVSTATS, KVHISTORY) waiting for their answer, by uuid (latin1). The
+   * forwarder answers the socket that asked, and a resync replaces that socket: so every new
+   * request socket sends them all again.
+   */
+  readonly #control = new Map<string, { frames: Buffer[]; answer: (frames: Buffer[]) => void; fail: (e: Error) => void }>();
   readonly #stats: PeerStats = emptyPeerStats();
 
   /**
@@ -483,45 +486,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    *   CHP server, `CLONEKV_TIMEOUT` if no answer in time (also while the peer cannot join)
    */
   async serverStats(timeout?: number): Promise<ServerStats> {
-    const ms = durationOption('timeout', timeout, this.#s.writeTimeout, 1);
-    if (this.#life.closing) throw new ClosedError('peer');
-    const noAnswer = (): ClonekvError =>
-      new ClonekvError(ErrorCode.Timeout, `no stats from the forwarder at ${this.#s.endpoints.snapshot} within ${ms} ms`);
-    const deadline = Date.now() + ms;
-    if (this.#sync.status === 'syncing') {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        await Promise.race([
-          this.ready(),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(noAnswer()), ms);
-          }),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
+    const frames = await this.#controlRequest(STATS, [], EMPTY_FRAME, timeout, 'stats', 'it has no counters to report');
+    try {
+      return JSON.parse(frames[4]?.toString('utf8') ?? 'null') as ServerStats;
+    } catch (err) {
+      throw new ClonekvError(ErrorCode.Malformed, `unreadable stats reply from the forwarder at ${this.#s.endpoints.snapshot}`, { cause: err });
     }
-    if (this.#sync.kind !== 'clonekv' || !this.#link.hasDealer) {
-      throw new ClonekvError(ErrorCode.Unsupported, `the server at ${this.#s.endpoints.snapshot} is a plain CHP server: it has no counters to report`);
-    }
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#statsWaiters = this.#statsWaiters.filter((w) => w !== waiter);
-        reject(noAnswer());
-      }, Math.max(0, deadline - Date.now()));
-      const waiter = {
-        resolve: (v: ServerStats) => {
-          clearTimeout(timer);
-          resolve(v);
-        },
-        reject: (e: Error) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      };
-      this.#statsWaiters.push(waiter);
-      this.#link.request([STATS, ZERO_SEQUENCE, EMPTY_FRAME, EMPTY_FRAME, EMPTY_FRAME]);
-    });
   }
 
   // ---- history -------------------------------------------------------------------------------
@@ -545,14 +515,18 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const keyBytes = checkKey(key);
     if (keyBytes instanceof ClonekvError) throw keyBytes;
     const limit = intOption('limit', options.limit, 100, 1, 10_000);
-    const frames = await this.#historyRequest([[Prop.Limit, String(limit)]], keyBytes, options.timeout, `history of "${key}"`);
+    const frames = await this.#controlRequest(HISTORY, [[Prop.Limit, String(limit)]], keyBytes, options.timeout, `history of "${key}"`, 'which keeps no history');
     const { records, status, oldest } = readHistoryAnswer(frames);
     if (status === 'compacted') throw new CompactedError(`history of "${key}"`, oldest, this.#s.endpoints.snapshot);
     return records.map((r) => historyEntry<V>(r));
   }
 
-  /** Sends one KVHISTORY request and waits for its answer (its frames), within `timeout` (joining included). */
-  async #historyRequest(props: Array<[string, string]>, body: Buffer, timeout: number | undefined, what: string): Promise<Buffer[]> {
+  /**
+   * Sends one control request (`command` with a fresh uuid, `props`, `body`) and waits for the
+   * answer with that uuid, within `timeout` ms in all, joining included. Re-sent on every new
+   * request socket until answered (see {@link #control}).
+   */
+  async #controlRequest(command: Buffer, props: Array<[string, string]>, body: Buffer, timeout: number | undefined, what: string, unsupported: string): Promise<Buffer[]> {
     const ms = durationOption('timeout', timeout, this.#s.writeTimeout, 1);
     if (this.#life.closing) throw new ClosedError('peer');
     const deadline = Date.now() + ms;
@@ -565,21 +539,22 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         clearTimeout(timer);
       }
     }
-    if (this.#sync.kind !== 'clonekv' || !this.#link.hasDealer) {
-      throw new ClonekvError(ErrorCode.Unsupported, `${what}: the server at ${this.#s.endpoints.snapshot} is a plain CHP server, which keeps no history`);
+    if (this.#sync.kind !== 'clonekv') {
+      throw new ClonekvError(ErrorCode.Unsupported, `${what}: the server at ${this.#s.endpoints.snapshot} is a plain CHP server, ${unsupported}`);
     }
     const uuid = randomBytes(16);
     const id = uuid.toString('latin1');
+    const frames = [command, ZERO_SEQUENCE, uuid, encodeProperties(props), body];
     return new Promise<Buffer[]>((resolve, reject) => {
       const timer = setTimeout(() => done(undefined, noAnswer()), Math.max(0, deadline - Date.now()));
-      const done = (frames: Buffer[] | undefined, err?: Error): void => {
+      const done = (answer: Buffer[] | undefined, err?: Error): void => {
         clearTimeout(timer);
-        this.#historyWaiters.delete(id);
-        if (frames) resolve(frames);
+        this.#control.delete(id);
+        if (answer) resolve(answer);
         else reject(err);
       };
-      this.#historyWaiters.set(id, { resolve: (f) => done(f), reject: (e) => done(undefined, e) });
-      this.#link.request([HISTORY, ZERO_SEQUENCE, uuid, encodeProperties(props), body]);
+      this.#control.set(id, { frames, answer: (f) => done(f), fail: (e) => done(undefined, e) });
+      this.#link.request(frames); // dropped if no request socket is open: sent when one opens
     });
   }
 
@@ -600,7 +575,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       const previous = new Map<string, unknown>();
       let from = since;
       while (scope !== undefined && from < upTo && !options.signal?.aborted) {
-        const frames = await this.#historyRequest([[Prop.Since, String(from)]], Buffer.from(scope, 'utf8'), undefined, `watch of "${prefix}" since ${since}`);
+        const before = from;
+        const frames = await this.#controlRequest(HISTORY, [[Prop.Since, String(from)]], Buffer.from(scope, 'utf8'), undefined, `watch of "${prefix}" since ${since}`, 'which keeps no history');
         const { records, status, oldest } = readHistoryAnswer(frames);
         if (status === 'compacted') throw new CompactedError(`watch of "${prefix}" since ${since}`, oldest, this.#s.endpoints.snapshot);
         for (const r of records) {
@@ -623,7 +599,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
           };
           previous.set(e.key, e.value);
         }
-        if (records.length === 0) break;
+        // No progress (an empty page, or a server answering what was not asked): stop asking.
+        if (records.length === 0 || from <= before) break;
       }
       for await (const e of live) {
         // Asked from a point this peer had not reached yet: what came before it is not wanted.
@@ -698,8 +675,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       this.#readyReject(new ClosedError('peer'));
       this.#writes.close(new ClosedError('peer'));
-      for (const w of this.#statsWaiters.splice(0)) w.reject(new ClosedError('peer'));
-      for (const w of [...this.#historyWaiters.values()]) w.reject(new ClosedError('peer'));
+      for (const c of [...this.#control.values()]) c.fail(new ClosedError('peer'));
       this.#watchers.endAll();
       await this.#link.close();
     });
@@ -724,6 +700,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         this.#link.openDealer(c.attempt);
         if (this.#sync.kind === 'clonekv' && this.#s.presence) this.#link.beat(Command.PeerBeat, this.#sync.applied);
         this.#link.request(snapshotRequestFrames(this.#subtreeBytes, c.resume));
+        for (const pending of this.#control.values()) this.#link.request(pending.frames);
         return;
       case 'resync':
         if (this.listenerCount('resync') > 0) this.emit('resync', { reason: c.reason });
@@ -823,19 +800,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
     if (command === Command.WriteAck) return this.#writes.onAck(frames);
     if (command === Command.PeerPresent) return this.#onPresent(frames);
-    if (command === Command.History) {
+    if (command === Command.History || command === Command.Stats) {
       const uuid = frames[2];
       if (frames.length !== 5 || uuid?.length !== 16) return void this.#stats.malformed++;
-      return this.#historyWaiters.get(uuid.toString('latin1'))?.resolve(frames);
-    }
-    if (command === Command.Stats) {
-      const waiter = this.#statsWaiters.shift();
-      try {
-        waiter?.resolve(JSON.parse(frames[4]?.toString('utf8') ?? 'null') as ServerStats);
-      } catch (err) {
-        waiter?.reject(new ClonekvError(ErrorCode.Malformed, 'unreadable stats reply', { cause: err }));
-      }
-      return;
+      return this.#control.get(uuid.toString('latin1'))?.answer(frames);
     }
     // Any other control message (KVPRESENT…) is never a snapshot entry.
     if (command !== Command.SnapshotBatch && command !== Command.SnapshotEnd && COMMANDS.has(command ?? '')) return;

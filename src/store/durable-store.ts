@@ -300,7 +300,9 @@ export class DurableStore {
    */
   commit(records: readonly TimedRecord[], outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): void {
     if (this.#closed) throw new StorageError(this.#dir, `the data directory ${this.#dir} is closed`);
-    const before = { state: this.#state, sizes: this.#sizes.length, head: this.#sizesHead, bytes: this.#logBytes };
+    // What to put back if the transaction fails: #compact() may replace the sizes array, so the
+    // array itself is kept along with its length.
+    const before = { state: this.#state, sizesArray: this.#sizes, sizes: this.#sizes.length, head: this.#sizesHead, bytes: this.#logBytes };
     let bytes = 0;
     try {
       this.#root.transactionSync(
@@ -328,6 +330,7 @@ export class DurableStore {
     } catch (err) {
       // Nothing of the group reached the disk: the bookkeeping goes back too.
       this.#state = before.state;
+      this.#sizes = before.sizesArray;
       this.#sizes.length = before.sizes;
       this.#sizesHead = before.head;
       this.#logBytes = before.bytes;
