@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import { Packr } from 'msgpackr';
 import * as zmq from 'zeromq';
 import { Peer, type ClonekvError } from '../src/index.ts';
+import { SnapshotDigest } from '../src/protocol/digest.ts';
 import { forwarder, readyPeer, waitFor } from './helpers.ts';
 import { PlainServer } from './plain-server.ts';
 
@@ -121,4 +122,19 @@ test('a snapshot that never adds up is asked for again only after a growing dela
   assert.ok(elapsed >= 700, `four requests in ${elapsed} ms`);
   assert.equal(peer.status, 'syncing');
   assert.ok(peer.stats().resyncs >= 3);
+});
+
+test('a snapshot whose count adds up but whose digest does not is refused, never applied', async (t) => {
+  // Topology: PlainServer whose KTHXBAI announces the right count (1) but the digest of another
+  // (key, sequence) pair, as a server that swapped or lost an entry would; one clonekv Peer.
+  const server = await PlainServer.start(t, { 'app/a': Buffer.from('a') });
+  const wrong = new SnapshotDigest();
+  wrong.add('app/b', 1);
+  server.snapshotEndProps = Buffer.from(`count=1\ndigest=${wrong.hex}\n`);
+  const peer = new Peer({ server: server.endpoint, subtree: 'app/', snapshotRetryDelay: 50, maxRetryDelay: 100 });
+  t.after(() => peer.close());
+  await waitFor('three refused snapshots', () => server.snapshots >= 3, 10_000);
+  assert.equal(peer.status, 'syncing');
+  assert.equal(peer.has('app/a'), false, 'nothing of a snapshot that does not add up is applied');
+  assert.ok(peer.stats().malformed >= 2);
 });
