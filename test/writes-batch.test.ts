@@ -47,3 +47,26 @@ test('a write released by two causes in one turn (heartbeat and snapshot end) go
   });
   for (const uuids of batches) assert.equal(new Set(uuids).size, uuids.length, `a KVWRITE carried a uuid twice: ${uuids.join(' ')}`);
 });
+
+test('reads never show a write before the forwarder has sequenced it', async (t) => {
+  // Topology as above: the scripted forwarder receives the write and never sequences it.
+  const fake = await FakeForwarder.start(t);
+  const p = new Peer({ server: fake.endpoints, writeTimeout: 10_000, silenceTimeout: 5000 });
+  t.after(() => p.close());
+  const request = await fake.next('ICANHAZ?');
+  await waitFor('join subscription', () => fake.subscriptions.all.some((s) => s[0]!.includes('clonekv-join')));
+  await fake.heartbeat(0);
+  await fake.snapshotEnd(request[0]!, 0);
+  await within('peer ready', p.ready());
+  const updates: string[] = [];
+  p.on('update', (e) => updates.push(e.key));
+  const pending = p.set('k', 1);
+  pending.catch(() => {}); // rejected with CLONEKV_CLOSED at teardown: it was never sequenced
+  assert.equal(p.has('k'), false, 'not shown as the write is made');
+  await waitFor('the write reached the forwarder', () => fake.requests.all.some((m) => m[1]?.toString('latin1') === 'KVWRITE'));
+  await fake.heartbeat(0);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(p.has('k'), false, 'not shown while it waits to be sequenced');
+  assert.equal(p.get('k'), undefined);
+  assert.deepEqual(updates, [], 'no change was reported');
+});
