@@ -9,9 +9,10 @@
  *
  * @module
  */
+import { MAX_DURATION_MS } from './options.ts';
 
 /** Longest delay `setTimeout` honours, in ms (2^31 − 1). */
-const MAX_TIMER_DELAY = 2_147_483_647;
+const MAX_TIMER_DELAY = MAX_DURATION_MS;
 
 /** A single re-armable timer for the earliest of many deadlines (Date.now clock, ms). */
 export class DeadlineTimer {

@@ -8,6 +8,7 @@
 export type {
   DeleteOptions,
   DeleteReason,
+  Durability,
   Endpoints,
   Entry,
   ForwarderOptions,

@@ -131,6 +131,9 @@ export interface HighWaterMarks {
   receive?: number;
 }
 
+/** How a durable forwarder acknowledges: `sync` once a write is on disk, `async` before (see {@link ForwarderOptions.durability}). */
+export type Durability = 'sync' | 'async';
+
 /** Options of {@link Forwarder}. All are optional. */
 export interface ForwarderOptions {
   /** Address to bind, default `127.0.0.1`. */
@@ -201,7 +204,7 @@ export interface ForwarderOptions {
    * first and writes within milliseconds: a crash may lose the last few milliseconds of writes
    * (at most 10,000 updates), and the restarted forwarder then takes a new epoch (peers resync).
    */
-  durability?: 'sync' | 'async';
+  durability?: Durability;
 }
 
 /** What a durable forwarder recovered from its data directory at start ({@link Forwarder.recovery}). */

@@ -32,7 +32,7 @@ import { SendQueue } from '../transport/send-queue.ts';
 import { bindForwarderSockets, receiveLoop, releaseForwarderSockets, type ForwarderSockets } from '../transport/sockets.ts';
 import { DurableStore } from '../store/durable-store.ts';
 import type { UpdateRecord } from '../store/update-record.ts';
-import type { Endpoints, ForwarderOptions, ForwarderPeer, ForwarderRecovery, ForwarderStats } from '../types.ts';
+import type { Durability, Endpoints, ForwarderOptions, ForwarderPeer, ForwarderRecovery, ForwarderStats } from '../types.ts';
 import { Counters } from './counters.ts';
 import { Expiry } from './expiry.ts';
 import { answerHistory } from './history-server.ts';
@@ -55,7 +55,7 @@ const MAX_QUEUED_PUBLISHED = 1_000_000;
  * last writes were refused). A `sync` run publishes only what is on disk, so its epoch survives
  * even a crash.
  */
-function chooseEpoch(durable: DurableStore | undefined, durability: 'sync' | 'async'): string {
+function chooseEpoch(durable: DurableStore | undefined, durability: Durability): string {
   const previous = durable?.previous;
   void durability;
   if (previous === undefined || previous.epoch === '') return randomBytes(8).toString('hex');

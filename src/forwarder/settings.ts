@@ -5,7 +5,7 @@
  */
 import { InvalidOptionError } from '../errors.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
-import type { ForwarderOptions, HighWaterMarks } from '../types.ts';
+import type { Durability, ForwarderOptions, HighWaterMarks } from '../types.ts';
 
 /** Longest `dedupTtl`: an hour, far beyond any sensible write timeout. */
 const MAX_DEDUP_TTL_MS = 3_600_000;
@@ -38,7 +38,7 @@ export interface Settings {
   readonly collectorHwm: { send: number; receive: number };
   /** Where the durable forwarder keeps its data; `undefined`: in memory only. */
   readonly dataDir: string | undefined;
-  readonly durability: 'sync' | 'async';
+  readonly durability: Durability;
   readonly historyMax: number;
   readonly historyBytes: number;
 }
@@ -101,7 +101,7 @@ function nonEmpty(name: string, value: string): string {
   return value;
 }
 
-function durabilityOption(value: unknown): 'sync' | 'async' {
+function durabilityOption(value: unknown): Durability {
   if (value === undefined) return 'sync';
   if (value === 'sync' || value === 'async') return value;
   throw new InvalidOptionError('durability', `expected "sync" or "async", got ${JSON.stringify(value)}`);

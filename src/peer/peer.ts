@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, CompactedError, ErrorCode, InvalidOptionError } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
-import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
+import { booleanOption, durationOption, intOption, rejectUnknown, MAX_DURATION_MS, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
 import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
@@ -778,7 +778,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#wake = undefined;
       this.#sync.tick(Date.now());
       this.#armWake();
-    }, Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));
+    }, Math.min(Math.max(0, at - Date.now()), MAX_DURATION_MS));
   }
 
   // ---- what the sockets deliver --------------------------------------------------------------
@@ -964,5 +964,3 @@ function deleteReason(props: Buffer): DeleteReason {
 const COMMANDS: ReadonlySet<string> = new Set(Object.values(Command));
 /** Why a snapshot entry may be bad without the snapshot being incomplete. */
 const SKIPPABLE: ReadonlySet<MalformedReason> = new Set<MalformedReason>(['empty-key', 'key-too-long', 'uuid-size', 'properties']);
-/** Longest a Node.js timer can wait; a later wake-up is reached in steps. */
-const MAX_TIMER_MS = 2_147_483_647;

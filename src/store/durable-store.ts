@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { StorageError } from '../errors.ts';
+import type { Durability } from '../types.ts';
 import { decodeRecord, encodeRecord, isSound, recordLayout, type TimedRecord } from './record-codec.ts';
 import { StoredEntry } from './sequenced-map.ts';
 import type { UpdateRecord } from './update-record.ts';
@@ -55,7 +56,7 @@ export interface PreviousRun {
 }
 
 /** `sync`: acknowledged once on disk; `async`: acknowledged first, flushed just after. */
-export type Durability = 'sync' | 'async';
+export type { Durability } from '../types.ts';
 
 /** A refused or conflicting write outcome, as remembered across a restart. */
 export type StoredOutcome = { status: 'conflict'; current: number } | { status: 'rejected'; detail: string };
