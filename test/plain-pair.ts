@@ -289,6 +289,12 @@ export class PairServer {
     for await (const [f] of received(this.#pub)) if (f?.[0] === 1) this.subscriptions++;
   }
 
+  /** An update by some other client, applied here (the server must be active): an empty body deletes. */
+  write(key: string, body: Buffer): number {
+    if (this.state !== 'active') throw new Error(`${this.configured} is ${this.state}`);
+    return this.#apply(key, EMPTY, EMPTY, body, undefined, 'client');
+  }
+
   /** Sequences, stores and publishes one update (an empty body deletes). */
   #apply(key: string, uuid: Buffer, props: Buffer, body: Buffer, expiresAt: number | undefined, how: Sequenced['how']): number {
     const seq = ++this.seq;

@@ -262,6 +262,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       {
         onPublished: (f) => this.#onPublished(f),
         onSubscriberDown: () => {
+          if (this.#life.closing) return;
           this.#sync.subscriberDown(Date.now());
           this.#armWake();
         },
