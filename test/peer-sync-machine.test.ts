@@ -505,3 +505,12 @@ test('failover: a plain pair (no resume) is asked with plain requests; the term 
   c.hugz(100, 10, { ...CLONEKV, term: '5' });
   assert.deepEqual(c.tick(3101), ['failover 0>1 silence', 'resync silence', 'request 2 since 10@e1 term 5', 'resendWrites']);
 });
+
+test('failover: a term heard before the new server answered is not claimed in the next resume request', () => {
+  const c = livePair(); // live at 10 from server 0, term 4
+  assert.deepEqual(c.tick(3001), ['failover 0>1 silence', 'resync silence', 'request 2 since 10@e1 term 4', 'resendWrites']);
+  // The new active's heartbeat comes before its answer, which never comes: the map still holds
+  // term 4's updates, so asking again must still say term 4.
+  c.hugz(3100, 20, { ...CLONEKV, term: '5' });
+  assert.deepEqual(c.tick(5001).filter((x) => x.startsWith('request')), ['request 3 since 10@e1 term 4']);
+});

@@ -470,7 +470,6 @@ export class SyncMachine {
     }
     this.#serverResumes = kind === 'clonekv' && props.get(Prop.Resume) === '1';
     this.#announcedResume[this.#server] = this.#serverResumes;
-    this.#noteTerm(props);
     const count = props.get(Prop.Count);
     const digest = props.get(Prop.Digest);
     const isDelta = props.get(Prop.Delta) === '1';
@@ -528,6 +527,7 @@ export class SyncMachine {
 
   /** After a snapshot or a delta brought the map to `seq`: the buffered updates, then live. */
   #synced(now: number, a: Attempt, seq: number, props: PropertyReader): void {
+    this.#noteTerm(props, true);
     this.#last = seq;
     this.#subtreeLast = seq;
     // Every path that reaches live the first time resolves ready(), even if the updates buffered
@@ -561,14 +561,20 @@ export class SyncMachine {
     this.#out({ type: 'synced', sequence: this.#last, reason: a.reason });
   }
 
-  /** Keeps the term a pair member announced (a valid decimal), to send it back when resuming. */
-  #noteTerm(props: PropertyReader): void {
+  /**
+   * The term of the lineage the map now comes from (a valid decimal a pair member announced; none
+   * from a standalone or plain server), sent back when resuming. Taken only from an answer that
+   * was applied, or a heartbeat of the server the map is live from: a term heard from a server
+   * whose answer is still awaited would claim updates the map does not hold.
+   */
+  #noteTerm(props: PropertyReader, fromSnapshot: boolean): void {
     const term = props.get(Prop.Term);
     if (term !== undefined && /^(0|[1-9][0-9]{0,15})$/.test(term)) this.#term = Number(term);
+    else if (fromSnapshot) this.#term = undefined;
   }
 
   #heartbeat(now: number, seq: number, props: PropertyReader): void {
-    this.#noteTerm(props);
+    if (this.#status === 'live' && !this.resyncing) this.#noteTerm(props, false);
     if (this.#kind === 'unknown' && props.has(Prop.Version)) {
       this.#kind = 'clonekv';
       this.#out({ type: 'kind', kind: 'clonekv' });
