@@ -1,0 +1,205 @@
+/**
+ * The failover pair (issue 9), one JSON line per figure:
+ *
+ * 1. failover time at default settings (heartbeat 1 s, partner timeout 2 s, default peer
+ *    options): the active member of a `clonekv serve --primary/--backup` pair is killed with
+ *    SIGKILL `KILLS` times (alternating, the killed one started again as passive between kills)
+ *    under a writer with 16 writes in flight; from the kill to the first read served by the new
+ *    active (a reader peer in sync there again) and to the first acknowledgement of a write queued
+ *    just after the kill. Median and worst.
+ * 2. the cost of replicated acknowledgements: a standalone durable forwarder (`clonekv serve
+ *    --data DIR`, sync durability) against a pair (both members durable, sync), same machine:
+ *    acknowledged sets/s from 4 writer peers with 64 writes in flight each (64-byte values, 1,000
+ *    keys), and write-to-visible p50/p99 at an offered 10,000 updates/s (bench/compare's latency
+ *    workload, one watcher).
+ *
+ * Every server is a `clonekv serve` child process (bin/clonekv.js); peers live in this process.
+ * Data directories are temporary and removed afterwards.
+ *
+ * Run: `npm run bench:failover` (about 1.5 minutes; `--quick`: 3 kills, shorter runs).
+ */
+import type { TestContext } from 'node:test';
+import { Peer } from '../src/index.ts';
+import { freeBasePort, fullSpeed, Member, startPair, type Pair } from '../test/pair-fixture.ts';
+import { dataDir } from '../test/helpers.ts';
+import { latency } from './compare/workloads.ts';
+import { median, now, round, sleep } from './compare/util.ts';
+import type { Adapter, OnValue, WatchGroup } from './compare/types.ts';
+
+const quick = process.argv.includes('--quick');
+const KILLS = quick ? 3 : 5;
+
+// The pair fixture registers its teardown with a test context's `after`: here, a list run at the end.
+const cleanups: Array<() => unknown> = [];
+const scope = { after: (fn: () => unknown) => void cleanups.push(fn) } as unknown as TestContext;
+async function cleanup(): Promise<void> {
+  while (cleanups.length > 0) await cleanups.pop()!();
+}
+
+function emit(figure: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ bench: 'failover', ...figure })}\n`);
+}
+
+/** Polls `check` every millisecond until it is true; the time it became true (performance.now()). */
+async function until(what: string, check: () => boolean, ms: number): Promise<number> {
+  const deadline = now() + ms;
+  while (!check()) {
+    if (now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(1);
+  }
+  return now();
+}
+
+// ---- 1. failover time ----------------------------------------------------------------------------
+
+async function failoverTimes(): Promise<void> {
+  const pair = await startPair(scope, { durable: true, heartbeat: 1000, partnerTimeout: 2000 });
+  const writer = new Peer({ server: pair.servers, name: 'writer' });
+  const reader = new Peer({ server: pair.servers, name: 'reader' });
+  cleanups.push(() => writer.close(), () => reader.close());
+  await Promise.all([writer.ready(), reader.ready()]);
+  const w = fullSpeed(writer, 'w', 16);
+  const toRead: number[] = [];
+  const toWrite: number[] = [];
+  let active = pair.primary;
+  for (let kill = 1; kill <= KILLS; kill++) {
+    const next = active === pair.primary ? pair.backup : pair.primary;
+    const before = w.acked.size;
+    await until('writes flowing', () => w.acked.size > before + 500, 30_000);
+    const killedAt = now();
+    await active.kill();
+    const probe = writer.set(`probe/${kill}`, kill).then(() => now());
+    const readAt = await until(`the reader in sync on ${next.name}`, () => reader.server === next.endpoint && reader.status === 'live', 30_000);
+    const writeAt = await probe;
+    toRead.push(readAt - killedAt);
+    toWrite.push(writeAt - killedAt);
+    process.stderr.write(`failover: kill ${kill} of ${active.name}: read after ${Math.round(readAt - killedAt)} ms, write after ${Math.round(writeAt - killedAt)} ms\n`);
+    await active.start();
+    await pair.settled(next, 30_000, false);
+    active = next;
+  }
+  await w.stop();
+  const worst = (xs: number[]): number => Math.max(...xs);
+  emit({ workload: 'failover-to-read', kills: KILLS, median: round(median(toRead), 0), worst: round(worst(toRead), 0), unit: 'ms', all: toRead.map((x) => round(x, 0)) });
+  emit({ workload: 'failover-to-write', kills: KILLS, median: round(median(toWrite), 0), worst: round(worst(toWrite), 0), unit: 'ms', all: toWrite.map((x) => round(x, 0)), aimMs: 3000, failedWrites: w.failed() });
+  await cleanup();
+}
+
+// ---- 2. the cost of replication ------------------------------------------------------------------
+
+const SUBTREE = 'bench/';
+const WRITER_SUBTREE = 'bench-writer/';
+
+/** bench/compare's adapter shape over servers already running (peers given the whole list). */
+class ServersAdapter implements Adapter {
+  readonly system = 'clonekv' as const;
+  readonly serialWrites = false;
+  readonly latestOnly = false;
+  readonly #servers: string[];
+  readonly #keys: string[];
+  #writer: Peer | undefined;
+
+  constructor(servers: string[], keySpace: number) {
+    this.#servers = servers;
+    this.#keys = Array.from({ length: keySpace }, (_, i) => `${SUBTREE}k${i}`);
+  }
+
+  async open(): Promise<void> {
+    this.#writer = new Peer({ server: this.#servers, subtree: WRITER_SUBTREE });
+    await this.#writer.ready();
+  }
+
+  write(key: number, value: string): Promise<number> {
+    return this.#writer!.set(this.#keys[key]!, value);
+  }
+
+  async watch(count: number, onValue: OnValue): Promise<WatchGroup> {
+    const peers = Array.from({ length: count }, (_, w) => {
+      const p = new Peer({ server: this.#servers, subtree: SUBTREE });
+      p.on('update', (e) => {
+        if (typeof e.value === 'string') onValue(w, e.value);
+      });
+      return p;
+    });
+    await Promise.all(peers.map((p) => p.ready()));
+    return { close: async () => void (await Promise.all(peers.map((p) => p.close()))) };
+  }
+
+  async close(): Promise<void> {
+    await this.#writer?.close();
+    this.#writer = undefined;
+  }
+}
+
+/** Acknowledged sets/s from `writers` peers with `inFlight` writes outstanding each. */
+async function setThroughput(servers: string[], writers: number, inFlight: number, ms: number): Promise<number> {
+  const peers = Array.from({ length: writers }, (_, i) => new Peer({ server: servers, subtree: `${WRITER_SUBTREE}${i}/` }));
+  try {
+    await Promise.all(peers.map((p) => p.ready()));
+    const value = 'x'.repeat(64);
+    let acked = 0;
+    let counting = false;
+    let stopped = false;
+    let n = 0;
+    const lane = async (p: Peer): Promise<void> => {
+      while (!stopped) {
+        await p.set(`${SUBTREE}k${n++ % 1000}`, value);
+        if (counting) acked++;
+      }
+    };
+    const lanes = peers.flatMap((p) => Array.from({ length: inFlight }, () => lane(p)));
+    await sleep(ms / 4); // warm-up
+    counting = true;
+    const t0 = now();
+    await sleep(ms);
+    const rate = (acked / (now() - t0)) * 1000;
+    stopped = true;
+    await Promise.all(lanes);
+    return rate;
+  } finally {
+    await Promise.all(peers.map((p) => p.close()));
+  }
+}
+
+async function single(): Promise<{ servers: string[] }> {
+  const port = await freeBasePort();
+  const m = new Member(scope, 'single', port, 0, ['serve', '--port', String(port), '--data', dataDir(scope), '--durability', 'sync', '--json']);
+  await m.start();
+  return { servers: [m.endpoint] };
+}
+
+async function pairOf(): Promise<Pair> {
+  return startPair(scope, { durable: true, heartbeat: 1000, partnerTimeout: 2000, extra: ['--durability', 'sync'] });
+}
+
+async function replicationCost(): Promise<void> {
+  const rates: Record<string, number> = {};
+  for (const [mode, start] of [['single', single], ['pair', pairOf]] as const) {
+    const { servers } = await start();
+    const rate = await setThroughput(servers, 4, 64, quick ? 2000 : 4000);
+    rates[mode] = rate;
+    emit({
+      mode,
+      workload: 'throughput-4-writers',
+      value: round(rate, 0),
+      unit: 'acked sets/s',
+      ...(mode === 'pair' ? { ratioToSingle: round(rate / rates['single']!, 2), costPercent: round(100 * (1 - rate / rates['single']!), 1), aimCostPercent: 25 } : {}),
+    });
+    const adapter = new ServersAdapter(servers, 1000);
+    await adapter.open();
+    try {
+      const l = await latency(adapter, { run: 1, rate: 10_000, durationMs: quick ? 1000 : 3000, drainMs: 1000, keySpace: 1000, valueSize: 64, ackWindow: 256, lagWindow: 10_000 });
+      emit({ mode, workload: 'latency-10k', p50: round(l.p50), p99: round(l.p99), p999: round(l.p999), unit: 'ms', achieved: round(l.achieved, 0), lost: l.lost });
+    } finally {
+      await adapter.close();
+    }
+    await cleanup();
+  }
+}
+
+try {
+  if (!process.argv.includes('--cost-only')) await failoverTimes();
+  if (!process.argv.includes('--failover-only')) await replicationCost();
+} finally {
+  await cleanup();
+}
