@@ -18,6 +18,8 @@ import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type R
 import { OPTION_BOUNDS } from '../forwarder/settings.ts';
 import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
+import { askServerStats } from '../peer/server-stats.ts';
+import type { ServerStats } from '../types.ts';
 
 /** Exit codes, documented in the README. */
 export const Exit = { Ok: 0, Failed: 1, Usage: 2, NotFound: 3, Conflict: 4 } as const;
@@ -195,15 +197,21 @@ Prints the versions of KEY the forwarder still holds in its retained history, ne
 naming the oldest sequence held if the key exists but all of its versions were compacted away.
   --limit N         at most N versions (default 100; 1 to 10000)
 ${CLIENT_HELP}`,
-  stats: `Usage: clonekv stats [--json] [--server URL] [--timeout MS]
+  stats: `Usage: clonekv stats [--json] [--server URL[,URL…]] [--timeout MS]
 
-Prints the forwarder's counters: sequence, keys, live peers, published, duplicates, conflicts,
-rejected, malformed (by reason), expired, purged, dropped, snapshots served.
+Prints the forwarder's counters: its role (standalone, or active/passive in a pair, with the
+term and the replication state and lag), sequence, keys, live peers, published, duplicates,
+conflicts, rejected, malformed (by reason), expired, purged, dropped, snapshots served. Each
+server of a list is asked directly (a passive one too), one block (or JSON line) each; exits 1
+if one of them does not answer.
 ${CLIENT_HELP}`,
-  peers: `Usage: clonekv peers [--json] [--server URL] [--timeout MS]
+  peers: `Usage: clonekv peers [--json] [--server URL[,URL…]] [--timeout MS]
 
 Lists the live clonekv peers (the forwarder's presence table under $peers/):
-"id<TAB>name<TAB>subtree<TAB>since" lines, or a JSON array with --json.
+"id<TAB>name<TAB>subtree<TAB>since" lines, or a JSON array with --json. Given several servers
+(a pair), first one "server URL<TAB>role<TAB>replication" line per server (its role, term and
+replication lag, asked directly), then the peers of the active one; with --json one object
+{ servers, peers }.
 ${CLIENT_HELP}`,
 };
 
@@ -831,31 +839,96 @@ async function history(args: string[], io: Io, ctx: Context): Promise<number> {
   });
 }
 
+/** What one server of the list answered to a stats request (or why it did not). */
+interface ServerAnswer {
+  server: string;
+  stats?: ServerStats;
+  error?: ClonekvError;
+}
+
+/**
+ * Asks every server of `url` (one, or several separated by commas) for its stats, each directly
+ * and all at once: a passive member of a pair answers a stats request but serves no snapshot,
+ * so it could not be joined to ask.
+ */
+async function askEach(url: string, timeoutMs: number): Promise<ServerAnswer[]> {
+  return Promise.all(
+    url.split(',').map(async (server): Promise<ServerAnswer> => {
+      try {
+        return { server, stats: await askServerStats(server, timeoutMs) };
+      } catch (err) {
+        if (!(err instanceof ClonekvError)) throw err;
+        return { server, error: err };
+      }
+    }),
+  );
+}
+
+/** A server's role: `standalone`, or `active`/`passive` as a member of a pair. */
+function roleOf(s: ServerStats): string {
+  return s.pair?.role ?? 'standalone';
+}
+
+/** "active (primary), term 3": the role in words. */
+function roleText(s: ServerStats): string {
+  return s.pair ? `${s.pair.role} (${s.pair.configured}), term ${s.pair.term}` : 'standalone';
+}
+
+/** "replicating, sequence 120, lag 0 (0 ms); partner tcp://… connected": replication in words. */
+function replicationText(pair: NonNullable<ServerStats['pair']>): string {
+  const r = pair.replication;
+  const partner = pair.partner.connected ? 'connected' : `not heard for ${pair.partner.silentMs} ms`;
+  return `${r.state}, sequence ${r.sequence}, lag ${r.lag} (${r.lagMs} ms); partner ${pair.partner.endpoint} ${partner}`;
+}
+
 async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('stats', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  const url = server(values, ctx);
-  return withJoinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io, async (peer) => {
-    const { peerList: _peers, ...s } = await peer.serverStats(timeout);
+  const answers = await askEach(server(values, ctx), timeout);
+  // One server: its failure is the command's error, said as every command says it.
+  if (answers.length === 1 && answers[0]!.error) throw answers[0]!.error;
+  let first = true;
+  for (const { server: url, stats: answer, error } of answers) {
+    if (!answer) {
+      if (values.json) io.out(JSON.stringify({ server: url, error: oneLine(error!.message) }));
+      else io.out(`${first ? '' : '\n'}server ${url}\nunreachable: ${oneLine(error!.message)}`);
+      first = false;
+      continue;
+    }
+    const { peerList: _peers, pair, ...s } = answer;
     if (values.json) {
-      io.out(JSON.stringify({ server: url, ...s }));
+      if (io.out(JSON.stringify({ server: url, role: roleOf(answer), ...s, ...(pair ? { pair } : {}) })) === false) break;
     } else {
-      io.out(`server ${url}`);
+      io.out(`${first ? '' : '\n'}server ${url}\nrole ${roleText(answer)}`);
+      if (pair) io.out(`replication ${replicationText(pair)}`);
       for (const [k, v] of Object.entries(s)) if (io.out(`${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`) === false) break;
     }
-    return Exit.Ok;
-  });
+    first = false;
+  }
+  return answers.some((a) => a.error) ? Exit.Failed : Exit.Ok;
 }
 
 async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('peers', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  return withJoinedPeer(server(values, ctx), PRESENCE_PREFIX, timeout, io, async (peer) => {
+  const url = server(values, ctx);
+  // With several servers, each one's role and replication lag first (asked directly), then the
+  // presence table of the one that serves (the peer joins whichever is active).
+  const answers = url.includes(',') ? await askEach(url, timeout) : undefined;
+  const serverLine = ({ server: at, stats: s, error }: ServerAnswer): string =>
+    s ? `server ${at}\t${roleText(s)}${s.pair ? `\t${replicationText(s.pair)}` : ''}` : `server ${at}\tunreachable: ${oneLine(error!.message)}`;
+  const serverJson = ({ server: at, stats: s, error }: ServerAnswer): object =>
+    s ? { server: at, role: roleOf(s), ...(s.pair ? { configured: s.pair.configured, term: s.pair.term, replication: s.pair.replication, partner: s.pair.partner } : {}) } : { server: at, error: oneLine(error!.message) };
+  return withJoinedPeer(url, PRESENCE_PREFIX, timeout, io, async (peer) => {
     const list = [...peer.entries<{ id: string; name: string; subtree: string; since: string }>(PRESENCE_PREFIX)]
       .map((e) => e.value)
       .filter((v) => v.id !== peer.id);
-    if (values.json) io.out(JSON.stringify(list));
-    else for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
+    if (values.json) {
+      io.out(JSON.stringify(answers ? { servers: answers.map(serverJson), peers: list } : list));
+      return Exit.Ok;
+    }
+    for (const a of answers ?? []) if (io.out(serverLine(a)) === false) return Exit.Ok;
+    for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
     return Exit.Ok;
   });
 }
