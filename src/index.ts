@@ -11,6 +11,8 @@ export type {
   Durability,
   Endpoints,
   Entry,
+  FailoverInfo,
+  FailoverReason,
   ForwarderOptions,
   ForwarderPeer,
   ForwarderRecovery,
@@ -41,4 +43,5 @@ export {
   TimeoutError,
 } from './errors.ts';
 export { Forwarder } from './forwarder/forwarder.ts';
-export { Peer, resolveEndpoints } from './peer/peer.ts';
+export { Peer } from './peer/peer.ts';
+export { resolveEndpoints, resolveServers } from './peer/servers.ts';

@@ -234,10 +234,14 @@ export interface ForwarderRecovery {
 /** Options of {@link Peer}. All are optional. */
 export interface PeerOptions {
   /**
-   * The forwarder: `tcp://HOST:P` (P, P+1 and P+2 are used) or explicit endpoints.
-   * Default `tcp://127.0.0.1:5556`.
+   * The forwarder: `tcp://HOST:P` (P, P+1 and P+2 are used) or explicit endpoints; or several
+   * servers (the members of a failover pair), as an array of either, or as one string of base
+   * endpoints separated by commas (`tcp://a:5556,tcp://b:5566`). With several, the peer uses
+   * one at a time, starting with the first, and moves to the next when the one in use goes
+   * silent, drops the connection, or leaves a snapshot request unanswered (see the README,
+   * "Several servers (failover)"). Each server is given once. Default `tcp://127.0.0.1:5556`.
    */
-  server?: string | Endpoints;
+  server?: string | Endpoints | ReadonlyArray<string | Endpoints>;
   /** Only keys starting with this prefix are held and watched. Default `''` (everything). */
   subtree?: string;
   /** A name for this peer, shown in logs and presence. Default `peer`. */
@@ -321,6 +325,22 @@ export type ResyncReason =
   /** A snapshot outgrew `maxSnapshotEntries` or `maxSnapshotBytes` and was abandoned. */
   | 'limit';
 
+/** Why a peer left a server for another (see the `failover` event). */
+export type FailoverReason =
+  /** Nothing on the subscriber for `silenceTimeout` while live. */
+  | 'silence'
+  /** The subscriber connection dropped (the server died or was cut off). */
+  | 'disconnected'
+  /** A snapshot request got no answer within the attempt timeout. */
+  | 'no-answer';
+
+/** What a peer's `failover` event tells: it left server `from` for server `to` (base endpoints). */
+export interface FailoverInfo {
+  readonly from: string;
+  readonly to: string;
+  readonly reason: FailoverReason;
+}
+
 /**
  * What a peer's `ownershipLost` event tells: the forwarder purged this peer (it heard no beat
  * for longer than its `peerTimeout`: a paused process, a cut network) and later registered it
@@ -367,6 +387,8 @@ export interface PeerStats {
   writes: number;
   /** Write retries sent. */
   writeRetries: number;
+  /** Times the peer left the server in use for another (only with several servers). */
+  failovers: number;
   /** The last applied sequence number. */
   sequence: number;
 }

@@ -25,7 +25,9 @@ function setup(t: TestContext, retryInterval = 60_000): { writes: PendingWrites;
   const route: Route = {
     kind: 'clonekv',
     hasDealer: true,
-    collectorReady: true,
+    collectorReady: () => true,
+    servers: 1,
+    server: 0,
     closing: false,
     applied: 10,
     epoch: 'run1',

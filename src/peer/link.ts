@@ -1,9 +1,14 @@
 /**
  * A peer's sockets and nothing else: the SUB that carries updates and heartbeats, one DEALER per
- * sync attempt (snapshot, writes and acknowledgements to a clonekv forwarder), the PUB used only
- * with a plain CHP server (an XPUB, to know when the server has subscribed), their receive
- * loops, and this peer's beats. It makes no sync
- * decision: it hands every message to its handlers.
+ * sync attempt (snapshot, writes and acknowledgements to a clonekv forwarder), the PUBs used only
+ * with plain CHP servers (XPUBs, to know when each server has subscribed), their receive
+ * loops, and this peer's beats. It makes no sync decision: it hands every message to its
+ * handlers.
+ *
+ * With several servers, the SUB and the DEALER are connected to the server in use only;
+ * {@link Link.switchTo} closes them and opens them on another server. A plain server's
+ * collector PUB is opened to every server at once (a plain backup keeps the writes it receives
+ * while passive, and applies them if it takes over), and stays open across switches.
  *
  * ```
  *   SUB    ◄── forwarder XPUB :P+1   subtree + HUGZ + join topic
@@ -24,7 +29,10 @@ import type { Endpoints } from '../types.ts';
 
 /** Settings of a {@link Link}. */
 export interface LinkSettings {
-  readonly endpoints: Endpoints;
+  /** Every server the peer may use; the SUB and DEALER connect to one at a time. */
+  readonly servers: readonly Endpoints[];
+  /** The index in `servers` of the server used first. */
+  readonly server: number;
   readonly subtree: Buffer;
   /** This peer's id (owner of its ephemeral keys) and name, sent in its beats. */
   readonly id: string;
@@ -42,8 +50,11 @@ export interface LinkHandlers {
   onSubscriberDown(): void;
   /** A message from the DEALER opened with `tag` (see {@link Link.openDealer}). */
   onReply(tag: number, frames: Buffer[]): void;
-  /** The plain server's collector subscribed to (`true`) or left (`false`) the collector socket. */
-  onCollector(subscribed: boolean): void;
+  /**
+   * The collector of plain server `server` (index in the settings' servers) subscribed to
+   * (`true`) or left (`false`) our collector socket for it.
+   */
+  onCollector(server: number, subscribed: boolean): void;
   /** A transport error on socket `what`; the peer reports it and goes on. */
   onError(what: string, err: unknown): void;
 }
@@ -52,9 +63,12 @@ export interface LinkHandlers {
 export class Link {
   readonly #s: LinkSettings;
   readonly #h: LinkHandlers;
-  readonly #sub: zmq.Subscriber;
+  #sub: zmq.Subscriber;
+  /** The server the SUB and DEALER are connected to (index in the settings' servers). */
+  #server: number;
   #dealer: { socket: zmq.Dealer; sends: SendQueue; id: string } | undefined;
-  #pub: { socket: zmq.XPublisher; sends: SendQueue } | undefined;
+  /** One collector PUB per server, once a plain server was met (see {@link openCollectors}). */
+  #pubs: Array<{ socket: zmq.XPublisher; sends: SendQueue }> | undefined;
   /** Receive loops still running (a loop removes itself when its socket closes). */
   readonly #loops = new Set<Promise<void>>();
 
@@ -66,12 +80,53 @@ export class Link {
   constructor(settings: LinkSettings, handlers: LinkHandlers) {
     this.#s = settings;
     this.#h = handlers;
-    this.#sub = connectSubscriber(settings.endpoints.publisher, settings.subscriberHwm, () => handlers.onSubscriberDown());
+    this.#server = settings.server;
+    this.#sub = this.#openSubscriber();
+  }
+
+  /** The server in use (index in the settings' servers). */
+  get server(): number {
+    return this.#server;
+  }
+
+  /**
+   * Leaves the server in use for server `server`: closes the DEALER and the SUB and opens a SUB
+   * on the new server (the DEALER opens with the next {@link openDealer}). What the old sockets
+   * still deliver is dropped: it belongs to a stream the peer has left.
+   *
+   * @throws `CLONEKV_TRANSPORT` if zeromq refuses the endpoint
+   */
+  switchTo(server: number): void {
+    this.closeDealer(false);
+    this.#sub.close();
+    this.#server = server;
+    this.#sub = this.#openSubscriber();
+  }
+
+  /** Connects a SUB to the server in use, subscribed to the subtree and the heartbeats. */
+  #openSubscriber(): zmq.Subscriber {
+    const s = this.#s;
+    const h = this.#h;
+    const endpoints = s.servers[this.#server]!;
+    // Events of a SUB the peer has switched away from are not this stream's: dropped.
+    const current = (): boolean => this.#sub === sub;
+    const sub: zmq.Subscriber = connectSubscriber(endpoints.publisher, s.subscriberHwm, () => {
+      if (current()) h.onSubscriberDown();
+    });
     // Order matters: the join topic (subscribed in openDealer) goes last, so once the forwarder
     // sees it, these are live too.
-    this.#sub.subscribe(settings.subtree);
-    if (!Command.Heartbeat.startsWith(settings.subtree.toString('utf8'))) this.#sub.subscribe(Command.Heartbeat);
-    this.#track(receiveLoop(this.#sub, (f) => handlers.onPublished(f), (e) => handlers.onError('subscriber', e)));
+    sub.subscribe(s.subtree);
+    if (!Command.Heartbeat.startsWith(s.subtree.toString('utf8'))) sub.subscribe(Command.Heartbeat);
+    this.#track(
+      receiveLoop(
+        sub,
+        (f) => {
+          if (current()) h.onPublished(f);
+        },
+        (e) => h.onError('subscriber', e),
+      ),
+    );
+    return sub;
   }
 
   /** Whether a DEALER is open. */
@@ -89,7 +144,7 @@ export class Link {
   openDealer(tag: number): void {
     this.closeDealer();
     const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
-    const socket = connectDealer(this.#s.endpoints.snapshot, id, this.#s.requestHwm);
+    const socket = connectDealer(this.#s.servers[this.#server]!.snapshot, id, this.#s.requestHwm);
     const sends = new SendQueue(socket, 100_000, () => {}, (e) => this.#h.onError('snapshot socket', e));
     this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
     this.#dealer = { socket, sends, id };
@@ -114,20 +169,22 @@ export class Link {
   }
 
   /**
-   * Connects the collector socket (once; a plain server's writes go there). `onCollector` says
-   * when the server has subscribed to it: only then is a write sent, since one sent before is
-   * dropped.
+   * Connects one collector socket per server (once; plain servers' writes go there).
+   * `onCollector` says when each server has subscribed to its socket: only then is a write sent
+   * to it, since one sent before is dropped.
    */
-  openCollector(): void {
-    if (this.#pub) return;
-    const socket = connectCollector(this.#s.endpoints.collector, this.#s.publisherHwm);
-    this.#pub = { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#h.onError('publisher', e)) };
-    this.#track(subscriptionChanges(socket, (up) => this.#h.onCollector(up), (e) => this.#h.onError('publisher', e)));
+  openCollectors(): void {
+    if (this.#pubs) return;
+    this.#pubs = this.#s.servers.map((endpoints, i) => {
+      const socket = connectCollector(endpoints.collector, this.#s.publisherHwm);
+      this.#track(subscriptionChanges(socket, (up) => this.#h.onCollector(i, up), (e) => this.#h.onError('publisher', e)));
+      return { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#h.onError('publisher', e)) };
+    });
   }
 
-  /** Sends a KVSET to the collector (dropped if {@link openCollector} was not called). */
-  publish(frames: Buffer[]): void {
-    this.#pub?.sends.send(frames);
+  /** Sends a KVSET to the collector of server `server` (dropped if {@link openCollectors} was not called). */
+  publish(server: number, frames: Buffer[]): void {
+    this.#pubs?.[server]?.sends.send(frames);
   }
 
   /** Sends this peer's beat (`command` is a beat or a goodbye) on the DEALER, with its last applied sequence. */
@@ -152,7 +209,7 @@ export class Link {
     // subscription trie now and then (generic_mtrie_impl.hpp), taking the forwarder down.
     this.closeDealer(false);
     this.#sub.close();
-    this.#pub?.socket.close();
+    for (const pub of this.#pubs ?? []) pub.socket.close();
     await Promise.allSettled([...this.#loops]);
   }
 

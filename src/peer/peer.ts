@@ -26,6 +26,7 @@ import type {
   DeleteReason,
   Endpoints,
   Entry,
+  FailoverInfo,
   HistoryEntry,
   HistoryOptions,
   MalformedReason,
@@ -42,7 +43,8 @@ import type {
 import { Link } from './link.ts';
 import { LocalMap } from './local-map.ts';
 import { Registration } from './ownership.ts';
-import { checkKey, checkWriteOptions, PendingWrites } from './pending-writes.ts';
+import { checkKey, checkWriteOptions, MAX_SERVERS, PendingWrites } from './pending-writes.ts';
+import { resolveServers, serverName } from './servers.ts';
 import { emptyPeerStats } from './stats.ts';
 import { SyncMachine, type SyncCommand } from './sync-machine.ts';
 import { Watchers } from './watchers.ts';
@@ -80,10 +82,18 @@ export interface PeerEvents {
    * ```
    */
   ownershipLost: [info: OwnershipLostInfo];
+  /**
+   * The peer left the server in use for the next one in its list (only with several servers):
+   * `from` and `to` are their base endpoints, `reason` what made it move (`silence`,
+   * `disconnected`, `no-answer`). A resync there follows (by delta when it can). Counted in
+   * `stats().failovers`.
+   */
+  failover: [info: FailoverInfo];
 }
 
 interface Settings {
-  endpoints: Endpoints;
+  /** The servers, in the order they are tried (one, or the members of a failover pair). */
+  servers: Endpoints[];
   subtree: string;
   name: string;
   silenceTimeout: number;
@@ -125,26 +135,12 @@ const KNOWN_OPTIONS = [
 /** Largest `maxSnapshotBytes` accepted (1 TiB). */
 const MAX_SNAPSHOT_BYTES = 2 ** 40;
 
-/**
- * Turns `tcp://HOST:P` into the three endpoints P, P+1, P+2.
- *
- * @throws `CLONEKV_INVALID_OPTION` for anything else, and for the wildcard host `*` (a peer
- *   connects; `*` only means something to a bind)
- */
-export function resolveEndpoints(server: string | Endpoints): Endpoints {
-  if (typeof server !== 'string') {
-    if (typeof server !== 'object' || server === null) throw new InvalidOptionError('server', 'expected tcp://HOST:PORT or { snapshot, publisher, collector }');
-    for (const k of ['snapshot', 'publisher', 'collector'] as const) {
-      if (typeof server[k] !== 'string') throw new InvalidOptionError(`server.${k}`, 'expected an endpoint string');
-    }
-    return server;
-  }
-  const m = /^(tcp:\/\/(?:\[[^\]]+\]|[^:/*]+)):(\d+)$/.exec(server);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65533) {
-    throw new InvalidOptionError('server', `expected tcp://HOST:PORT (a host to connect to, PORT from 1 to 65533), got ${JSON.stringify(server)}`);
-  }
-  return { snapshot: `${m[1]}:${port}`, publisher: `${m[1]}:${port + 1}`, collector: `${m[1]}:${port + 2}` };
+export { resolveEndpoints } from './servers.ts';
+
+/** Refuses more servers than a peer keeps track of. */
+function checkServerCount(servers: Endpoints[]): Endpoints[] {
+  if (servers.length > MAX_SERVERS) throw new InvalidOptionError('server', `at most ${MAX_SERVERS} servers, got ${servers.length}`);
+  return servers;
 }
 
 function peerSettings(options: PeerOptions): Settings {
@@ -153,7 +149,7 @@ function peerSettings(options: PeerOptions): Settings {
   if (Buffer.byteLength(subtree) > MAX_KEY_BYTES) throw new InvalidOptionError('subtree', 'longer than 255 bytes');
   const snapshotRetryDelay = durationOption('snapshotRetryDelay', options.snapshotRetryDelay, 1000, 10);
   return {
-    endpoints: resolveEndpoints(options.server ?? 'tcp://127.0.0.1:5556'),
+    servers: checkServerCount(resolveServers(options.server)),
     subtree,
     name: stringOption('name', options.name, 'peer'),
     silenceTimeout: durationOption('silenceTimeout', options.silenceTimeout, 3000, 50),
@@ -203,8 +199,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #writes: PendingWrites;
   readonly #sync: SyncMachine;
   readonly #life = new Lifecycle();
-  /** Whether the plain server's collector has subscribed to our collector socket. */
-  #collectorReady = false;
+  /** Per server: whether that plain server's collector has subscribed to our collector socket. */
+  readonly #collectorReady: boolean[] = [];
   /** The one timer of the sync machine, armed for its next wake-up. */
   #wake: NodeJS.Timeout | undefined;
   #wakeAt = Infinity;
@@ -252,6 +248,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         maxBufferedUpdates: this.#s.maxBufferedUpdates,
         maxSnapshotEntries: this.#s.maxSnapshotEntries,
         maxSnapshotBytes: this.#s.maxSnapshotBytes,
+        servers: this.#s.servers.length,
       },
       (c) => this.#execute(c),
       this.#stats,
@@ -259,7 +256,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     );
     this.#link = new Link(
       {
-        endpoints: this.#s.endpoints,
+        servers: this.#s.servers,
+        server: 0,
         subtree: this.#subtreeBytes,
         id: this.#id,
         name: this.#s.name,
@@ -269,16 +267,24 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       },
       {
         onPublished: (f) => this.#onPublished(f),
-        onSubscriberDown: () => this.#sync.subscriberDown(),
+        onSubscriberDown: () => {
+          this.#sync.subscriberDown(Date.now());
+          this.#armWake();
+        },
         onReply: (attempt, f) => this.#onReply(attempt, f),
-        onCollector: (up) => this.#onCollector(up),
+        onCollector: (server, up) => this.#onCollector(server, up),
         onError: (what, e) => this.#report(ErrorCode.Transport, what, e),
       },
     );
     const link = this.#link;
     const self = this; // eslint-disable-line @typescript-eslint/no-this-alias -- getters below read the peer's state
     this.#writes = new PendingWrites(
-      { endpoint: this.#s.endpoints.snapshot, retryInterval: this.#s.writeRetryInterval },
+      {
+        get endpoint() {
+          return self.server;
+        },
+        retryInterval: this.#s.writeRetryInterval,
+      },
       {
         get kind() {
           return self.#sync.kind;
@@ -287,10 +293,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
           return link.hasDealer;
         },
         request: (frames) => link.request(frames),
-        publish: (frames) => link.publish(frames),
-        get collectorReady() {
-          return self.#collectorReady;
+        servers: this.#s.servers.length,
+        get server() {
+          return self.#sync.server;
         },
+        publish: (server, frames) => link.publish(server, frames),
+        collectorReady: (server) => self.#collectorReady[server] === true,
         get applied() {
           return self.#sync.applied;
         },
@@ -341,9 +349,17 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     return this.#s.subtree;
   }
 
-  /** The forwarder's endpoints. */
+  /** The endpoints of the server in use. */
   get endpoints(): Endpoints {
-    return this.#s.endpoints;
+    return this.#s.servers[this.#sync.server]!;
+  }
+
+  /**
+   * The server in use: its base endpoint `tcp://HOST:P` (with several servers, the one the peer
+   * syncs from now; see the `failover` event).
+   */
+  get server(): string {
+    return serverName(this.endpoints);
   }
 
   /** Number of keys held. */
@@ -490,7 +506,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     try {
       return JSON.parse(frames[4]?.toString('utf8') ?? 'null') as ServerStats;
     } catch (err) {
-      throw new ClonekvError(ErrorCode.Malformed, `unreadable stats reply from the forwarder at ${this.#s.endpoints.snapshot}`, { cause: err });
+      throw new ClonekvError(ErrorCode.Malformed, `unreadable stats reply from the forwarder at ${this.server}`, { cause: err });
     }
   }
 
@@ -517,7 +533,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const limit = intOption('limit', options.limit, 100, 1, 10_000);
     const frames = await this.#controlRequest(HISTORY, [[Prop.Limit, String(limit)]], keyBytes, options.timeout, `history of "${key}"`, 'which keeps no history');
     const { records, status, oldest } = readHistoryAnswer(frames);
-    if (status === 'compacted') throw new CompactedError(`history of "${key}"`, oldest, this.#s.endpoints.snapshot);
+    if (status === 'compacted') throw new CompactedError(`history of "${key}"`, oldest, this.server);
     return records.map((r) => historyEntry<V>(r));
   }
 
@@ -530,7 +546,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const ms = durationOption('timeout', timeout, this.#s.writeTimeout, 1);
     if (this.#life.closing) throw new ClosedError('peer');
     const deadline = Date.now() + ms;
-    const noAnswer = (): ClonekvError => new ClonekvError(ErrorCode.Timeout, `${what}: no answer from the forwarder at ${this.#s.endpoints.snapshot} within ${ms} ms`);
+    const noAnswer = (): ClonekvError => new ClonekvError(ErrorCode.Timeout, `${what}: no answer from the forwarder at ${this.server} within ${ms} ms`);
     if (this.#sync.status === 'syncing') {
       let timer: NodeJS.Timeout | undefined;
       try {
@@ -540,7 +556,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
     }
     if (this.#sync.kind !== 'clonekv') {
-      throw new ClonekvError(ErrorCode.Unsupported, `${what}: the server at ${this.#s.endpoints.snapshot} is a plain CHP server, ${unsupported}`);
+      throw new ClonekvError(ErrorCode.Unsupported, `${what}: the server at ${this.server} is a plain CHP server, ${unsupported}`);
     }
     const uuid = randomBytes(16);
     const id = uuid.toString('latin1');
@@ -578,7 +594,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         const before = from;
         const frames = await this.#controlRequest(HISTORY, [[Prop.Since, String(from)]], Buffer.from(scope, 'utf8'), undefined, `watch of "${prefix}" since ${since}`, 'which keeps no history');
         const { records, status, oldest } = readHistoryAnswer(frames);
-        if (status === 'compacted') throw new CompactedError(`watch of "${prefix}" since ${since}`, oldest, this.#s.endpoints.snapshot);
+        if (status === 'compacted') throw new CompactedError(`watch of "${prefix}" since ${since}`, oldest, this.server);
         for (const r of records) {
           if (r.version > upTo) {
             from = upTo; // the rest comes live
@@ -727,21 +743,27 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       case 'beat':
         return this.#sendBeat();
       case 'kind':
-        if (c.kind === 'plain') this.#link.openCollector();
+        if (c.kind === 'plain') this.#link.openCollectors();
         return;
+      case 'failover': {
+        this.#link.switchTo(c.to);
+        const info: FailoverInfo = { from: serverName(this.#s.servers[c.from]!), to: serverName(this.#s.servers[c.to]!), reason: c.reason };
+        if (this.listenerCount('failover') > 0) this.emit('failover', info);
+        return;
+      }
       case 'abandon':
         // Stop reading the rest of that snapshot at once: its DEALER goes.
         this.#link.closeDealer();
         this.#report(
           ErrorCode.Malformed,
-          `snapshot from ${this.#s.endpoints.snapshot} abandoned: it went past ${c.limit} (${c.value}); raise that option if the store is really that large`,
+          `snapshot from ${this.server} abandoned: it went past ${c.limit} (${c.value}); raise that option if the store is really that large`,
         );
         return;
       case 'progress':
         if (this.listenerCount('progress') > 0) this.emit('progress', { received: c.received });
         return;
       case 'report':
-        return this.#report(ErrorCode.Malformed, `${c.message} (from ${this.#s.endpoints.snapshot})`, c.cause);
+        return this.#report(ErrorCode.Malformed, `${c.message} (from ${this.server})`, c.cause);
     }
   }
 
@@ -789,10 +811,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#armWake();
   }
 
-  #onCollector(subscribed: boolean): void {
-    this.#collectorReady = subscribed;
+  #onCollector(server: number, subscribed: boolean): void {
+    this.#collectorReady[server] = subscribed;
     if (subscribed) this.#writes.resendAll();
-    else this.#writes.collectorLost();
+    else this.#writes.collectorLost(server);
   }
 
   #onReply(attempt: number, frames: Buffer[]): void {
@@ -841,7 +863,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         if (command === Command.SnapshotEnd) sync.snapshotEnd(now, attempt, m.sequence, m.properties);
         else {
           // A plain server's snapshot may hold a write of ours whose fate was in doubt.
-          if (this.#writes.inDoubt) this.#writes.seenInSnapshot(m.uuid, m.sequence);
+          if (this.#writes.unechoed) this.#writes.seenInSnapshot(m.uuid, m.sequence);
           sync.snapshotEntry(attempt, m.key, m.sequence, this.#isMsgpack(m.rawProperties, 0, m.rawProperties.length), m.body);
         }
       }

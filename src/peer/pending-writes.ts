@@ -6,6 +6,13 @@
  * forwarder restart). Once acknowledged, a write has no deadline any more; a write that times out
  * says whether it may have been applied (`maybeApplied`).
  *
+ * With several plain CHP servers (a Binary Star pair), a write is published to the collector of
+ * every server, each once (a passive backup keeps what it receives and applies it if it takes
+ * over): a second copy to the same server would be sequenced twice. A copy is sent again to a
+ * server only when that server's collector dropped and the next snapshot from it shows the write
+ * was not applied. With clonekv forwarders, a write goes to the server in use only, and is sent
+ * again with the same uuid (the forwarder, or the pair, de-duplicates it).
+ *
  * @module
  */
 import { randomBytes } from 'node:crypto';
@@ -79,12 +86,15 @@ interface PendingWrite {
   /** Whether it was handed to a socket at least once (a timeout then says "maybe applied"). */
   sent: boolean;
   /**
-   * Sent to a plain server's collector and not known lost: over PUB a second copy is a
-   * duplicate that a plain server would sequence again, so it is not re-sent.
+   * Bit i: sent to plain server i's collector and not known lost: over PUB a second copy is a
+   * duplicate that a plain server would sequence again, so it is not re-sent there.
    */
-  published: boolean;
-  /** Published on a connection that has since dropped, with no echo yet: maybe lost. */
-  inDoubt: boolean;
+  published: number;
+  /**
+   * Bit i: published to server i on a connection that has since dropped, with no echo yet: maybe
+   * lost. Only a snapshot from server i settles it (see {@link PendingWrites.afterSnapshot}).
+   */
+  inDoubt: number;
   /** When it was last handed to a socket (ms). */
   sentAt: number;
   /** The sequence the forwarder assigned (once acknowledged). */
@@ -104,10 +114,14 @@ export interface WriteRoute {
   readonly hasDealer: boolean;
   /** Sends one message on the DEALER. */
   request(frames: Buffer[]): void;
-  /** Publishes a KVSET to a plain server's collector. */
-  publish(frames: Buffer[]): void;
-  /** Whether the plain server's collector has subscribed (what is published before is lost). */
-  readonly collectorReady: boolean;
+  /** How many servers the peer may use (at most {@link MAX_SERVERS}). */
+  readonly servers: number;
+  /** The server in use (index). */
+  readonly server: number;
+  /** Publishes a KVSET to plain server `server`'s collector. */
+  publish(server: number, frames: Buffer[]): void;
+  /** Whether plain server `server`'s collector has subscribed (what is published before is lost). */
+  collectorReady(server: number): boolean;
   /** The last sequence applied locally. */
   readonly applied: number;
   /** The epoch of the forwarder run the local map comes from (`undefined`: not known, or a plain server). */
@@ -118,9 +132,12 @@ export interface WriteRoute {
   readonly closing: boolean;
 }
 
+/** Most servers a peer may be given (a write's copies to plain servers are kept as bits). */
+export const MAX_SERVERS = 16;
+
 /** Settings of {@link PendingWrites}. */
 export interface PendingWritesSettings {
-  /** The forwarder's snapshot endpoint, named in errors. */
+  /** The snapshot endpoint of the server in use, named in errors (may be a getter). */
   readonly endpoint: string;
   /** Interval between retries of a pending write, ms. */
   readonly retryInterval: number;
@@ -182,46 +199,52 @@ export class PendingWrites {
     return this.#pending.size;
   }
 
-  /** Whether some write published to a plain server may have been lost (see {@link collectorLost}). */
-  get inDoubt(): boolean {
-    return this.#inDoubt > 0;
+  /** Whether some write was published to a plain server and not echoed yet (a snapshot may hold it). */
+  get unechoed(): boolean {
+    return this.#pending.size > 0 && this.#route.kind === 'plain';
   }
 
-  #inDoubt = 0;
-
   /**
-   * The plain server's collector went away (it stopped or restarted): what was published and
-   * not echoed may be lost. Such a write is re-sent after the next snapshot unless that snapshot
-   * holds it (see {@link seenInSnapshot}, {@link afterSnapshot}).
+   * Plain server `server`'s collector went away (it stopped or restarted): what was published
+   * to it and not echoed may be lost there. Such a write is not sent to that server again until
+   * a snapshot from it shows it was not applied (see {@link seenInSnapshot},
+   * {@link afterSnapshot}).
    */
-  collectorLost(): void {
+  collectorLost(server: number): void {
+    const bit = 1 << server;
     for (const pw of this.#pending.values()) {
-      if (pw.published && pw.seq === 0 && !pw.inDoubt) {
-        pw.inDoubt = true;
-        this.#inDoubt++;
+      if (pw.published & bit && pw.seq === 0) {
+        pw.published &= ~bit;
+        pw.inDoubt |= bit;
       }
     }
   }
 
-  /** A snapshot entry carried `uuid` at `seq`: a write in doubt with that uuid was applied. */
+  /**
+   * A snapshot entry carried `uuid` at `seq`: a write of ours that went to a plain server's
+   * collector (this one's, or another's that this one took over from) was applied.
+   */
   seenInSnapshot(uuid: Buffer, seq: number): void {
     const pw = uuid.length === 16 ? this.#pending.get(uuid.toString('latin1')) : undefined;
-    if (pw?.inDoubt && pw.seq === 0) {
+    if (pw && (pw.published | pw.inDoubt) !== 0 && pw.seq === 0) {
       pw.seq = seq;
       this.#awaitApply(pw);
     }
   }
 
-  /** A snapshot was applied: writes still in doubt were lost with the old server and go again. */
+  /**
+   * A snapshot from the server in use was applied: writes still in doubt there were lost with
+   * its previous run and go to it again.
+   */
   afterSnapshot(): void {
-    if (this.#inDoubt === 0) return;
+    const bit = 1 << this.#route.server;
+    let again = false;
     for (const pw of this.#pending.values()) {
-      if (!pw.inDoubt) continue;
-      pw.inDoubt = false;
-      if (pw.seq === 0) pw.published = false;
+      if (!(pw.inDoubt & bit)) continue;
+      pw.inDoubt &= ~bit;
+      again = true;
     }
-    this.#inDoubt = 0;
-    this.resendAll();
+    if (again) this.resendAll();
   }
 
   /**
@@ -254,8 +277,8 @@ export class PendingWrites {
         graced: false,
         queued: false,
         sent: false,
-        published: false,
-        inDoubt: false,
+        published: 0,
+        inDoubt: 0,
         sentAt: 0,
         seq: 0,
         epoch: undefined,
@@ -507,10 +530,17 @@ export class PendingWrites {
         );
         return;
       }
-      if (pw.published) return; // sent once; only a resync that proved it lost sends it again
-      if (!route.collectorReady) return; // held: a PUB drops what it sends before the server subscribed
-      route.publish(pw.frames);
-      pw.published = true;
+      // Each server gets one copy; only a snapshot that proved it lost there sends it again. A
+      // PUB drops what it sends before the server subscribed: held until then.
+      let published = false;
+      for (let i = 0; i < route.servers; i++) {
+        const bit = 1 << i;
+        if ((pw.published | pw.inDoubt) & bit || !route.collectorReady(i)) continue;
+        route.publish(i, pw.frames);
+        pw.published |= bit;
+        published = true;
+      }
+      if (!published) return;
     }
     if (pw.sent) this.#stats.writeRetries++;
     pw.sent = true;

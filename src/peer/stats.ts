@@ -21,6 +21,7 @@ export function emptyPeerStats(): PeerStats {
     duplicates: 0,
     writes: 0,
     writeRetries: 0,
+    failovers: 0,
     sequence: 0,
   };
 }

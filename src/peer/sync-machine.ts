@@ -13,6 +13,19 @@
  * that was refused (incomplete, too large) always waits at least `snapshotRetryDelay`. A sync
  * that stayed live for `maxRetryDelay` resets the backoff, so an isolated gap is repaired at once.
  *
+ * Failover (only with more than one server): the peer leaves the server in use for the next one
+ * in the list (round robin) when that server is silent for `silenceTimeout` while the peer is
+ * live, when the subscriber connection to it drops after it had delivered (a killed server drops
+ * TCP at once: the fastest sign), or when a snapshot request gets no answer within the attempt
+ * timeout. At the new server it asks at once, and gives that request at least `silenceTimeout`
+ * (a clonekv backup takes over only once its partner has been silent for a while, and may hold
+ * the request until then): only after that does it move on again. The wait grows with each
+ * attempt that goes unanswered, up to `maxRetryDelay`, and the peer never gives up. A new server
+ * is a new subscriber stream: the sequence-going-backwards check starts afresh. The request
+ * there asks to resume by delta when the servers announced they answer such requests (and
+ * carries the epoch, so a server of another epoch answers with a full snapshot, which replaces
+ * the map).
+ *
  * @module
  */
 import { Command, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
@@ -21,7 +34,7 @@ import { headFor, previousFor } from '../protocol/gaps.ts';
 import type { ChpMessage, ResumeRequest } from '../protocol/message.ts';
 import type { PropertyReader } from '../protocol/properties.ts';
 import { decodeBody } from '../protocol/values.ts';
-import type { DeleteReason, PeerStats, ResyncReason } from '../types.ts';
+import type { DeleteReason, FailoverReason, PeerStats, ResyncReason } from '../types.ts';
 import type { LocalEntry } from './local-map.ts';
 
 /** Settings of a {@link SyncMachine}: all durations in ms. */
@@ -34,7 +47,10 @@ export interface SyncSettings {
   readonly maxBufferedUpdates: number;
   readonly maxSnapshotEntries: number;
   readonly maxSnapshotBytes: number;
+  /** How many servers the peer may use (default 1: no failover). */
+  readonly servers?: number;
 }
+
 
 /** What the peer knows of the server: a clonekv forwarder, a plain CHP server, or not yet. */
 export type ServerKind = 'unknown' | 'clonekv' | 'plain';
@@ -47,6 +63,11 @@ export type SnapshotLimit = 'maxSnapshotEntries' | 'maxSnapshotBytes';
 
 /** What the machine asks the peer to do. */
 export type SyncCommand =
+  /**
+   * Leave server `from` (indexes in the peer's list of servers) for server `to`: close the
+   * sockets of the one and open them on the other. A `request` follows.
+   */
+  | { readonly type: 'failover'; readonly from: number; readonly to: number; readonly reason: FailoverReason }
   /**
    * Open a fresh DEALER tagged `attempt` (closing the previous one) and send a snapshot request
    * on it; with `resume`, the three-frame request that asks a clonekv forwarder for a delta.
@@ -169,8 +190,14 @@ export class SyncMachine {
   #resyncWhenSubLive = false;
   #lastHeard: number;
   #readySent = false;
-  /** Whether the server's last KTHXBAI announced that it answers resume requests (`resume=1`). */
+  /** Whether the last KTHXBAI (from any server) announced that it answers resume requests (`resume=1`). */
   #serverResumes = false;
+  /** The server in use (index in the peer's list). */
+  #server = 0;
+  /** Per server: whether its last KTHXBAI announced `resume=1` (`undefined`: never heard from it). */
+  readonly #announcedResume: Array<boolean | undefined> = [];
+  /** The last term a pair member announced (KTHXBAI, HUGZ), sent back in resume requests. */
+  #term: number | undefined;
 
   /**
    * @param out - receives every command, synchronously, in order
@@ -194,6 +221,16 @@ export class SyncMachine {
 
   get epoch(): string | undefined {
     return this.#epoch;
+  }
+
+  /** The server in use (index in the peer's list of servers). */
+  get server(): number {
+    return this.#server;
+  }
+
+  /** The last term a member of a failover pair announced, if any. */
+  get term(): number | undefined {
+    return this.#term;
   }
 
   /** The last applied sequence. */
@@ -227,7 +264,7 @@ export class SyncMachine {
   /** When {@link tick} next has something to do (ms, Date.now clock). */
   nextWake(): number {
     if (this.#waiting) return this.#waiting.at;
-    if (this.#attempt) return this.#attempt.lastProgress + this.#attemptTimeout;
+    if (this.#attempt) return this.#attempt.lastProgress + this.#attemptWait();
     if (this.#status === 'live') return this.#lastHeard + this.#s.silenceTimeout + 1;
     return Infinity;
   }
@@ -240,10 +277,17 @@ export class SyncMachine {
     }
     const a = this.#attempt;
     if (a) {
-      if (now - a.lastProgress >= this.#attemptTimeout) {
-        // No answer (the server is down, or the request was lost): ask again, waiting longer next time.
+      if (now - a.lastProgress >= this.#attemptWait()) {
+        // No answer (the server is down, or the request was lost): ask again, waiting longer next
+        // time; with several servers, ask the next one.
         this.#attemptTimeout = Math.min(this.#attemptTimeout * 2, this.#s.maxRetryDelay);
         const reason = a.reason ?? (this.#status === 'syncing' ? undefined : 'silence');
+        if (this.#failsOver) {
+          // A server that never announced what it answers, and left a resume request
+          // unanswered, may be a plain server that ignores three-frame requests: ask it plainly.
+          if (a.resume && this.#announcedResume[this.#server] === undefined) this.#announcedResume[this.#server] = false;
+          this.#failover(now, 'no-answer');
+        }
         if (reason !== undefined) this.#announce(reason);
         this.#request(now, reason);
       }
@@ -251,13 +295,60 @@ export class SyncMachine {
     }
     if (this.#status === 'live' && now - this.#lastHeard > this.#s.silenceTimeout) {
       this.#lastHeard = now;
-      this.#resync(now, 'silence');
+      if (!this.#failsOver) return this.#resync(now, 'silence');
+      this.#failover(now, 'silence');
+      this.#announce('silence');
+      this.#request(now, 'silence');
     }
   }
 
-  /** The subscriber's connection dropped: until it delivers again, a snapshot may miss updates. */
-  subscriberDown(): void {
+  /**
+   * The subscriber's connection dropped: until it delivers again, a snapshot may miss updates.
+   * With several servers, a connection that had delivered something dropping means the server
+   * died or was cut off: the peer moves to the next one at once. (One that never delivered is
+   * left to the attempt timeout: a server refusing connections would otherwise be left and
+   * come back to in a tight loop.)
+   */
+  subscriberDown(now = 0): void {
+    const wasLive = this.#subLive;
     this.#subLive = false;
+    if (!this.#failsOver || !wasLive) return;
+    const reason = this.#attempt?.reason ?? this.#waiting?.reason ?? (this.#status === 'syncing' ? undefined : 'silence');
+    this.#failover(now, 'disconnected');
+    if (reason !== undefined) this.#announce(reason);
+    this.#request(now, reason);
+  }
+
+  /** Whether the peer has more than one server to move between. */
+  get #failsOver(): boolean {
+    return (this.#s.servers ?? 1) > 1;
+  }
+
+  /**
+   * How long an attempt may go without an answer: with several servers, at least
+   * `silenceTimeout`, since the server just moved to may be a backup that answers only once it
+   * has taken over.
+   */
+  #attemptWait(): number {
+    return this.#failsOver ? Math.max(this.#attemptTimeout, this.#s.silenceTimeout) : this.#attemptTimeout;
+  }
+
+  /**
+   * Leaves the server in use for the next one: what was under way there is dropped (its answer
+   * is not wanted), and the new server's subscriber is a new stream (its sequences are not
+   * compared with the old one's). The caller asks for a snapshot next.
+   */
+  #failover(now: number, reason: FailoverReason): void {
+    const from = this.#server;
+    const to = (from + 1) % (this.#s.servers ?? 1);
+    this.#server = to;
+    this.#attempt = undefined;
+    this.#waiting = undefined;
+    this.#lastFromSub = 0;
+    this.#subLive = false;
+    this.#lastHeard = now;
+    this.#stats.failovers++;
+    this.#out({ type: 'failover', from, to, reason });
   }
 
   /**
@@ -380,6 +471,8 @@ export class SyncMachine {
       this.#out({ type: 'kind', kind });
     }
     this.#serverResumes = kind === 'clonekv' && props.get(Prop.Resume) === '1';
+    this.#announcedResume[this.#server] = this.#serverResumes;
+    this.#noteTerm(props);
     const count = props.get(Prop.Count);
     const digest = props.get(Prop.Digest);
     const isDelta = props.get(Prop.Delta) === '1';
@@ -470,7 +563,14 @@ export class SyncMachine {
     this.#out({ type: 'synced', sequence: this.#last, reason: a.reason });
   }
 
+  /** Keeps the term a pair member announced (a valid decimal), to send it back when resuming. */
+  #noteTerm(props: PropertyReader): void {
+    const term = props.get(Prop.Term);
+    if (term !== undefined && /^(0|[1-9][0-9]{0,15})$/.test(term)) this.#term = Number(term);
+  }
+
   #heartbeat(now: number, seq: number, props: PropertyReader): void {
+    this.#noteTerm(props);
     if (this.#kind === 'unknown' && props.has(Prop.Version)) {
       this.#kind = 'clonekv';
       this.#out({ type: 'kind', kind: 'clonekv' });
@@ -619,10 +719,13 @@ export class SyncMachine {
    * delta is followed by a full snapshot) or once the epoch is known to have changed.
    */
   #resumeFrom(reason: ResyncReason | undefined): ResumeRequest | undefined {
-    if (!this.#serverResumes || this.#epoch === undefined || !this.#readySent) return undefined;
+    // A server not heard from yet is taken to be like the last one that answered (the members of
+    // a pair are the same kind of server).
+    const resumes = this.#announcedResume[this.#server] ?? this.#serverResumes;
+    if (!resumes || this.#epoch === undefined || !this.#readySent) return undefined;
     // The first join has no map; after a refused answer, or a new epoch, only a snapshot will do.
     if (reason === undefined || reason === 'incomplete' || reason === 'limit' || reason === 'epoch') return undefined;
-    return { since: this.#last, epoch: this.#epoch };
+    return this.#term === undefined ? { since: this.#last, epoch: this.#epoch } : { since: this.#last, epoch: this.#epoch, term: this.#term };
   }
 
   /**

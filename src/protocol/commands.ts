@@ -127,6 +127,11 @@ export const Prop = {
   Limit: 'limit',
   /** KVHISTORY answer: every update after this sequence is held (the history's `oldest`). */
   Oldest: 'oldest',
+  /**
+   * KTHXBAI and HUGZ of a member of a failover pair: its term (decimal; a takeover raises it).
+   * ICANHAZ?'s third frame: the last term the peer heard, when it knows one.
+   */
+  Term: 'term',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */

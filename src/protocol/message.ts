@@ -64,15 +64,21 @@ export function decodeMessage(frames: readonly Buffer[], maxBodyBytes: number): 
 export interface ResumeRequest {
   readonly since: number;
   readonly epoch: string;
+  /** The last term of a failover pair the peer heard (KTHXBAI, HUGZ), when it knows one. */
+  readonly term?: number;
 }
 
 /**
  * Frames of a snapshot request for `subtree`: RFC 12's two frames, or, with `resume` (sent only
- * to a server known to be a clonekv forwarder), a third frame of properties `since=S\nepoch=E\n`.
+ * to a server known to be a clonekv forwarder), a third frame of properties `since=S\nepoch=E\n` (and `term=T\n` when the peer knows a term).
  */
 export function snapshotRequestFrames(subtree: Buffer, resume?: ResumeRequest): Buffer[] {
   const frames = [Buffer.from('ICANHAZ?'), subtree];
-  if (resume) frames.push(encodeProperties([[Prop.Since, String(resume.since)], [Prop.Epoch, resume.epoch]]));
+  if (resume) {
+    const props: Array<[string, string]> = [[Prop.Since, String(resume.since)], [Prop.Epoch, resume.epoch]];
+    if (resume.term !== undefined) props.push([Prop.Term, String(resume.term)]);
+    frames.push(encodeProperties(props));
+  }
   return frames;
 }
 
@@ -81,8 +87,9 @@ const EPOCH = /^[0-9a-f]{1,64}$/;
 
 /**
  * Reads the properties frame of a three-frame `ICANHAZ?`: `since` (a decimal sequence) and
- * `epoch` (hex) must both be there and valid; other names are ignored (room to grow). Returns
- * `undefined` for anything else (the request is then malformed).
+ * `epoch` (hex) must both be there and valid; `term` (decimal) is optional, and must be valid when
+ * there; other names are ignored (room to grow). Returns `undefined` for anything else (the
+ * request is then malformed).
  */
 export function parseResumeRequest(frame: Buffer): ResumeRequest | undefined {
   let props: PropertyView;
@@ -96,5 +103,9 @@ export function parseResumeRequest(frame: Buffer): ResumeRequest | undefined {
   const epoch = props.get(Prop.Epoch);
   if (since === undefined || epoch === undefined || !DECIMAL.test(since) || !EPOCH.test(epoch)) return undefined;
   const n = Number(since);
-  return Number.isSafeInteger(n) ? { since: n, epoch } : undefined;
+  if (!Number.isSafeInteger(n)) return undefined;
+  const term = props.get(Prop.Term);
+  if (term === undefined) return { since: n, epoch };
+  const t = Number(term);
+  return DECIMAL.test(term) && Number.isSafeInteger(t) ? { since: n, epoch, term: t } : undefined;
 }
