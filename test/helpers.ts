@@ -72,7 +72,7 @@ export function dataDir(t: TestContext): string {
 }
 
 /** Creates a peer, closed after the test. */
-export function peer(t: TestContext, server: string, options: PeerOptions = {}): Peer {
+export function peer(t: TestContext, server: NonNullable<PeerOptions['server']>, options: PeerOptions = {}): Peer {
   const p = new Peer({ server, ...options });
   t.after(() => p.close());
   return p;

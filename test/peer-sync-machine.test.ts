@@ -4,7 +4,8 @@
  * time passed in) and checks the commands it gives back, written compactly:
  *
  *   request N | resync REASON | apply KEY@SEQ=VALUE | replace @SEQ [first] {k=v,…} | ready |
- *   synced | settle | beat | resendWrites | kind K | abandon OPTION | progress N | report
+ *   synced | settle | beat | resendWrites | kind K | abandon OPTION | progress N | report |
+ *   failover FROM>TO REASON
  *
  * A value is shown as JSON, `del` for a delete, `bytes:HEX` for raw bytes.
  */
@@ -34,7 +35,9 @@ function show(v: unknown): string {
 function render(c: SyncCommand): string {
   switch (c.type) {
     case 'request':
-      return `request ${c.attempt}${c.resume ? ` since ${c.resume.since}@${c.resume.epoch}` : ''}`;
+      return `request ${c.attempt}${c.resume ? ` since ${c.resume.since}@${c.resume.epoch}${c.resume.term !== undefined ? ` term ${c.resume.term}` : ''}` : ''}`;
+    case 'failover':
+      return `failover ${c.from}>${c.to} ${c.reason}`;
     case 'resync':
       return `resync ${c.reason}`;
     case 'apply':
@@ -128,7 +131,7 @@ function harness(settings: Partial<SyncSettings> = {}) {
     },
     replied: (now: number, attempt: number) => (m.replied(now, attempt), take()),
     tick: (now: number) => (m.tick(now), take()),
-    subDown: () => (m.subscriberDown(), take()),
+    subDown: (now = 0) => (m.subscriberDown(now), take()),
   };
 }
 
@@ -411,4 +414,92 @@ test('issue 8: an undecodable value in a delta is held as raw bytes, reported an
   assert.deepEqual(h.badEntry(2, 'x', 11, 'c1'), ['report']);
   assert.deepEqual(h.end(20_010, 2, 11, { ...CLONEKV, count: '1', delta: '1' }), ['apply x@11=bytes:c1 (resync)', ...JOINED]);
   assert.equal(h.stats.undecodable, 1);
+});
+
+// ---- failover (several servers) -------------------------------------------------------------
+
+/** A machine with two servers, live at the first (clonekv, resume announced) at sequence 10. */
+function livePair(settings: Partial<SyncSettings> = {}) {
+  const h = harness({ servers: 2, silenceTimeout: 3000, snapshotRetryDelay: 1000, maxRetryDelay: 8000, ...settings });
+  h.start(0);
+  h.end(0, 1, 10, { ...CLONEKV, term: '4' });
+  assert.equal(h.m.status, 'live');
+  return h;
+}
+
+test('failover: silence moves to the next server at once and asks there to resume by delta (epoch and term); one server resyncs in place', () => {
+  const h = livePair();
+  assert.deepEqual(h.tick(3000), [], 'not before silenceTimeout');
+  assert.deepEqual(h.tick(3001), ['failover 0>1 silence', 'resync silence', 'request 2 since 10@e1 term 4', 'resendWrites']);
+  assert.equal(h.m.server, 1);
+  assert.equal(h.stats.failovers, 1);
+  // The same with one server: a resync in place, no failover.
+  const one = harness({ silenceTimeout: 3000 });
+  one.start(0);
+  one.end(0, 1, 10, CLONEKV);
+  assert.deepEqual(one.tick(3001), ['resync silence', 'request 2 since 10@e1', 'resendWrites']);
+  assert.equal(one.stats.failovers, 0);
+});
+
+test('failover: a dropped subscriber connection moves at once, but only one that had delivered (no tight loop on a refusing server), and never with one server', () => {
+  const h = livePair();
+  assert.deepEqual(h.subDown(50), [], 'nothing delivered yet on this connection');
+  h.hugz(100, 10, CLONEKV);
+  assert.deepEqual(h.subDown(150), ['failover 0>1 disconnected', 'resync silence', 'request 2 since 10@e1 term 4', 'resendWrites']);
+  assert.deepEqual(h.subDown(160), [], 'the new server has not delivered anything');
+  const one = harness();
+  one.start(0);
+  one.end(0, 1, 10, CLONEKV);
+  one.hugz(100, 10, CLONEKV);
+  assert.deepEqual(one.subDown(150), []);
+});
+
+test('failover: an unanswered request is given at least silenceTimeout, then the next server is asked, round robin, forever, the wait growing to maxRetryDelay', () => {
+  const h = harness({ servers: 2, silenceTimeout: 3000, snapshotRetryDelay: 1000, maxRetryDelay: 8000 });
+  assert.deepEqual(h.start(0), ['request 1', 'resendWrites']);
+  assert.deepEqual(h.tick(2999), [], 'a backup may answer only once it has taken over: wait silenceTimeout, not snapshotRetryDelay');
+  assert.deepEqual(h.tick(3000), ['failover 0>1 no-answer', 'request 2', 'resendWrites']);
+  assert.deepEqual(h.tick(5999), []);
+  assert.deepEqual(h.tick(6000), ['failover 1>0 no-answer', 'request 3', 'resendWrites']);
+  assert.deepEqual(h.tick(9999), [], 'the wait grew to 4000');
+  assert.deepEqual(h.tick(10_000), ['failover 0>1 no-answer', 'request 4', 'resendWrites']);
+  let now = 10_000;
+  for (let i = 0; i < 20; i++) {
+    now += 8000;
+    assert.deepEqual(h.tick(now), [`failover ${(i + 1) % 2}>${i % 2} no-answer`, `request ${5 + i}`, 'resendWrites'], 'bounded by maxRetryDelay, never giving up');
+  }
+  assert.equal(h.stats.failovers, 23);
+  // At last one answers: live there.
+  assert.deepEqual(h.end(now + 1, 24, 3, { ...CLONEKV, epoch: 'e2' }), ['kind clonekv', 'replace @3 first {}', 'ready', ...JOINED]);
+  assert.equal(h.m.server, 1);
+});
+
+test('failover: the new server is a new stream (a lower sequence there is no restart); another epoch answers with a snapshot that replaces the map', () => {
+  const h = livePair();
+  h.pub(100, 'a', 11, 1);
+  h.pub(200, 'gone', 12, 2);
+  assert.deepEqual(h.tick(3201), ['failover 0>1 silence', 'resync silence', 'request 2 since 12@e1 term 4', 'resendWrites']);
+  // The other server is of another epoch: it answers with a full snapshot, at a lower sequence.
+  h.entry(2, 'a', 3, 1, 3300);
+  assert.deepEqual(h.end(3300, 2, 5, { ...CLONEKV, epoch: 'e2' }), ['replace @5 epoch {a=1}', ...JOINED], 'replaced: "gone" does not survive');
+  assert.deepEqual(h.pub(3400, 'b', 6, 3), ['apply b@6=3', 'settle'], 'sequence 6 < 12 is not taken for a restart');
+  assert.equal(h.m.epoch, 'e2');
+});
+
+test('failover: a server never heard from that leaves a resume request unanswered is asked plainly next time (it may be a plain server)', () => {
+  const h = livePair({ servers: 3 });
+  assert.deepEqual(h.tick(3001), ['failover 0>1 silence', 'resync silence', 'request 2 since 10@e1 term 4', 'resendWrites']);
+  assert.deepEqual(h.tick(6001), ['failover 1>2 no-answer', 'resync silence', 'request 3 since 10@e1 term 4', 'resendWrites']);
+  assert.deepEqual(h.tick(10_001), ['failover 2>0 no-answer', 'resync silence', 'request 4 since 10@e1 term 4', 'resendWrites'], 'server 0 announced resume');
+  assert.deepEqual(h.tick(18_001), ['failover 0>1 no-answer', 'resync silence', 'request 5', 'resendWrites'], 'server 1 left a resume request unanswered');
+});
+
+test('failover: a plain pair (no resume) is asked with plain requests; the term is taken from heartbeats too', () => {
+  const h = harness({ servers: 2, silenceTimeout: 500 });
+  h.start(0);
+  assert.deepEqual(h.end(0, 1, 7), ['kind plain', 'replace @7 first {}', 'ready', ...JOINED]);
+  assert.deepEqual(h.tick(501), ['failover 0>1 silence', 'resync silence', 'request 2', 'resendWrites']);
+  const c = livePair();
+  c.hugz(100, 10, { ...CLONEKV, term: '5' });
+  assert.deepEqual(c.tick(3101), ['failover 0>1 silence', 'resync silence', 'request 2 since 10@e1 term 5', 'resendWrites']);
 });

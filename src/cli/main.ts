@@ -19,6 +19,7 @@ import { OPTION_BOUNDS } from '../forwarder/settings.ts';
 import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
 import { askServerStats } from '../peer/server-stats.ts';
+import { MAX_SERVERS } from '../peer/servers.ts';
 import type { ServerStats } from '../types.ts';
 
 /** Exit codes, documented in the README. */
@@ -84,7 +85,8 @@ const TAKES = {
 } as const satisfies Record<string, readonly Flag[]>;
 type Command = keyof typeof TAKES;
 
-const CLIENT_HELP = `  --server tcp://HOST:PORT   the forwarder (env CLONEKV_SERVER; default ${DEFAULT_SERVER})`;
+const CLIENT_HELP = `  --server tcp://HOST:PORT   the forwarder (env CLONEKV_SERVER; default ${DEFAULT_SERVER}); for a
+                             failover pair, both, separated by a comma: tcp://a:5556,tcp://b:5566`;
 
 const HELP: Record<Command | 'main', string> = {
   main: `clonekv: a distributed key-value cache over ZeroMQ (Clustered Hashmap Protocol)
@@ -112,7 +114,7 @@ ${CLIENT_HELP}
   --version                  print the version of clonekv
 
 Environment:
-  CLONEKV_SERVER      the forwarder, when --server is not given
+  CLONEKV_SERVER      the forwarder, when --server is not given (several: comma-separated)
   CLONEKV_PROGRESS=1  progress lines on stderr (dump, load) even when it is not a terminal
 
 An argument that starts with "-" goes after "--": clonekv set KEY -- -5
@@ -436,24 +438,33 @@ function prefixArg(prefix: string | undefined): string {
 }
 
 /**
- * The forwarder to use: --server, else CLONEKV_SERVER, else the default. It must be a base
- * endpoint a peer can connect to (P, with P+1 and P+2 beside it), checked here so a bad one is
- * named as the flag or variable it came from.
+ * The forwarder to use: --server, else CLONEKV_SERVER, else the default. Each is a base endpoint
+ * a peer can connect to (P, with P+1 and P+2 beside it), or several separated by commas (the
+ * members of a failover pair, tried in turn). Checked here so a bad one is named as the flag or
+ * variable it came from, and which entry.
  */
 function server(values: { server?: string | undefined }, ctx: Context): string {
   const env = process.env.CLONEKV_SERVER === '' ? undefined : process.env.CLONEKV_SERVER;
   const url = values.server ?? env ?? DEFAULT_SERVER;
   const source = values.server !== undefined ? '--server' : env !== undefined ? 'CLONEKV_SERVER' : 'the default server';
-  const m = /^tcp:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(url);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65_533) {
-    throw new UsageError(
-      `${source} ${JSON.stringify(url)} is not a forwarder address: expected tcp://HOST:PORT with a host name or IP address ` +
-        `(not *) and the forwarder's base port (1 to 65533), e.g. ${DEFAULT_SERVER}`,
-    );
+  const entries = url.split(',').map((e) => e.trim());
+  const seen = new Set<string>();
+  for (const [i, entry] of entries.entries()) {
+    const which = entries.length > 1 ? ` (entry ${i + 1} of ${JSON.stringify(url)})` : '';
+    const m = /^tcp:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(entry);
+    const port = m ? Number(m[2]) : NaN;
+    if (!m || port < 1 || port > 65_533) {
+      throw new UsageError(
+        `${source} ${JSON.stringify(entry)}${which} is not a forwarder address: expected tcp://HOST:PORT with a host name or IP address ` +
+          `(not *) and the forwarder's base port (1 to 65533), e.g. ${DEFAULT_SERVER}, or several separated by commas`,
+      );
+    }
+    if (seen.has(entry)) throw new UsageError(`${source} names ${entry} twice${which}: give each server once`);
+    seen.add(entry);
   }
-  ctx.server = url;
-  return url;
+  if (entries.length > MAX_SERVERS) throw new UsageError(`${source} names ${entries.length} servers: at most ${MAX_SERVERS}`);
+  ctx.server = entries.join(',');
+  return ctx.server;
 }
 
 /** Opens a peer and waits for its snapshot, with a clear error if the forwarder is not there. */

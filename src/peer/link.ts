@@ -71,6 +71,7 @@ export class Link {
   #pubs: Array<{ socket: zmq.XPublisher; sends: SendQueue }> | undefined;
   /** Receive loops still running (a loop removes itself when its socket closes). */
   readonly #loops = new Set<Promise<void>>();
+  #closed = false;
 
   /**
    * Connects the SUB and subscribes to the subtree and the heartbeats.
@@ -97,6 +98,7 @@ export class Link {
    * @throws `CLONEKV_TRANSPORT` if zeromq refuses the endpoint
    */
   switchTo(server: number): void {
+    if (this.#closed) return;
     this.closeDealer(false);
     this.#sub.close();
     this.#server = server;
@@ -142,6 +144,7 @@ export class Link {
    * @throws `CLONEKV_TRANSPORT` if zeromq refuses the endpoint
    */
   openDealer(tag: number): void {
+    if (this.#closed) return;
     this.closeDealer();
     const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
     const socket = connectDealer(this.#s.servers[this.#server]!.snapshot, id, this.#s.requestHwm);
@@ -174,7 +177,7 @@ export class Link {
    * to it, since one sent before is dropped.
    */
   openCollectors(): void {
-    if (this.#pubs) return;
+    if (this.#pubs || this.#closed) return;
     this.#pubs = this.#s.servers.map((endpoints, i) => {
       const socket = connectCollector(endpoints.collector, this.#s.publisherHwm);
       this.#track(subscriptionChanges(socket, (up) => this.#h.onCollector(i, up), (e) => this.#h.onError('publisher', e)));
@@ -204,6 +207,9 @@ export class Link {
 
   /** Closes every socket and waits for the receive loops to end. */
   async close(): Promise<void> {
+    // Nothing opens after this (a failover decided while closing would leak sockets that keep
+    // the process alive).
+    this.#closed = true;
     // No unsubscribe on the way out: closing the SUB removes its subscriptions at the forwarder.
     // An unsubscribe sent just before the close made libzmq's XPUB (4.3.5) assert in its
     // subscription trie now and then (generic_mtrie_impl.hpp), taking the forwarder down.

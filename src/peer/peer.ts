@@ -43,7 +43,7 @@ import type {
 import { Link } from './link.ts';
 import { LocalMap } from './local-map.ts';
 import { Registration } from './ownership.ts';
-import { checkKey, checkWriteOptions, MAX_SERVERS, PendingWrites } from './pending-writes.ts';
+import { checkKey, checkWriteOptions, PendingWrites } from './pending-writes.ts';
 import { resolveServers, serverName } from './servers.ts';
 import { emptyPeerStats } from './stats.ts';
 import { SyncMachine, type SyncCommand } from './sync-machine.ts';
@@ -137,19 +137,13 @@ const MAX_SNAPSHOT_BYTES = 2 ** 40;
 
 export { resolveEndpoints } from './servers.ts';
 
-/** Refuses more servers than a peer keeps track of. */
-function checkServerCount(servers: Endpoints[]): Endpoints[] {
-  if (servers.length > MAX_SERVERS) throw new InvalidOptionError('server', `at most ${MAX_SERVERS} servers, got ${servers.length}`);
-  return servers;
-}
-
 function peerSettings(options: PeerOptions): Settings {
   rejectUnknown(options, KNOWN_OPTIONS);
   const subtree = stringOption('subtree', options.subtree, '');
   if (Buffer.byteLength(subtree) > MAX_KEY_BYTES) throw new InvalidOptionError('subtree', 'longer than 255 bytes');
   const snapshotRetryDelay = durationOption('snapshotRetryDelay', options.snapshotRetryDelay, 1000, 10);
   return {
-    servers: checkServerCount(resolveServers(options.server)),
+    servers: resolveServers(options.server),
     subtree,
     name: stringOption('name', options.name, 'peer'),
     silenceTimeout: durationOption('silenceTimeout', options.silenceTimeout, 3000, 50),
@@ -268,6 +262,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       {
         onPublished: (f) => this.#onPublished(f),
         onSubscriberDown: () => {
+          if (this.#life.closing) return;
           this.#sync.subscriberDown(Date.now());
           this.#armWake();
         },

@@ -26,6 +26,7 @@ import { encodeProperties, PropertiesError, PropertyView, type PropertyReader } 
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import type { PeerStats } from '../types.ts';
 import type { ServerKind } from './sync-machine.ts';
+import type { MAX_SERVERS } from './servers.ts';
 
 /**
  * Checks a key given to `set` or `delete` (anything may come from JavaScript callers): returns
@@ -131,9 +132,6 @@ export interface WriteRoute {
   /** Whether the peer is closing. */
   readonly closing: boolean;
 }
-
-/** Most servers a peer may be given (a write's copies to plain servers are kept as bits). */
-export const MAX_SERVERS = 16;
 
 /** Settings of {@link PendingWrites}. */
 export interface PendingWritesSettings {

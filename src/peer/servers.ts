@@ -11,6 +11,9 @@ import type { Endpoints } from '../types.ts';
 /** What the `server` option accepts. */
 export type ServerOption = string | Endpoints | ReadonlyArray<string | Endpoints>;
 
+/** Most servers a peer may be given (a write's copies to plain servers are kept as bits of a number). */
+export const MAX_SERVERS = 16;
+
 /** The default server when none is given. */
 export const DEFAULT_SERVER = 'tcp://127.0.0.1:5556';
 
@@ -55,6 +58,7 @@ export function resolveServers(server: unknown): Endpoints[] {
     entries = [{ entry: value, name: 'server' }];
   }
   if (entries.length === 0) throw new InvalidOptionError('server', 'expected at least one server');
+  if (entries.length > MAX_SERVERS) throw new InvalidOptionError('server', `at most ${MAX_SERVERS} servers, got ${entries.length}`);
   const seen = new Map<string, string>();
   return entries.map(({ entry, name }) => {
     if (typeof entry !== 'string' && (typeof entry !== 'object' || entry === null || Array.isArray(entry))) {
