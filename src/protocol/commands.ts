@@ -127,6 +127,12 @@ export const Prop = {
   Limit: 'limit',
   /** KVHISTORY answer: every update after this sequence is held (the history's `oldest`). */
   Oldest: 'oldest',
+  /**
+   * HUGZ and KTHXBAI from a member of a primary/backup pair: the active's term (decimal), which
+   * grows at every takeover. ICANHAZ?'s third frame: the term the peer last knew (see
+   * forwarder/pair/lineage.ts for how it decides between a delta and a snapshot).
+   */
+  Term: 'term',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */

@@ -64,6 +64,8 @@ export function decodeMessage(frames: readonly Buffer[], maxBodyBytes: number): 
 export interface ResumeRequest {
   readonly since: number;
   readonly epoch: string;
+  /** The term of a pair's active the peer last knew (`term=`), if it gave one. */
+  readonly term?: number;
 }
 
 /**
@@ -72,7 +74,11 @@ export interface ResumeRequest {
  */
 export function snapshotRequestFrames(subtree: Buffer, resume?: ResumeRequest): Buffer[] {
   const frames = [Buffer.from('ICANHAZ?'), subtree];
-  if (resume) frames.push(encodeProperties([[Prop.Since, String(resume.since)], [Prop.Epoch, resume.epoch]]));
+  if (resume) {
+    const props: Array<[string, string]> = [[Prop.Since, String(resume.since)], [Prop.Epoch, resume.epoch]];
+    if (resume.term !== undefined) props.push([Prop.Term, String(resume.term)]);
+    frames.push(encodeProperties(props));
+  }
   return frames;
 }
 
@@ -96,5 +102,10 @@ export function parseResumeRequest(frame: Buffer): ResumeRequest | undefined {
   const epoch = props.get(Prop.Epoch);
   if (since === undefined || epoch === undefined || !DECIMAL.test(since) || !EPOCH.test(epoch)) return undefined;
   const n = Number(since);
-  return Number.isSafeInteger(n) ? { since: n, epoch } : undefined;
+  if (!Number.isSafeInteger(n)) return undefined;
+  const term = props.get(Prop.Term);
+  if (term === undefined) return { since: n, epoch };
+  // A term that does not read as one makes the request malformed, as a bad `since` does.
+  if (!DECIMAL.test(term)) return undefined;
+  return { since: n, epoch, term: Number(term) };
 }
