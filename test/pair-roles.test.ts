@@ -80,8 +80,9 @@ test('a backup alone stays passive and never answers a snapshot request', async 
 
 test('the backup takes over only when the primary is silent AND a peer asks; it answers with term 2 under the same epoch, and delta answers follow the term rule', async (t) => {
   const ports = await pairPorts();
-  const primary = await member(t, 'primary', ports);
-  const backup = await member(t, 'backup', ports);
+  // joinWait 0: the raw requesters below never subscribe their join topic.
+  const primary = await member(t, 'primary', ports, { joinWait: 0 });
+  const backup = await member(t, 'backup', ports, { joinWait: 0 });
   await replicating(primary, backup);
   const p = await readyPeer(t, primary.endpoint);
   for (let i = 0; i < 10; i++) await p.set(`k${i}`, i);
