@@ -476,6 +476,8 @@ export interface PairStats {
   replication: { state: 'replicating' | 'catching-up' | 'absent' | 'following'; sequence: number; lag: number; lagMs: number };
   /** State-channel messages refused (malformed, or not from the partner's current run). */
   refused: number;
+  /** Catch-ups this member served as the active: by its retained history (`delta`) or by a full copy. */
+  syncs: { delta: number; full: number };
 }
 
 /**

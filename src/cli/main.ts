@@ -62,6 +62,11 @@ const FLAGS = {
   'dedup-ttl': { type: 'string' },
   'dedup-max': { type: 'string' },
   'no-check-values': { type: 'boolean' },
+  primary: { type: 'boolean' },
+  backup: { type: 'boolean' },
+  partner: { type: 'string' },
+  'state-port': { type: 'string' },
+  'partner-timeout': { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
@@ -72,7 +77,26 @@ const DEFAULT_DATA_DIR = './clonekv-data';
 
 /** The flags each command takes; any other flag is refused, naming it. */
 const TAKES = {
-  serve: ['port', 'bind', 'heartbeat', 'max-value-bytes', 'json', 'data', 'memory', 'durability', 'history-max', 'history-bytes', 'dedup-ttl', 'dedup-max', 'no-check-values'],
+  serve: [
+    'port',
+    'bind',
+    'heartbeat',
+    'max-value-bytes',
+    'json',
+    'data',
+    'memory',
+    'durability',
+    'history-max',
+    'history-bytes',
+    'dedup-ttl',
+    'dedup-max',
+    'no-check-values',
+    'primary',
+    'backup',
+    'partner',
+    'state-port',
+    'partner-timeout',
+  ],
   get: [...CLIENT, 'json'],
   set: [...CLIENT, 'json', 'ttl', 'if-version', 'file'],
   del: [...CLIENT, 'if-version'],
@@ -124,6 +148,7 @@ Exit codes: 0 ok, 1 forwarder unreachable or refused, 2 bad usage, 3 key not fou
   serve: `Usage: clonekv serve [--data DIR | --memory] [--durability sync|async] [--port P] [--bind ADDRESS]
                     [--heartbeat MS] [--max-value-bytes N] [--history-max N] [--history-bytes N]
                     [--dedup-ttl MS] [--dedup-max N] [--no-check-values] [--json]
+                    [--primary | --backup --partner tcp://HOST:PORT [--state-port N] [--partner-timeout MS]]
 
 Runs a forwarder: ROUTER on P (snapshots, acknowledged writes), PUB on P+1 (updates),
 SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
@@ -145,7 +170,12 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
                         twice (default 60000; at most ${OPTION_BOUNDS.dedupTtl[1]})
   --dedup-max N         most write outcomes remembered at once (default 500000)
   --no-check-values     do not refuse values marked enc=msgpack that do not decode
-  --json                print the endpoints as one JSON line`,
+  --json                print the endpoints as one JSON line
+  --primary, --backup   run as a member of a primary/backup pair (default ports: primary 5556
+                        and state 5003, backup 5566 and state 5004); role changes on stderr
+  --partner tcp://HOST:PORT  the partner's state endpoint (required with --primary/--backup)
+  --state-port N        the state port this member binds (0 picks a free one)
+  --partner-timeout MS  partner silence after which it is taken as gone (default 2000)`,
   get: `Usage: clonekv get KEY [--json] [--server URL] [--timeout MS]
 
 Prints the value of KEY (strings as they are, other values as JSON; --json: always JSON).
@@ -548,7 +578,22 @@ export function connectAddress(endpoint: string): string {
 
 async function serve(args: string[], io: Io): Promise<number> {
   const { values } = parse('serve', args, [0, 0]);
-  const options: ForwarderOptions = { port: intArg('port', values.port, 5556, 0, 65_533) };
+  if (values.primary === true && values.backup === true) throw new UsageError('--primary and --backup exclude each other: choose one');
+  const role = values.primary === true ? 'primary' : values.backup === true ? 'backup' : undefined;
+  if (role === undefined) {
+    for (const flag of ['partner', 'state-port', 'partner-timeout'] as const) {
+      if (values[flag] !== undefined) throw new UsageError(`--${flag} applies only with --primary or --backup`);
+    }
+  } else if (values.partner === undefined) {
+    throw new UsageError(`--${role} needs --partner tcp://HOST:PORT: the partner's state endpoint (its --state-port)`);
+  }
+  const options: ForwarderOptions = { port: intArg('port', values.port, role === 'backup' ? 5566 : 5556, 0, 65_533) };
+  if (role !== undefined) {
+    options.role = role;
+    options.partner = values.partner!;
+    options.statePort = intArg('state-port', values['state-port'], role === 'primary' ? 5003 : 5004, 0, 65_535);
+    if (values['partner-timeout'] !== undefined) options.partnerTimeout = durationArg('partner-timeout', values['partner-timeout'], 2000, 10);
+  }
   if (values.memory === true && values.data !== undefined) throw new UsageError('--memory and --data exclude each other: choose one');
   if (values.memory !== true) options.dataDir = values.data ?? DEFAULT_DATA_DIR;
   if (values.durability !== undefined) {
@@ -565,14 +610,29 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (values['dedup-max'] !== undefined) options.dedupMax = intArg('dedup-max', values['dedup-max'], 0, ...OPTION_BOUNDS.dedupMax);
   if (values['no-check-values'] === true) options.checkValues = false;
   const fwd = await Forwarder.start(options);
+  // Role changes, one line each (the contract: `now active`, `now passive`, `backup absent`, `backup connected`).
+  fwd.onPairEvent((event) => io.err(`clonekv: ${role} ${event.message}`));
   const e = fwd.endpoints;
   const recovery = fwd.recovery;
   // Damage repaired at start is always said, on stderr, even with --json.
   for (const repair of recovery?.repairs ?? []) io.err(`clonekv: data directory ${fwd.dataDir}: ${repair}`);
   if (values.json) {
-    io.out(JSON.stringify({ endpoint: fwd.endpoint, ...e, epoch: fwd.epoch, pid: process.pid, dataDir: fwd.dataDir ?? null, recovery: recovery ?? null }));
+    io.out(
+      JSON.stringify({
+        endpoint: fwd.endpoint,
+        ...e,
+        epoch: fwd.epoch,
+        pid: process.pid,
+        dataDir: fwd.dataDir ?? null,
+        recovery: recovery ?? null,
+        role: fwd.role,
+        term: fwd.term,
+        stateEndpoint: fwd.stateEndpoint ?? null,
+      }),
+    );
   } else {
     io.out(`clonekv forwarder listening on ${fwd.endpoint} (epoch ${fwd.epoch})`);
+    if (role !== undefined) io.out(`  ${role} of a pair: state channel ${fwd.stateEndpoint}, partner ${options.partner}; ${fwd.role} for now`);
     if (recovery === undefined) io.out('  in memory only (--memory): a restart starts empty');
     else if (recovery.newDirectory) io.out(`  data in ${fwd.dataDir} (new; durability ${options.durability ?? 'sync'})`);
     else {

@@ -63,7 +63,7 @@ export class WriteDedup {
   /** Every outcome still held, with the ms left of its time: [uuid, outcome, remaining ms]. */
   *entries(): Generator<[string, WriteOutcome, number]> {
     for (const [uuid, value] of this.#cache.entries()) {
-      const left = this.#cache.getRemainingTTL(uuid);
+      const left = Math.floor(this.#cache.getRemainingTTL(uuid));
       if (left <= 0) continue;
       yield [uuid, typeof value === 'number' ? { status: 'ok', seq: value } : value, left];
     }

@@ -37,6 +37,11 @@ export class Expiry {
     this.#timer.arm(at);
   }
 
+  /** Expires at once every key that is due (a pair member that just took the active role). */
+  expireNow(): void {
+    this.#expire();
+  }
+
   /** Stops for good. */
   stop(): void {
     this.#timer.stop();

@@ -506,7 +506,8 @@ export class Forwarder implements AsyncDisposable {
   #onActive(): void {
     const now = Date.now();
     this.#presence.touchAll(now);
-    this.#expiry.arm(now);
+    // Overdue keys go before any request is served: a deadline means the same on both servers.
+    this.#expiry.expireNow();
     const held = this.#held;
     this.#held = [];
     for (const [from, frames] of held) this.#onSnapshotRequest(from, frames);

@@ -402,5 +402,7 @@ export async function bindStateSockets(address: string, port: number, partner: s
 
 /** Closes the state sockets; when it resolves, the state port can be bound again. Never throws. */
 export function releaseStateSockets(s: StateSockets): Promise<void> {
-  return releaseAll([s.inbox, s.outbox]);
+  // The DEALER binds nothing (its last endpoint is the partner's, which stays in use): closed only.
+  closeAll([s.outbox]);
+  return releaseAll([s.inbox]);
 }

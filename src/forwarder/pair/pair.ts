@@ -123,6 +123,7 @@ export class Pair {
   #out: { records: TimedRecord[]; outcomes: CarriedOutcome[]; scheduled: boolean } = { records: [], outcomes: [], scheduled: false };
   #absentSaid = false;
   #refused = 0;
+  readonly #syncs = { delta: 0, full: 0 };
   #closed = false;
 
   constructor(hooks: PairHooks) {
@@ -216,6 +217,7 @@ export class Pair {
       partner: { endpoint: this.#h.partner, connected, silentMs },
       replication,
       refused: this.#refused,
+      syncs: { ...this.#syncs },
     };
   }
 
@@ -352,6 +354,7 @@ export class Pair {
     if (m.kind === 'beat') return this.#onBeat(m, now);
     // Anything else must come from the partner's current run, meant for this run.
     if (m.session !== this.#partner.session || m.to !== this.#session) {
+      if (process.env.PAIR_DEBUG) console.error('refused', this.#h.configured, m.kind, m.session, this.#partner.session, m.to, this.#session);
       this.#refused++;
       return;
     }
@@ -439,8 +442,13 @@ export class Pair {
       m.since >= history.oldest &&
       history.newest === published &&
       followerAgrees(this.#lineage, this.#term, m.lineage, m.since);
-    if (delta) this.#attach(m.session, m.since);
-    else this.#sendCopy(m.session);
+    if (delta) {
+      this.#syncs.delta++;
+      this.#attach(m.session, m.since);
+    } else {
+      this.#syncs.full++;
+      this.#sendCopy(m.session);
+    }
   }
 
   /** Streams the updates after `since` to the follower, then every new one; writes now wait for it. */
