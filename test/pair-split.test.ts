@@ -33,8 +33,17 @@ function rawWrite(t: TestContext, member: Member, key: string) {
   const { dealer, inbox } = rawDealer(t, member.endpoint, { clonekv: true });
   const uuid = randomBytes(16);
   const sent = dealer.send([Buffer.from(key), ZERO_SEQ, uuid, EMPTY, Buffer.from('raw')]);
+  // When the answers came (the inbox keeps no times).
+  const times: number[] = [];
+  void (async () => {
+    for (let seen = 0; !dealer.closed; ) {
+      await new Promise((r) => setTimeout(r, 1));
+      while (seen < inbox.all.length) (seen++, times.push(performance.now()));
+    }
+  })();
   return {
     sent,
+    times,
     /** Acknowledgements of this write that said it was applied. */
     okAcks: (): Buffer[][] =>
       inbox.all.filter((m) => m[0]!.toString() === 'KVACK' && m[2]!.equals(uuid) && !/status=(?!ok)/.test(m[3]!.toString())),
@@ -164,7 +173,7 @@ test('SIGSTOP the active until the backup takes over: after SIGCONT it steps dow
   // few heartbeats after the step-down.
   await waitFor('a few heartbeats after the step-down', () => performance.now() - resumedAt > steppedDownMs + 500, 5_000);
   await within('writers stopped', Promise.all([wa.stop(), wb.stop()]), 25_000);
-  assert.deepEqual(late.okAcks(), [], 'the stopped primary acknowledged a write after SIGCONT');
+  assert.deepEqual(late.okAcks().map((m) => `${m[3]!.toString().trim()} seq ${m[1]!.readBigInt64BE()}`), [], `the stopped primary acknowledged a write after SIGCONT (answers ${late.times.map((x) => Math.round(x - resumedAt)).join(', ')} ms after SIGCONT)`);
   // What it published after SIGCONT: no write the new active did not sequence the same way
   // (whatever was still queued from before the stop must match the surviving history).
   const after = published.all.slice(seenBeforeResume).filter((m) => /^(a|b|fence)\//.test(m[0]!.toString()));
