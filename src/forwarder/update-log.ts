@@ -325,9 +325,12 @@ export class UpdateLog {
    *   a full copy, which replaces them)
    */
   fence(): boolean {
-    this.#replica = undefined;
-    // What waits for the disk goes there now (an `async` log has published some of it).
+    // What waits for the disk goes there now (an `async` log has published some of it), but
+    // nothing more is published: the gate stays shut at what is published already, or the
+    // flush would publish (and answer) updates the new active never had.
+    this.#replica = { acked: this.#published };
     this.flush();
+    this.#replica = undefined;
     const diskAhead = this.#hooks.journal !== undefined && this.#committed > this.#published;
     this.#undoAfter(this.#published);
     this.#toCommit = [];
