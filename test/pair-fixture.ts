@@ -151,6 +151,8 @@ export interface PairOptions {
   partnerTimeout?: number;
   /** Put a cuttable TCP proxy on each member's way to its partner's state port. */
   proxied?: boolean;
+  /** With `proxied`: hold what crosses the link between the members this long each way, ms. */
+  linkDelayMs?: number;
   /** Extra flags for both members. */
   extra?: string[];
 }
@@ -177,14 +179,14 @@ export interface Pair {
 
 /** Starts a primary and a backup (in that order) and waits until they are paired. */
 export async function startPair(t: TestContext, options: PairOptions = {}): Promise<Pair> {
-  const { durable = true, heartbeat = 100, partnerTimeout = 600, proxied = false, extra = [] } = options;
+  const { durable = true, heartbeat = 100, partnerTimeout = 600, proxied = false, linkDelayMs = 0, extra = [] } = options;
   const pPort = await freeBasePort();
   const bPort = await freeBasePort([pPort]);
   const pState = await freePort();
   let bState = await freePort();
   while (bState === pState || [pPort, bPort].some((p) => Math.abs(p - bState) <= 2)) bState = await freePort();
   let proxies: { toPrimary: TcpProxy; toBackup: TcpProxy } | undefined;
-  if (proxied) proxies = { toPrimary: await tcpProxy(t, pState), toBackup: await tcpProxy(t, bState) };
+  if (proxied) proxies = { toPrimary: await tcpProxy(t, pState, { delayMs: linkDelayMs }), toBackup: await tcpProxy(t, bState, { delayMs: linkDelayMs }) };
   const toPrimary = proxies?.toPrimary.endpoint ?? `tcp://127.0.0.1:${pState}`;
   const toBackup = proxies?.toBackup.endpoint ?? `tcp://127.0.0.1:${bState}`;
   const common = ['--json', '--heartbeat', String(heartbeat), '--partner-timeout', String(partnerTimeout), ...extra];
