@@ -244,7 +244,9 @@ export function fullSpeed(p: Peer, name: string, inFlight: number) {
       try {
         acked.set(key, await p.set(key, i));
         lastAckAt = performance.now();
-      } catch {
+      } catch (err) {
+        // Closed (a failed test's teardown): stop, or the lane would spin on rejections.
+        if ((err as { code?: string }).code === 'CLONEKV_CLOSED') return;
         failed++; // not acknowledged (timed out across a failover): nothing is promised for it
       }
     }
