@@ -11,13 +11,16 @@
  *    --data DIR`, sync durability) against a pair (both members durable, sync), same machine:
  *    acknowledged sets/s from 4 writer peers with 64 writes in flight each (64-byte values, 1,000
  *    keys), and write-to-visible p50/p99 at an offered 10,000 updates/s (bench/compare's latency
- *    workload, one watcher).
+ *    workload, one watcher). Single and pair alternate, 3 rounds each (fresh servers every
+ *    time), so a change in the machine's load weighs on both; medians and each round's ratio, and
+ *    the CPU (cores) each server process and the client process used during the throughput run.
  *
  * Every server is a `clonekv serve` child process (bin/clonekv.js); peers live in this process.
  * Data directories are temporary and removed afterwards.
  *
- * Run: `npm run bench:failover` (about 1.5 minutes; `--quick`: 3 kills, shorter runs).
+ * Run: `npm run bench:failover` (about 2.5 minutes; `--quick`: 3 kills, one short round).
  */
+import { readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 import { Peer } from '../src/index.ts';
 import { freeBasePort, fullSpeed, Member, startPair, type Pair } from '../test/pair-fixture.ts';
@@ -131,8 +134,22 @@ class ServersAdapter implements Adapter {
   }
 }
 
-/** Acknowledged sets/s from `writers` peers with `inFlight` writes outstanding each. */
-async function setThroughput(servers: string[], writers: number, inFlight: number, ms: number): Promise<number> {
+/** CPU time (user + system) a process has used so far, ms (Linux /proc; 0 elsewhere). */
+function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in 1/100 s
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Acknowledged sets/s from `writers` peers with `inFlight` writes outstanding each, and the CPU
+ * each server process and this (client) process used per second of the run.
+ */
+async function setThroughput(servers: string[], pids: number[], writers: number, inFlight: number, ms: number): Promise<{ rate: number; serverCpu: number[]; clientCpu: number }> {
   const peers = Array.from({ length: writers }, (_, i) => new Peer({ server: servers, subtree: `${WRITER_SUBTREE}${i}/` }));
   try {
     await Promise.all(peers.map((p) => p.ready()));
@@ -150,50 +167,76 @@ async function setThroughput(servers: string[], writers: number, inFlight: numbe
     const lanes = peers.flatMap((p) => Array.from({ length: inFlight }, () => lane(p)));
     await sleep(ms / 4); // warm-up
     counting = true;
+    const cpu0 = pids.map(cpuMs);
+    const client0 = process.cpuUsage();
     const t0 = now();
     await sleep(ms);
-    const rate = (acked / (now() - t0)) * 1000;
+    const elapsed = now() - t0;
+    const rate = (acked / elapsed) * 1000;
+    const serverCpu = pids.map((pid, i) => (cpuMs(pid) - cpu0[i]!) / elapsed);
+    const client = process.cpuUsage(client0);
     stopped = true;
     await Promise.all(lanes);
-    return rate;
+    return { rate, serverCpu, clientCpu: (client.user + client.system) / 1000 / elapsed };
   } finally {
     await Promise.all(peers.map((p) => p.close()));
   }
 }
 
-async function single(): Promise<{ servers: string[] }> {
+async function single(): Promise<{ servers: string[]; pids: number[] }> {
   const port = await freeBasePort();
   const m = new Member(scope, 'single', port, 0, ['serve', '--port', String(port), '--data', dataDir(scope), '--durability', 'sync', '--json']);
   await m.start();
-  return { servers: [m.endpoint] };
+  return { servers: [m.endpoint], pids: [m.proc.child.pid!] };
 }
 
-async function pairOf(): Promise<Pair> {
-  return startPair(scope, { durable: true, heartbeat: 1000, partnerTimeout: 2000, extra: ['--durability', 'sync'] });
+async function pairOf(): Promise<{ servers: string[]; pids: number[] }> {
+  const pair: Pair = await startPair(scope, { durable: true, heartbeat: 1000, partnerTimeout: 2000, extra: ['--durability', 'sync'] });
+  return { servers: pair.servers, pids: pair.members.map((m) => m.proc.child.pid!) };
 }
 
+/**
+ * Single and pair alternately, `ROUNDS` times each (a fresh server or pair every time), so a
+ * change in the machine's load weighs on both alike; medians, and each round's ratio.
+ */
 async function replicationCost(): Promise<void> {
-  const rates: Record<string, number> = {};
-  for (const [mode, start] of [['single', single], ['pair', pairOf]] as const) {
-    const { servers } = await start();
-    const rate = await setThroughput(servers, 4, 64, quick ? 2000 : 4000);
-    rates[mode] = rate;
+  const ROUNDS = quick ? 1 : 3;
+  const runs: Record<'single' | 'pair', Array<{ rate: number; serverCpu: number[]; clientCpu: number; p50: number; p99: number; p999: number; achieved: number }>> = { single: [], pair: [] };
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const [mode, start] of [['single', single], ['pair', pairOf]] as const) {
+      const { servers, pids } = await start();
+      const t = await setThroughput(servers, pids, 4, 64, quick ? 2000 : 4000);
+      const adapter = new ServersAdapter(servers, 1000);
+      await adapter.open();
+      try {
+        const l = await latency(adapter, { run: round, rate: 10_000, durationMs: quick ? 1000 : 3000, drainMs: 1000, keySpace: 1000, valueSize: 64, ackWindow: 256, lagWindow: 10_000 });
+        runs[mode].push({ ...t, p50: l.p50, p99: l.p99, p999: l.p999, achieved: l.achieved });
+        process.stderr.write(`cost: round ${round} ${mode}: ${Math.round(t.rate)} acked sets/s (server CPU ${t.serverCpu.map((c) => c.toFixed(2)).join('+')}, client ${t.clientCpu.toFixed(2)} cores); 10k/s p50 ${l.p50.toFixed(2)} p99 ${l.p99.toFixed(1)} ms\n`);
+      } finally {
+        await adapter.close();
+      }
+      await cleanup();
+    }
+  }
+  const med = (mode: 'single' | 'pair', f: (r: (typeof runs)['single'][number]) => number): number => median(runs[mode].map(f));
+  const ratios = runs.pair.map((r, i) => r.rate / runs.single[i]!.rate);
+  for (const mode of ['single', 'pair'] as const) {
+    const rate = med(mode, (r) => r.rate);
     emit({
       mode,
       workload: 'throughput-4-writers',
       value: round(rate, 0),
       unit: 'acked sets/s',
-      ...(mode === 'pair' ? { ratioToSingle: round(rate / rates['single']!, 2), costPercent: round(100 * (1 - rate / rates['single']!), 1), aimCostPercent: 25 } : {}),
+      rounds: runs[mode].map((r) => round(r.rate, 0)),
+      serverCpuCores: runs[mode][0]!.serverCpu.map((_, i) => round(median(runs[mode].map((r) => r.serverCpu[i]!)), 2)),
+      clientCpuCores: round(med(mode, (r) => r.clientCpu), 2),
+      ...(mode === 'pair'
+        ? { ratioToSingle: round(median(ratios), 2), ratioByRound: ratios.map((x) => round(x, 2)), costPercent: round(100 * (1 - median(ratios)), 1), aimCostPercent: 25 }
+        : {}),
     });
-    const adapter = new ServersAdapter(servers, 1000);
-    await adapter.open();
-    try {
-      const l = await latency(adapter, { run: 1, rate: 10_000, durationMs: quick ? 1000 : 3000, drainMs: 1000, keySpace: 1000, valueSize: 64, ackWindow: 256, lagWindow: 10_000 });
-      emit({ mode, workload: 'latency-10k', p50: round(l.p50), p99: round(l.p99), p999: round(l.p999), unit: 'ms', achieved: round(l.achieved, 0), lost: l.lost });
-    } finally {
-      await adapter.close();
-    }
-    await cleanup();
+  }
+  for (const mode of ['single', 'pair'] as const) {
+    emit({ mode, workload: 'latency-10k', p50: round(med(mode, (r) => r.p50)), p99: round(med(mode, (r) => r.p99)), p999: round(med(mode, (r) => r.p999)), unit: 'ms', p99ByRound: runs[mode].map((r) => round(r.p99, 1)), achieved: round(med(mode, (r) => r.achieved), 0) });
   }
 }
 
