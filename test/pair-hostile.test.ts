@@ -21,7 +21,7 @@ test('garbage, forged and stale state messages are refused and counted; roles, t
   const epoch = primary.epoch;
   const record = encodeRecord({ seq: 1, key: 'evil', uuid: Buffer.alloc(0), properties: Buffer.alloc(0), body: Buffer.from('x'), expiresAt: 0 }, Date.now());
   const broken = Buffer.from(record);
-  broken[broken.length - 1] ^= 0xff;
+  broken.writeUInt8(broken.readUInt8(broken.length - 1) ^ 0xff, broken.length - 1);
   const messages: Buffer[][] = [
     [Buffer.from('x')],
     [Buffer.alloc(0), Buffer.alloc(0)],

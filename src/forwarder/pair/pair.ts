@@ -167,6 +167,18 @@ export class Pair {
     this.#scheduleFlush();
   }
 
+  /**
+   * The log undid updates the backup was already sent (the disk refused them): the backup is
+   * told to start over, and is not waited for meanwhile.
+   */
+  onReplicaBroken(): void {
+    const r = this.#replica;
+    if (r === undefined) return;
+    this.#replica = undefined;
+    this.#out = { records: [], outcomes: [], scheduled: this.#out.scheduled };
+    this.#sendTo(r.session, { kind: 'reset' });
+  }
+
   /** A refused or conflicting write outcome: the backup remembers it too. */
   onOutcome(uuid: string, outcome: WriteOutcome): void {
     if (this.#replica === undefined || this.#role !== 'active') return;
@@ -368,6 +380,10 @@ export class Pair {
         return this.#onRepl(m, now);
       case 'ack':
         return this.#onAck(m.session, m.applied, now);
+      case 'reset':
+        // The active undid updates this member already holds: start over (a full copy).
+        if (this.#role === 'passive' && this.#follow.state !== 'idle') this.#requestSync();
+        return;
     }
   }
 
@@ -405,7 +421,11 @@ export class Pair {
     // Active.
     if (b.role === 'active') {
       if (b.term > this.#term || (b.term === this.#term && this.#partnerOutranks(b))) {
-        this.#becomePassive(`partner active with term ${b.term} (this one had term ${this.#term})`);
+        const mine = this.#term;
+        // The term never goes back; the lineage comes with the catch-up.
+        this.#term = b.term;
+        this.#persist();
+        this.#becomePassive(`partner active with term ${b.term} (this one had term ${mine})`);
       }
       return;
     }
@@ -457,7 +477,7 @@ export class Pair {
     const now = Date.now();
     const records: TimedRecord[] = [];
     for (const record of log.history.since(since, '')) records.push({ record, at: now });
-    for (const t of log.localUnpublished(log.publishedSequence)) records.push(t);
+    for (const t of log.unpublishedAfter(log.publishedSequence)) records.push(t);
     this.#replica = { session, cursor: since + records.length, attachedAt: log.store.sequence, lastHeard: now, caughtUp: false, acked: since };
     log.attachReplica();
     this.#out = { records: [], outcomes: [], scheduled: this.#out.scheduled };
@@ -512,14 +532,19 @@ export class Pair {
     // Everything of this turn in one message (the log's group commit works the same way).
     setImmediate(() => {
       this.#out.scheduled = false;
-      this.#flush();
+      this.flush();
     });
+  }
+
+  /** Sends what collected for the backup now (the log is about to commit: both disks then write at once). */
+  flush(): void {
+    if (this.#out.records.length > 0 || this.#out.outcomes.length > 0) this.#flush();
   }
 
   #flush(): void {
     const r = this.#replica;
     const { records, outcomes } = this.#out;
-    this.#out = { records: [], outcomes: [], scheduled: false };
+    this.#out = { records: [], outcomes: [], scheduled: this.#out.scheduled };
     if (r === undefined || this.#role !== 'active' || (records.length === 0 && outcomes.length === 0)) return;
     for (let i = 0; i < records.length || (i === 0 && outcomes.length > 0); i += CHUNK) {
       const chunk = records.slice(i, i + CHUNK);
