@@ -4,8 +4,10 @@
  *
  * Roles. At start a member waits up to `partnerTimeout` to hear its partner. A partner that is
  * active makes it passive; a partner that is passive or starting makes a configured primary
- * active; a primary that hears nobody becomes active alone; a backup never becomes active at
- * start. A passive member takes over only when its partner (which it has seen active) has been
+ * active, unless that partner holds a longer log (higher term, or same term and higher
+ * sequence): then the partner, passive, sees a shorter log next to it and becomes active itself,
+ * so a primary that restarted empty never wipes its backup's copy. A primary that hears nobody
+ * becomes active alone; a backup never becomes active at start. A passive member takes over only when its partner (which it has seen active) has been
  * silent for `partnerTimeout` AND a snapshot request (ICANHAZ?) arrives or is held: peers that
  * can still reach the primary keep a backup cut off from it passive, which is what avoids split
  * brain when only the link between the servers fails. Becoming active takes term = highest known
@@ -346,6 +348,18 @@ export class Pair {
     }
   }
 
+  /** The partner's log is longer than this member's: a higher term, or the same term and a higher sequence. */
+  #partnerAhead(b: Beat): boolean {
+    const mine = this.#h.log.publishedSequence;
+    return b.term > this.#term || (b.term === this.#term && b.sequence > mine);
+  }
+
+  /** This member's log is longer than the partner's. */
+  #aheadOf(b: Beat): boolean {
+    const mine = this.#h.log.publishedSequence;
+    return this.#term > b.term || (this.#term === b.term && mine > b.sequence);
+  }
+
   /** The partner outranks this member on equal terms: the configured primary, then the higher session. */
   #partnerOutranks(b: Beat): boolean {
     if (b.configured !== this.#h.configured) return b.configured === 'primary';
@@ -366,7 +380,6 @@ export class Pair {
     if (m.kind === 'beat') return this.#onBeat(m, now);
     // Anything else must come from the partner's current run, meant for this run.
     if (m.session !== this.#partner.session || m.to !== this.#session) {
-      if (process.env.PAIR_DEBUG) console.error('refused', this.#h.configured, m.kind, m.session, this.#partner.session, m.to, this.#session);
       this.#refused++;
       return;
     }
@@ -388,33 +401,35 @@ export class Pair {
   }
 
   #onBeat(b: Beat, now: number): void {
-    const p = this.#partner;
-    if (b.session !== p.session) {
+    const known = this.#partner;
+    if (b.session !== known.session) {
       // A new run of the partner (or a stranger): taken only when nobody else is the partner.
-      if (p.session !== undefined && now - p.lastHeard < this.#h.partnerTimeout) {
+      if (known.session !== undefined && now - known.lastHeard < this.#h.partnerTimeout) {
         this.#refused++;
         return;
       }
       if (this.#replica !== undefined) this.#dropReplica();
       if (this.#follow.state !== 'idle') this.#follow = { ...this.#follow, state: 'idle', copy: undefined };
       this.#partner = { session: b.session, lastHeard: now, beat: b };
+      // Answered at once, so the new partner learns this member's session without waiting a beat.
       this.#beat();
     }
-    p.lastHeard = now;
     this.#partner.lastHeard = now;
     this.#partner.beat = b;
     if (b.role === 'active') this.#heardActive = true;
     if (this.#role === 'starting') {
       if (b.role === 'active') this.#becomePassive(`partner active (term ${b.term})`);
+      else if (this.#partnerAhead(b)) this.#becomePassive(`partner ${b.role} with a longer log (term ${b.term}, sequence ${b.sequence})`);
       else if (this.#h.configured === 'primary') this.#becomeActive(`partner ${b.role}`);
       return;
     }
     if (this.#role === 'passive') {
       if (b.role === 'active') {
         if (this.#follow.state === 'idle') this.#requestSync();
-      } else if (this.#h.configured === 'primary' && (b.role === 'starting' || (b.role === 'passive' && !this.#partnerOutranks(b)))) {
-        // Nobody is active: the configured primary takes it.
-        this.#becomeActive(`partner ${b.role}`);
+      } else if (this.#aheadOf(b) || (this.#h.configured === 'primary' && !this.#partnerAhead(b))) {
+        // Nobody is active: the member with the longer log takes it (on a tie, the configured
+        // primary), so a partner that restarted empty never wipes this one's copy.
+        this.#becomeActive(`partner ${b.role} (term ${b.term}, sequence ${b.sequence})`);
       }
       return;
     }
