@@ -71,3 +71,31 @@ test('SIGKILL of the active under a writer at full speed: every acknowledged wri
   const missing = ackedAtKill.filter((k) => reader.get(k) === undefined);
   assert.deepEqual(missing.slice(0, 10), [], `${missing.length} of ${ackedAtKill.length} acknowledged writes missing on the backup`);
 });
+
+test('an active paused (SIGSTOP) past partnerTimeout while the backup takes over learns of the new term when resumed: it steps down and acknowledges nothing alone', async (t) => {
+  const ports = await pairPorts();
+  const common = ['--memory', '--port', '0', '--partner-timeout', '400', '--heartbeat', '50', '--json'];
+  const primary = spawnCli(t, ['serve', '--primary', '--state-port', String(ports.primary), '--partner', `tcp://127.0.0.1:${ports.backup}`, ...common]);
+  const p = JSON.parse(await primary.line(/^\{/));
+  const backup = spawnCli(t, ['serve', '--backup', '--state-port', String(ports.backup), '--partner', `tcp://127.0.0.1:${ports.primary}`, ...common]);
+  const b = JSON.parse(await backup.line(/^\{/));
+  await waitFor('replicating', () => /backup connected/.test(primary.stderr()) || false);
+  const writer = await readyPeer(t, p.endpoint, { writeTimeout: 3000 });
+  await writer.set('before', 1);
+  primary.child.kill('SIGSTOP');
+  t.after(() => void primary.child.kill('SIGCONT'));
+  // Writes sent to the paused primary wait in its socket.
+  const late = Array.from({ length: 20 }, (_, i) => writer.set(`late${i}`, i).then(() => `late${i}`, () => undefined));
+  const ask = rawDealer(t, b.endpoint);
+  await ask.dealer.send([Buffer.from('ICANHAZ?'), EMPTY]);
+  await within('takeover', ask.inbox.next('snapshot from the backup', 10_000));
+  primary.child.kill('SIGCONT');
+  await waitFor('the old active steps down', () => /clonekv: primary now passive/.test(primary.stderr()));
+  const afterConnected = primary.stderr().split('backup connected')[1]!;
+  assert.doesNotMatch(afterConnected, /backup absent/, `it never went on alone: ${primary.stderr()}`);
+  const acked = (await Promise.all(late)).filter((k) => k !== undefined);
+  await writer.close();
+  const reader = await readyPeer(t, b.endpoint);
+  assert.equal(reader.get('before'), 1);
+  for (const k of acked) assert.notEqual(reader.get(k!), undefined, `${k} was acknowledged but is not on the new active`);
+});
