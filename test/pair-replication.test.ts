@@ -184,3 +184,29 @@ test('without its backup the active keeps acknowledging writes, and says so; the
   assert.ok(events.some((e) => e.startsWith('backup connected')), events.join('; '));
   assert.equal(again.sequence, primary.sequence);
 });
+
+test('when the active disk refuses updates it already sent to the backup, the backup starts over and both agree again', async (t) => {
+  const { storageFaults } = await import('../src/store/durable-store.ts');
+  const ports = await pairPorts();
+  const primaryDir = dataDir(t);
+  const primary = await member(t, 'primary', ports, { dataDir: primaryDir });
+  const backup = await member(t, 'backup', ports, { dataDir: dataDir(t) });
+  await replicating(primary, backup);
+  const p = await readyPeer(t, primary.endpoint);
+  await p.set('a', 1);
+  const syncs = (): number => primary.stats().pair!.syncs.full + primary.stats().pair!.syncs.delta;
+  const syncsBefore = syncs();
+  t.after(() => void (storageFaults.writeFault = undefined));
+  storageFaults.writeFault = (dir) => {
+    if (dir === primaryDir) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+  };
+  await assert.rejects(p.set('refused', 1, { timeout: 3000 }));
+  storageFaults.writeFault = undefined;
+  // Told to start over: it asks again (by history if the undone updates never reached it, else a full copy).
+  await waitFor('a new catch-up after the reset', () => syncs() > syncsBefore);
+  await replicating(primary, backup);
+  const seq = await p.set('b', 2);
+  assert.ok(backup.sequence >= seq);
+  await waitFor('same state', () => backup.sequence === primary.sequence);
+  assert.equal(backup.size, primary.size, 'the refused update is on neither');
+});

@@ -165,3 +165,24 @@ test('pair options are checked and named', async () => {
     await assert.rejects(Forwarder.start({ port: 0, ...options }), (err: unknown) => err instanceof ClonekvError && err.code === 'CLONEKV_INVALID_OPTION' && re.test(err.message), JSON.stringify(options));
   }
 });
+
+test('a primary that restarts empty while its backup holds the data does not wipe it: the backup (longer log) becomes active and the primary follows', async (t) => {
+  const ports = await pairPorts();
+  let primary = await member(t, 'primary', ports);
+  const backup = await member(t, 'backup', ports);
+  await replicating(primary, backup);
+  const p = await readyPeer(t, primary.endpoint);
+  for (let i = 0; i < 50; i++) await p.set(`k${i}`, i);
+  await p.close();
+  await waitFor('replicated', () => backup.sequence === primary.sequence && primary.stats().peers === 0);
+  const keys = backup.size;
+  await primary.close();
+  // Back at once, in memory: empty, a new epoch, no term.
+  primary = await member(t, 'primary', ports);
+  await replicating(backup, primary);
+  assert.equal(backup.role, 'active');
+  assert.equal(backup.term, 2);
+  assert.equal(primary.role, 'passive');
+  assert.equal(backup.size, keys, 'the data survived');
+  assert.equal(primary.size, keys);
+});

@@ -128,6 +128,8 @@ export class Forwarder implements AsyncDisposable {
       restoreOwner: (key, owner) => this.#presence.recover(key, owner),
       onUndone: (record) => this.#sequencer.forget(record.uuid),
       onLocal: (record, at) => this.#pair?.onLocal(record, at),
+      onReplicaBroken: () => this.#pair?.onReplicaBroken(),
+      beforeCommit: () => this.#pair?.flush(),
       counters,
       history: { maxEntries: settings.historyMax, maxBytes: settings.historyBytes },
       ...(durable ? { journal: durable, durability: settings.durability } : {}),

@@ -85,10 +85,18 @@ export interface UpdateLogHooks {
   /** An update was published (the place for the retained history). */
   readonly onPublish?: (record: UpdateRecord) => void;
   /**
-   * An update is held locally for good (on disk in `sync` mode, else as soon as it is stored):
-   * what may be sent to a backup, in sequence order.
+   * An update was sequenced and stored (in memory; the disk write runs in parallel): what is
+   * sent to a following backup, in sequence order. The backup writes it to its own disk while
+   * this one commits, and the update is published once both hold it.
    */
   readonly onLocal?: (record: UpdateRecord, at: number) => void;
+  /**
+   * Updates already sent to the backup were undone (the disk refused them): the backup must
+   * start over (it then holds more than this log, and gets a full copy).
+   */
+  readonly onReplicaBroken?: () => void;
+  /** A group is about to be written to disk: what goes to the backup goes now, so both disks write at once. */
+  readonly beforeCommit?: () => void;
   readonly counters: Counters;
   /** Bounds of the retained history (default: the forwarder's defaults). */
   readonly history?: HistoryBounds;
@@ -157,11 +165,6 @@ export class UpdateLog {
     return this.#replica !== undefined;
   }
 
-  /** The last sequence held locally for good (what a backup may be sent). */
-  get localSequence(): number {
-    return this.#hooks.journal && this.#sync ? this.#committed : this.store.sequence;
-  }
-
   /** When the oldest update still waiting to be published was sequenced (ms), if any. */
   get oldestUnpublishedAt(): number | undefined {
     return this.#unpublished[0]?.at;
@@ -195,11 +198,10 @@ export class UpdateLog {
     this.#release();
   }
 
-  /** Updates held locally for good but not yet published, after `after`, in order (a backup that just attached needs them). */
-  localUnpublished(after: number): TimedRecord[] {
-    const local = this.localSequence;
+  /** Updates stored but not yet published, after `after`, in order (a backup that just attached needs them). */
+  unpublishedAfter(after: number): TimedRecord[] {
     const out: TimedRecord[] = [];
-    for (const u of this.#unpublished) if (u.record.seq > after && u.record.seq <= local) out.push({ record: u.record, at: u.at });
+    for (const u of this.#unpublished) if (u.record.seq > after) out.push({ record: u.record, at: u.at });
     return out;
   }
 
@@ -271,7 +273,7 @@ export class UpdateLog {
     }
     this.#toCommit.push({ record, at: now });
     this.#schedule();
-    if (!this.#sync) hooks.onLocal?.(record, now);
+    hooks.onLocal?.(record, now);
     const needsDisk = this.#sync || this.#failure !== undefined || this.#toCommit.length > ASYNC_WINDOW;
     if (needsDisk || this.#replica !== undefined || this.#unpublished.length > 0) {
       this.#unpublished.push({ record, keyBytes, prev, prevOwner, at: now, needsDisk });
@@ -455,6 +457,7 @@ export class UpdateLog {
     const outcomes = this.#outcomes;
     this.#toCommit = [];
     this.#outcomes = [];
+    this.#hooks.beforeCommit?.();
     try {
       journal.commit(batch, outcomes);
     } catch (err) {
@@ -468,7 +471,6 @@ export class UpdateLog {
     this.#failure = undefined;
     const last = batch[batch.length - 1]?.record.seq;
     if (last !== undefined) this.#committed = last;
-    if (this.#sync && this.#hooks.onLocal) for (const t of batch) this.#hooks.onLocal(t.record, t.at);
     this.#release();
     this.#afterCommit();
   }
@@ -506,6 +508,12 @@ export class UpdateLog {
     this.#undoAfter(this.#committed);
     this.#toCommit = [];
     this.#outcomes = [];
+    // The backup was sent what was just undone: it starts over (what waited for it goes out).
+    if (this.#replica !== undefined) {
+      this.#replica = undefined;
+      this.#hooks.onReplicaBroken?.();
+      this.#release();
+    }
     this.#settle({ fromSeq, error });
     this.#afterCommit();
   }

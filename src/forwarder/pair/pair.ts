@@ -4,8 +4,10 @@
  *
  * Roles. At start a member waits up to `partnerTimeout` to hear its partner. A partner that is
  * active makes it passive; a partner that is passive or starting makes a configured primary
- * active; a primary that hears nobody becomes active alone; a backup never becomes active at
- * start. A passive member takes over only when its partner (which it has seen active) has been
+ * active, unless that partner holds a longer log (higher term, or same term and higher
+ * sequence): then the partner, passive, sees a shorter log next to it and becomes active itself,
+ * so a primary that restarted empty never wipes its backup's copy. A primary that hears nobody
+ * becomes active alone; a backup never becomes active at start. A passive member takes over only when its partner (which it has seen active) has been
  * silent for `partnerTimeout` AND a snapshot request (ICANHAZ?) arrives or is held: peers that
  * can still reach the primary keep a backup cut off from it passive, which is what avoids split
  * brain when only the link between the servers fails. Becoming active takes term = highest known
@@ -165,6 +167,18 @@ export class Pair {
     r.cursor = record.seq;
     this.#out.records.push({ record, at });
     this.#scheduleFlush();
+  }
+
+  /**
+   * The log undid updates the backup was already sent (the disk refused them): the backup is
+   * told to start over, and is not waited for meanwhile.
+   */
+  onReplicaBroken(): void {
+    const r = this.#replica;
+    if (r === undefined) return;
+    this.#replica = undefined;
+    this.#out = { records: [], outcomes: [], scheduled: this.#out.scheduled };
+    this.#sendTo(r.session, { kind: 'reset' });
   }
 
   /** A refused or conflicting write outcome: the backup remembers it too. */
@@ -334,6 +348,18 @@ export class Pair {
     }
   }
 
+  /** The partner's log is longer than this member's: a higher term, or the same term and a higher sequence. */
+  #partnerAhead(b: Beat): boolean {
+    const mine = this.#h.log.publishedSequence;
+    return b.term > this.#term || (b.term === this.#term && b.sequence > mine);
+  }
+
+  /** This member's log is longer than the partner's. */
+  #aheadOf(b: Beat): boolean {
+    const mine = this.#h.log.publishedSequence;
+    return this.#term > b.term || (this.#term === b.term && mine > b.sequence);
+  }
+
   /** The partner outranks this member on equal terms: the configured primary, then the higher session. */
   #partnerOutranks(b: Beat): boolean {
     if (b.configured !== this.#h.configured) return b.configured === 'primary';
@@ -354,7 +380,6 @@ export class Pair {
     if (m.kind === 'beat') return this.#onBeat(m, now);
     // Anything else must come from the partner's current run, meant for this run.
     if (m.session !== this.#partner.session || m.to !== this.#session) {
-      if (process.env.PAIR_DEBUG) console.error('refused', this.#h.configured, m.kind, m.session, this.#partner.session, m.to, this.#session);
       this.#refused++;
       return;
     }
@@ -368,44 +393,54 @@ export class Pair {
         return this.#onRepl(m, now);
       case 'ack':
         return this.#onAck(m.session, m.applied, now);
+      case 'reset':
+        // The active undid updates this member already holds: start over (a full copy).
+        if (this.#role === 'passive' && this.#follow.state !== 'idle') this.#requestSync();
+        return;
     }
   }
 
   #onBeat(b: Beat, now: number): void {
-    const p = this.#partner;
-    if (b.session !== p.session) {
+    const known = this.#partner;
+    if (b.session !== known.session) {
       // A new run of the partner (or a stranger): taken only when nobody else is the partner.
-      if (p.session !== undefined && now - p.lastHeard < this.#h.partnerTimeout) {
+      if (known.session !== undefined && now - known.lastHeard < this.#h.partnerTimeout) {
         this.#refused++;
         return;
       }
       if (this.#replica !== undefined) this.#dropReplica();
       if (this.#follow.state !== 'idle') this.#follow = { ...this.#follow, state: 'idle', copy: undefined };
       this.#partner = { session: b.session, lastHeard: now, beat: b };
+      // Answered at once, so the new partner learns this member's session without waiting a beat.
       this.#beat();
     }
-    p.lastHeard = now;
     this.#partner.lastHeard = now;
     this.#partner.beat = b;
     if (b.role === 'active') this.#heardActive = true;
     if (this.#role === 'starting') {
       if (b.role === 'active') this.#becomePassive(`partner active (term ${b.term})`);
+      else if (this.#partnerAhead(b)) this.#becomePassive(`partner ${b.role} with a longer log (term ${b.term}, sequence ${b.sequence})`);
       else if (this.#h.configured === 'primary') this.#becomeActive(`partner ${b.role}`);
       return;
     }
     if (this.#role === 'passive') {
       if (b.role === 'active') {
         if (this.#follow.state === 'idle') this.#requestSync();
-      } else if (this.#h.configured === 'primary' && (b.role === 'starting' || (b.role === 'passive' && !this.#partnerOutranks(b)))) {
-        // Nobody is active: the configured primary takes it.
-        this.#becomeActive(`partner ${b.role}`);
+      } else if (this.#aheadOf(b) || (this.#h.configured === 'primary' && !this.#partnerAhead(b))) {
+        // Nobody is active: the member with the longer log takes it (on a tie, the configured
+        // primary), so a partner that restarted empty never wipes this one's copy.
+        this.#becomeActive(`partner ${b.role} (term ${b.term}, sequence ${b.sequence})`);
       }
       return;
     }
     // Active.
     if (b.role === 'active') {
       if (b.term > this.#term || (b.term === this.#term && this.#partnerOutranks(b))) {
-        this.#becomePassive(`partner active with term ${b.term} (this one had term ${this.#term})`);
+        const mine = this.#term;
+        // The term never goes back; the lineage comes with the catch-up.
+        this.#term = b.term;
+        this.#persist();
+        this.#becomePassive(`partner active with term ${b.term} (this one had term ${mine})`);
       }
       return;
     }
@@ -457,7 +492,7 @@ export class Pair {
     const now = Date.now();
     const records: TimedRecord[] = [];
     for (const record of log.history.since(since, '')) records.push({ record, at: now });
-    for (const t of log.localUnpublished(log.publishedSequence)) records.push(t);
+    for (const t of log.unpublishedAfter(log.publishedSequence)) records.push(t);
     this.#replica = { session, cursor: since + records.length, attachedAt: log.store.sequence, lastHeard: now, caughtUp: false, acked: since };
     log.attachReplica();
     this.#out = { records: [], outcomes: [], scheduled: this.#out.scheduled };
@@ -512,14 +547,19 @@ export class Pair {
     // Everything of this turn in one message (the log's group commit works the same way).
     setImmediate(() => {
       this.#out.scheduled = false;
-      this.#flush();
+      this.flush();
     });
+  }
+
+  /** Sends what collected for the backup now (the log is about to commit: both disks then write at once). */
+  flush(): void {
+    if (this.#out.records.length > 0 || this.#out.outcomes.length > 0) this.#flush();
   }
 
   #flush(): void {
     const r = this.#replica;
     const { records, outcomes } = this.#out;
-    this.#out = { records: [], outcomes: [], scheduled: false };
+    this.#out = { records: [], outcomes: [], scheduled: this.#out.scheduled };
     if (r === undefined || this.#role !== 'active' || (records.length === 0 && outcomes.length === 0)) return;
     for (let i = 0; i < records.length || (i === 0 && outcomes.length > 0); i += CHUNK) {
       const chunk = records.slice(i, i + CHUNK);

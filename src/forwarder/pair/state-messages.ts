@@ -27,6 +27,8 @@ export const StateKind = {
   Repl: 'CKPAIR-REPL',
   /** A follower acknowledges every update up to `applied`. */
   Ack: 'CKPAIR-ACK',
+  /** The active undid updates it had sent (its disk refused them): the follower starts over. */
+  Reset: 'CKPAIR-RESET',
 } as const;
 
 /** A member's runtime role as announced: `starting` until it has decided. */
@@ -92,7 +94,11 @@ export interface Ack extends Header {
   readonly applied: number;
 }
 
-export type StateMessage = Beat | SyncRequest | CopyPart | Replication | Ack;
+export interface Reset extends Header {
+  readonly kind: 'reset';
+}
+
+export type StateMessage = Beat | SyncRequest | CopyPart | Replication | Ack | Reset;
 
 const SESSION = /^[0-9a-f]{16}$/;
 const EPOCH = /^[0-9a-f]{1,64}$/;
@@ -107,7 +113,7 @@ export function encodeState(m: StateMessage): Buffer[] {
   return frames;
 }
 
-const KIND_OF = { beat: StateKind.Beat, sync: StateKind.Sync, copy: StateKind.Copy, repl: StateKind.Repl, ack: StateKind.Ack } as const;
+const KIND_OF = { beat: StateKind.Beat, sync: StateKind.Sync, copy: StateKind.Copy, repl: StateKind.Repl, ack: StateKind.Ack, reset: StateKind.Reset } as const;
 
 /** Decodes a message as received, or `undefined` if it is not exactly one. */
 export function decodeState(frames: Buffer[]): StateMessage | undefined {
@@ -138,6 +144,8 @@ export function decodeState(frames: Buffer[]): StateMessage | undefined {
       if (!bare || !isCount(h.since) || !isEpoch(h.epoch) || lineage === undefined || typeof h.full !== 'boolean') return undefined;
       return { kind: 'sync', ...base, since: h.since, epoch: h.epoch, lineage, full: h.full };
     }
+    case StateKind.Reset:
+      return bare ? { kind: 'reset', ...base } : undefined;
     case StateKind.Ack: {
       if (!bare || !isCount(h.applied)) return undefined;
       return { kind: 'ack', ...base, applied: h.applied };
