@@ -78,3 +78,19 @@ test('plain pair: the peer never gives up while the backup takes over only after
   assert.equal(p.server, pair.backup.endpoint);
   await waitFor('live at the backup with both keys', () => p.status === 'live' && p.get('during') === 2 && p.get('before') === 1);
 });
+
+test('plain pair: a ttl keeps its deadline across the takeover (one absolute meaning on both servers)', async (t) => {
+  const pair = await plainPair(t, { heartbeat: 50, timeout: 300, backupTimeout: 1000 });
+  const p = peer(t, pair.servers, { silenceTimeout: 300, snapshotRetryDelay: 50, maxRetryDelay: 300 });
+  await within('the peer joins the primary', p.ready());
+  const writtenAt = Date.now();
+  await p.set('short', 1, { ttl: 2.5 });
+  await waitFor('the backup follows the primary', () => pair.backup.map.has('short'));
+  await pair.primary.close();
+  await waitFor('the peer is live at the backup', () => p.server === pair.backup.endpoint && p.status === 'live', 10_000);
+  assert.equal(p.get('short'), 1, 'not expired at once by the takeover');
+  await waitFor('the value expires', () => !p.has('short'), 10_000);
+  const lived = Date.now() - writtenAt;
+  t.diagnostic(`expired ${lived} ms after the write (ttl 2500 ms; the backup took over at least 1000 ms after the kill)`);
+  assert.ok(lived >= 2400 && lived < 3400, `expired at its deadline, not counted again from the takeover (${lived} ms)`);
+});

@@ -90,3 +90,29 @@ test('a silent forwarder (SIGSTOP) is left after silenceTimeout; another epoch m
   assert.equal(p.get('only/second'), 2);
   await waitFor('the other peer sees the write', () => other.get('during') === 3);
 });
+
+test('default settings: when the server in use dies and the other answers only 2 s later (a backup taking over), pending writes are acknowledged within 3 s', async (t) => {
+  // Route B plays the backup of a pair: unreachable (its proxies refuse) until 2 s after the
+  // kill, as a clonekv backup answers only once its partner has been silent for partnerTimeout.
+  const fwd = await forwarder(t);
+  const port = Number(/:(\d+)$/.exec(fwd.endpoint)![1]);
+  const a = await route(t, port);
+  const b = await route(t, port);
+  for (const proxy of b.proxies) proxy.cut();
+  const p = peer(t, [a.endpoints, b.endpoints]);
+  await within('the peer joins through route A', p.ready());
+  // A write applied through the subscriber: its connection has delivered (a drop of it counts).
+  await p.set('warm', 0);
+  const writes = Array.from({ length: 50 }, (_, i) => p.set(`d/${i}`, i));
+  const killedAt = Date.now();
+  for (const proxy of a.proxies) proxy.cut();
+  const restore = setTimeout(() => {
+    for (const proxy of b.proxies) proxy.restore();
+  }, 2000);
+  t.after(() => clearTimeout(restore));
+  await within('the writes are acknowledged through route B', Promise.all(writes), 10_000);
+  const elapsed = Date.now() - killedAt;
+  t.diagnostic(`acknowledged ${elapsed} ms after the kill; ${JSON.stringify(p.stats())}`);
+  assert.ok(elapsed < 3000, `within 3 s (${elapsed} ms)`);
+  assert.equal(p.server, b.endpoints.snapshot);
+});

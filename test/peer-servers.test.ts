@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ClonekvError, Peer, resolveServers, type PeerOptions } from '../src/index.ts';
-import { forwarder, runCli } from './helpers.ts';
+import { forwarder, runCli, spawnCli, waitFor } from './helpers.ts';
 
 const A = { snapshot: 'tcp://a:5556', publisher: 'tcp://a:5557', collector: 'tcp://a:5558' };
 const B = { snapshot: 'tcp://b:5566', publisher: 'tcp://b:5567', collector: 'tcp://b:5568' };
@@ -47,12 +47,13 @@ test('CLI: --server and CLONEKV_SERVER take a list; a bad entry is named; the pe
   const gone = await forwarder(t);
   const dead = gone.endpoint;
   await gone.close();
-  const [set, bad, twice, get] = await Promise.all([
+  const [set, bad, twice] = await Promise.all([
     runCli(['set', 'list/key', 'hello', '--server', `${dead},${fwd.endpoint}`, '--timeout', '10000']),
     runCli(['get', 'list/key'], { CLONEKV_SERVER: `${fwd.endpoint},tcp://nowhere` }),
     runCli(['get', 'list/key', '--server', `${fwd.endpoint},${fwd.endpoint}`]),
-    runCli(['get', 'list/key', '--timeout', '10000'], { CLONEKV_SERVER: `${dead},${fwd.endpoint}` }),
   ]);
+  // After the write: the reader finds it through the same list, past the dead first server.
+  const get = await runCli(['get', 'list/key', '--timeout', '10000'], { CLONEKV_SERVER: `${dead},${fwd.endpoint}` });
   assert.equal(set.code, 0, set.stderr);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /CLONEKV_SERVER "tcp:\/\/nowhere" \(entry 2 of/);
@@ -60,4 +61,23 @@ test('CLI: --server and CLONEKV_SERVER take a list; a bad entry is named; the pe
   assert.match(twice.stderr, /twice/);
   assert.equal(get.code, 0, get.stderr);
   assert.match(get.stdout, /hello/);
+});
+
+test('CLI: watch says in one line when it leaves a forwarder for the other, and shows the map of the other', async (t) => {
+  const first = await forwarder(t, { heartbeatInterval: 100 });
+  const second = await forwarder(t, { heartbeatInterval: 100 });
+  const w = spawnCli(t, ['watch', 'w/', '--server', `${first.endpoint},${second.endpoint}`]);
+  const onFirst = await runCli(['set', 'w/first', 'here', '--server', first.endpoint]);
+  assert.equal(onFirst.code, 0, onFirst.stderr);
+  await w.line(/^put w\/first here$/);
+  const onSecond = await runCli(['set', 'w/second', 'there', '--server', second.endpoint]);
+  assert.equal(onSecond.code, 0, onSecond.stderr);
+  await first.close();
+  await waitFor(
+    'the failover line',
+    () => w.stderr().includes(`clonekv: left the forwarder at ${first.endpoint} (connection dropped) for ${second.endpoint}`),
+    15_000,
+  );
+  await w.line(/^put w\/second there$/);
+  await waitFor('back in sync', () => w.stderr().includes(`back in sync with the forwarder at ${second.endpoint}`), 15_000);
 });

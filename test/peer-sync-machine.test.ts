@@ -454,24 +454,26 @@ test('failover: a dropped subscriber connection moves at once, but only one that
   assert.deepEqual(one.subDown(150), []);
 });
 
-test('failover: an unanswered request is given at least silenceTimeout, then the next server is asked, round robin, forever, the wait growing to maxRetryDelay', () => {
+test('failover: an unanswered request is asked again at the same server until it has had silenceTimeout, then at the next, round robin, forever, the wait growing to maxRetryDelay', () => {
   const h = harness({ servers: 2, silenceTimeout: 3000, snapshotRetryDelay: 1000, maxRetryDelay: 8000 });
   assert.deepEqual(h.start(0), ['request 1', 'resendWrites']);
-  assert.deepEqual(h.tick(2999), [], 'a backup may answer only once it has taken over: wait silenceTimeout, not snapshotRetryDelay');
-  assert.deepEqual(h.tick(3000), ['failover 0>1 no-answer', 'request 2', 'resendWrites']);
-  assert.deepEqual(h.tick(5999), []);
-  assert.deepEqual(h.tick(6000), ['failover 1>0 no-answer', 'request 3', 'resendWrites']);
-  assert.deepEqual(h.tick(9999), [], 'the wait grew to 4000');
-  assert.deepEqual(h.tick(10_000), ['failover 0>1 no-answer', 'request 4', 'resendWrites']);
-  let now = 10_000;
+  assert.deepEqual(h.tick(999), []);
+  assert.deepEqual(h.tick(1000), ['request 2', 'resendWrites'], 'asked again at the same server: a backup takes over when asked once its partner is silent');
+  assert.deepEqual(h.tick(2999), []);
+  assert.deepEqual(h.tick(3000), ['failover 0>1 no-answer', 'request 3', 'resendWrites'], 'after silenceTimeout at that server, the next one');
+  assert.deepEqual(h.tick(6999), [], 'the wait grew to 4000');
+  assert.deepEqual(h.tick(7000), ['failover 1>0 no-answer', 'request 4', 'resendWrites']);
+  let now = 7000;
   for (let i = 0; i < 20; i++) {
+    assert.deepEqual(h.tick(now + 7999), []);
     now += 8000;
-    assert.deepEqual(h.tick(now), [`failover ${(i + 1) % 2}>${i % 2} no-answer`, `request ${5 + i}`, 'resendWrites'], 'bounded by maxRetryDelay, never giving up');
+    assert.deepEqual(h.tick(now), [`failover ${i % 2}>${(i + 1) % 2} no-answer`, `request ${5 + i}`, 'resendWrites'], 'bounded by maxRetryDelay, never giving up');
   }
-  assert.equal(h.stats.failovers, 23);
+  assert.equal(h.stats.failovers, 22);
+  assert.equal(h.stats.snapshotRequests, 24);
   // At last one answers: live there.
   assert.deepEqual(h.end(now + 1, 24, 3, { ...CLONEKV, epoch: 'e2' }), ['kind clonekv', 'replace @3 first {}', 'ready', ...JOINED]);
-  assert.equal(h.m.server, 1);
+  assert.equal(h.m.server, 0);
 });
 
 test('failover: the new server is a new stream (a lower sequence there is no restart); another epoch answers with a snapshot that replaces the map', () => {

@@ -14,6 +14,7 @@ import { waitFor } from './helpers.ts';
 
 interface Route extends WriteRoute {
   kind: ServerKind;
+  server: number;
   applied: number;
   epoch: string | undefined;
   syncing: boolean;
@@ -180,4 +181,48 @@ test('closing resolves a write already sequenced (a retry would apply it twice) 
   await turn();
   assert.equal(acked.state(), 'resolved 12');
   assert.equal(unanswered.state(), 'rejected Error');
+});
+
+test('plain servers of a pair: each write goes once to every collector, again only to one whose snapshot proved it lost (issue 9)', async (t) => {
+  const { writes, route } = setup(t);
+  const published: string[] = [];
+  let uuid: Buffer = Buffer.alloc(0);
+  const ready = [true, false];
+  Object.assign(route, {
+    kind: 'plain',
+    servers: 2,
+    server: 0,
+    epoch: undefined,
+    collectorReady: (i: number) => ready[i] === true,
+    publish: (i: number, frames: Buffer[]) => {
+      uuid = frames[2]!;
+      published.push(`${i}:${frames[0]!.toString()}`);
+    },
+  });
+  const p = writes.add('k', Buffer.from('k'), true, [], Buffer.from('v'), undefined, 60_000);
+  let state = 'pending';
+  p.then((seq) => (state = `resolved ${seq}`), () => (state = 'rejected'));
+  assert.deepEqual(published, ['0:k'], 'to the collector that has subscribed');
+  ready[1] = true;
+  writes.resendAll();
+  assert.deepEqual(published, ['0:k', '1:k'], 'and to the other once it has');
+  writes.resendAll();
+  assert.deepEqual(published, ['0:k', '1:k'], 'never twice to the same server (it would sequence it again)');
+  // Server 0 dies: its copy may be lost there, but the peer moves to server 1, which has its own.
+  writes.collectorLost(0);
+  route.server = 1;
+  writes.afterSnapshot();
+  writes.resendAll();
+  assert.deepEqual(published, ['0:k', '1:k'], 'not re-sent to server 1 after the failover');
+  // Back at server 0 (restarted, its snapshot without the write): sent to it again.
+  route.server = 0;
+  writes.afterSnapshot();
+  assert.deepEqual(published, ['0:k', '1:k', '0:k']);
+  // A snapshot holding it (by uuid: a backup replayed its pending copy) acknowledges it.
+  assert.equal(writes.unechoed, true);
+  writes.seenInSnapshot(uuid, 7);
+  route.applied = 7;
+  writes.settle();
+  await turn();
+  assert.equal(state, 'resolved 7');
 });

@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type ResyncReason, type WatchEntry } from '../index.ts';
+import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type FailoverReason, type ResyncReason, type WatchEntry } from '../index.ts';
 import { OPTION_BOUNDS } from '../forwarder/settings.ts';
 import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
@@ -825,6 +825,13 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
 }
 
 /** What a resync means for someone watching, in a few words naming the forwarder. */
+/** Why a peer left a server, as `watch` says it. */
+const FAILOVER_CAUSE: Record<FailoverReason, string> = {
+  silence: 'silent',
+  disconnected: 'connection dropped',
+  'no-answer': 'no answer',
+};
+
 function resyncCause(reason: ResyncReason, url: string): string {
   switch (reason) {
     case 'silence':
@@ -858,15 +865,21 @@ async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   io.outputClosed?.addEventListener('abort', stop, { once: true });
   // Say once when the state shown may be behind, and once when it is current again.
   let behind = false;
+  // With several servers (a pair), a move to the other one says which and why, in one line.
+  peer.on('failover', ({ from, to, reason }) => {
+    if (behind) return;
+    behind = true;
+    io.err(`clonekv: left the forwarder at ${from} (${FAILOVER_CAUSE[reason]}) for ${to}; resyncing, changes may show late until it is back`);
+  });
   peer.on('resync', ({ reason }) => {
     if (behind) return;
     behind = true;
-    io.err(`clonekv: ${resyncCause(reason, url)}; resyncing, changes may show late until it is back`);
+    io.err(`clonekv: ${resyncCause(reason, peer.server)}; resyncing, changes may show late until it is back`);
   });
   peer.on('synced', () => {
     if (!behind) return;
     behind = false;
-    io.err(`clonekv: back in sync with the forwarder at ${url}`);
+    io.err(`clonekv: back in sync with the forwarder at ${peer.server}`);
   });
   const json = values.json === true;
   try {

@@ -17,10 +17,12 @@
  * in the list (round robin) when that server is silent for `silenceTimeout` while the peer is
  * live, when the subscriber connection to it drops after it had delivered (a killed server drops
  * TCP at once: the fastest sign), or when a snapshot request gets no answer within the attempt
- * timeout. At the new server it asks at once, and gives that request at least `silenceTimeout`
- * (a clonekv backup takes over only once its partner has been silent for a while, and may hold
- * the request until then): only after that does it move on again. The wait grows with each
- * attempt that goes unanswered, up to `maxRetryDelay`, and the peer never gives up. A new server
+ * timeout. At the new server it asks at once, and keeps asking there (each unanswered attempt
+ * asked again after the attempt timeout) for at least `silenceTimeout`: a backup takes over only
+ * once its partner has been silent for a while AND a peer asks (a clonekv backup may hold the
+ * request until then; a plain one ignores it, so asking again is what gets the answer). Only then
+ * does it move on. The attempt timeout grows with each attempt that goes unanswered, up to
+ * `maxRetryDelay`, and the peer never gives up. A new server
  * is a new subscriber stream: the sequence-going-backwards check starts afresh. The request
  * there asks to resume by delta when the servers announced they answer such requests (and
  * carries the epoch, so a server of another epoch answers with a full snapshot, which replaces
@@ -192,8 +194,9 @@ export class SyncMachine {
   #readySent = false;
   /** Whether the last KTHXBAI (from any server) announced that it answers resume requests (`resume=1`). */
   #serverResumes = false;
-  /** The server in use (index in the peer's list). */
+  /** The server in use (index in the peer's list), and since when (ms). */
   #server = 0;
+  #serverSince: number;
   /** Per server: whether its last KTHXBAI announced `resume=1` (`undefined`: never heard from it). */
   readonly #announcedResume: Array<boolean | undefined> = [];
   /** The last term a pair member announced (KTHXBAI, HUGZ), sent back in resume requests. */
@@ -209,6 +212,7 @@ export class SyncMachine {
     this.#stats = stats;
     this.#attemptTimeout = settings.snapshotRetryDelay;
     this.#lastHeard = now;
+    this.#serverSince = now;
   }
 
   get status(): SyncStatus {
@@ -264,7 +268,7 @@ export class SyncMachine {
   /** When {@link tick} next has something to do (ms, Date.now clock). */
   nextWake(): number {
     if (this.#waiting) return this.#waiting.at;
-    if (this.#attempt) return this.#attempt.lastProgress + this.#attemptWait();
+    if (this.#attempt) return this.#attempt.lastProgress + this.#attemptTimeout;
     if (this.#status === 'live') return this.#lastHeard + this.#s.silenceTimeout + 1;
     return Infinity;
   }
@@ -277,12 +281,14 @@ export class SyncMachine {
     }
     const a = this.#attempt;
     if (a) {
-      if (now - a.lastProgress >= this.#attemptWait()) {
+      if (now - a.lastProgress >= this.#attemptTimeout) {
         // No answer (the server is down, or the request was lost): ask again, waiting longer next
-        // time; with several servers, ask the next one.
+        // time. With several servers, the server in use is asked again until it has had
+        // silenceTimeout (a backup answers only once it has taken over, which a request may
+        // trigger), then the next one is.
         this.#attemptTimeout = Math.min(this.#attemptTimeout * 2, this.#s.maxRetryDelay);
         const reason = a.reason ?? (this.#status === 'syncing' ? undefined : 'silence');
-        if (this.#failsOver) {
+        if (this.#failsOver && now - this.#serverSince >= this.#s.silenceTimeout) {
           // A server that never announced what it answers, and left a resume request
           // unanswered, may be a plain server that ignores three-frame requests: ask it plainly.
           if (a.resume && this.#announcedResume[this.#server] === undefined) this.#announcedResume[this.#server] = false;
@@ -325,15 +331,6 @@ export class SyncMachine {
   }
 
   /**
-   * How long an attempt may go without an answer: with several servers, at least
-   * `silenceTimeout`, since the server just moved to may be a backup that answers only once it
-   * has taken over.
-   */
-  #attemptWait(): number {
-    return this.#failsOver ? Math.max(this.#attemptTimeout, this.#s.silenceTimeout) : this.#attemptTimeout;
-  }
-
-  /**
    * Leaves the server in use for the next one: what was under way there is dropped (its answer
    * is not wanted), and the new server's subscriber is a new stream (its sequences are not
    * compared with the old one's). The caller asks for a snapshot next.
@@ -342,6 +339,7 @@ export class SyncMachine {
     const from = this.#server;
     const to = (from + 1) % (this.#s.servers ?? 1);
     this.#server = to;
+    this.#serverSince = now;
     this.#attempt = undefined;
     this.#waiting = undefined;
     this.#lastFromSub = 0;
