@@ -9,8 +9,8 @@
  *    just after the kill. Median and worst.
  * 2. the cost of replicated acknowledgements: a standalone durable forwarder (`clonekv serve
  *    --data DIR`, sync durability) against a pair (both members durable, sync), same machine:
- *    acknowledged sets/s from 4 writer peers with 64 writes in flight each (64-byte values, 1,000
- *    keys), and write-to-visible p50/p99 at an offered 10,000 updates/s (bench/compare's latency
+ *    acknowledged sets/s from 4 writer peers with 64 and with 256 writes in flight each (64-byte
+ *    values, 1,000 keys), and write-to-visible p50/p99 at an offered 10,000 updates/s (bench/compare's latency
  *    workload, one watcher). Single and pair alternate, 3 rounds each (fresh servers every
  *    time), so a change in the machine's load weighs on both; medians and each round's ratio, and
  *    the CPU (cores) each server process and the client process used during the throughput run.
@@ -18,7 +18,7 @@
  * Every server is a `clonekv serve` child process (bin/clonekv.js); peers live in this process.
  * Data directories are temporary and removed afterwards.
  *
- * Run: `npm run bench:failover` (about 2.5 minutes; `--quick`: 3 kills, one short round).
+ * Run: `npm run bench:failover` (about 3 minutes; `--quick`: 3 kills, one short round).
  */
 import { readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
@@ -31,6 +31,10 @@ import type { Adapter, OnValue, WatchGroup } from './compare/types.ts';
 
 const quick = process.argv.includes('--quick');
 const KILLS = quick ? 3 : 5;
+const arg = (name: string, fallback: number): number => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback);
+/** Writes in flight per writer peer in the throughput runs (4 writers). */
+const IN_FLIGHTS = [64, 256];
+const ROUNDS = arg('rounds', quick ? 1 : 3);
 
 // The pair fixture registers its teardown with a test context's `after`: here, a list run at the end.
 const cleanups: Array<() => unknown> = [];
@@ -195,48 +199,54 @@ async function pairOf(): Promise<{ servers: string[]; pids: number[] }> {
   return { servers: pair.servers, pids: pair.members.map((m) => m.proc.child.pid!) };
 }
 
+type Throughput = Awaited<ReturnType<typeof setThroughput>>;
+type Latency = Awaited<ReturnType<typeof latency>>;
+
 /**
  * Single and pair alternately, `ROUNDS` times each (a fresh server or pair every time), so a
- * change in the machine's load weighs on both alike; medians, and each round's ratio.
+ * change in the machine's load weighs on both alike: throughput at each window of
+ * {@link IN_FLIGHTS}, then latency at 10k/s; medians, and each round's ratio.
  */
 async function replicationCost(): Promise<void> {
-  const ROUNDS = quick ? 1 : 3;
-  const runs: Record<'single' | 'pair', Array<{ rate: number; serverCpu: number[]; clientCpu: number; p50: number; p99: number; p999: number; achieved: number }>> = { single: [], pair: [] };
-  for (let round = 1; round <= ROUNDS; round++) {
+  const runs = { single: [] as Array<{ t: Throughput[]; l: Latency }>, pair: [] as Array<{ t: Throughput[]; l: Latency }> };
+  for (let r = 1; r <= ROUNDS; r++) {
     for (const [mode, start] of [['single', single], ['pair', pairOf]] as const) {
       const { servers, pids } = await start();
-      const t = await setThroughput(servers, pids, 4, 64, quick ? 2000 : 4000);
+      const t: Throughput[] = [];
+      for (const inFlight of IN_FLIGHTS) t.push(await setThroughput(servers, pids, 4, inFlight, quick ? 2000 : 4000));
       const adapter = new ServersAdapter(servers, 1000);
       await adapter.open();
       try {
-        const l = await latency(adapter, { run: round, rate: 10_000, durationMs: quick ? 1000 : 3000, drainMs: 1000, keySpace: 1000, valueSize: 64, ackWindow: 256, lagWindow: 10_000 });
-        runs[mode].push({ ...t, p50: l.p50, p99: l.p99, p999: l.p999, achieved: l.achieved });
-        process.stderr.write(`cost: round ${round} ${mode}: ${Math.round(t.rate)} acked sets/s (server CPU ${t.serverCpu.map((c) => c.toFixed(2)).join('+')}, client ${t.clientCpu.toFixed(2)} cores); 10k/s p50 ${l.p50.toFixed(2)} p99 ${l.p99.toFixed(1)} ms\n`);
+        const l = await latency(adapter, { run: r, rate: 10_000, durationMs: quick ? 1000 : 3000, drainMs: 1000, keySpace: 1000, valueSize: 64, ackWindow: 256, lagWindow: 10_000 });
+        runs[mode].push({ t, l });
+        const shown = t.map((x, i) => `${Math.round(x.rate)}/s at ${IN_FLIGHTS[i]} in flight (server CPU ${x.serverCpu.map((c) => c.toFixed(2)).join('+')}, client ${x.clientCpu.toFixed(2)} cores)`);
+        process.stderr.write(`cost: round ${r} ${mode}: ${shown.join('; ')}; 10k/s p50 ${l.p50.toFixed(2)} p99 ${l.p99.toFixed(1)} ms\n`);
       } finally {
         await adapter.close();
       }
       await cleanup();
     }
   }
-  const med = (mode: 'single' | 'pair', f: (r: (typeof runs)['single'][number]) => number): number => median(runs[mode].map(f));
-  const ratios = runs.pair.map((r, i) => r.rate / runs.single[i]!.rate);
+  IN_FLIGHTS.forEach((inFlight, i) => {
+    const rates = (mode: 'single' | 'pair'): number[] => runs[mode].map((x) => x.t[i]!.rate);
+    const ratios = rates('pair').map((x, k) => x / rates('single')[k]!);
+    for (const mode of ['single', 'pair'] as const) {
+      emit({
+        mode,
+        workload: 'throughput-4-writers',
+        inFlightPerWriter: inFlight,
+        value: round(median(rates(mode)), 0),
+        unit: 'acked sets/s',
+        rounds: rates(mode).map((x) => round(x, 0)),
+        serverCpuCores: runs[mode][0]!.t[i]!.serverCpu.map((_, k) => round(median(runs[mode].map((x) => x.t[i]!.serverCpu[k]!)), 2)),
+        clientCpuCores: round(median(runs[mode].map((x) => x.t[i]!.clientCpu)), 2),
+        ...(mode === 'pair' ? { ratioToSingle: round(median(ratios), 2), ratioByRound: ratios.map((x) => round(x, 2)), costPercent: round(100 * (1 - median(ratios)), 1), aimCostPercent: 25 } : {}),
+      });
+    }
+  });
   for (const mode of ['single', 'pair'] as const) {
-    const rate = med(mode, (r) => r.rate);
-    emit({
-      mode,
-      workload: 'throughput-4-writers',
-      value: round(rate, 0),
-      unit: 'acked sets/s',
-      rounds: runs[mode].map((r) => round(r.rate, 0)),
-      serverCpuCores: runs[mode][0]!.serverCpu.map((_, i) => round(median(runs[mode].map((r) => r.serverCpu[i]!)), 2)),
-      clientCpuCores: round(med(mode, (r) => r.clientCpu), 2),
-      ...(mode === 'pair'
-        ? { ratioToSingle: round(median(ratios), 2), ratioByRound: ratios.map((x) => round(x, 2)), costPercent: round(100 * (1 - median(ratios)), 1), aimCostPercent: 25 }
-        : {}),
-    });
-  }
-  for (const mode of ['single', 'pair'] as const) {
-    emit({ mode, workload: 'latency-10k', p50: round(med(mode, (r) => r.p50)), p99: round(med(mode, (r) => r.p99)), p999: round(med(mode, (r) => r.p999)), unit: 'ms', p99ByRound: runs[mode].map((r) => round(r.p99, 1)), achieved: round(med(mode, (r) => r.achieved), 0) });
+    const ls = runs[mode].map((x) => x.l);
+    emit({ mode, workload: 'latency-10k', p50: round(median(ls.map((l) => l.p50))), p99: round(median(ls.map((l) => l.p99))), p999: round(median(ls.map((l) => l.p999))), unit: 'ms', p99ByRound: ls.map((l) => round(l.p99, 1)), achieved: round(median(ls.map((l) => l.achieved)), 0) });
   }
 }
 
