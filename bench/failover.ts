@@ -35,6 +35,8 @@ const arg = (name: string, fallback: number): number => Number(process.argv.find
 /** Writes in flight per writer peer in the throughput runs (4 writers). */
 const IN_FLIGHTS = [64, 256];
 const ROUNDS = arg('rounds', quick ? 1 : 3);
+/** `--memory`: servers keep nothing on disk (to tell the cost of the backup's disk from the rest). */
+const MEMORY = process.argv.includes('--memory');
 
 // The pair fixture registers its teardown with a test context's `after`: here, a list run at the end.
 const cleanups: Array<() => unknown> = [];
@@ -189,13 +191,14 @@ async function setThroughput(servers: string[], pids: number[], writers: number,
 
 async function single(): Promise<{ servers: string[]; pids: number[] }> {
   const port = await freeBasePort();
-  const m = new Member(scope, 'single', port, 0, ['serve', '--port', String(port), '--data', dataDir(scope), '--durability', 'sync', '--json']);
+  const storage = MEMORY ? ['--memory'] : ['--data', dataDir(scope), '--durability', 'sync'];
+  const m = new Member(scope, 'single', port, 0, ['serve', '--port', String(port), ...storage, '--json']);
   await m.start();
   return { servers: [m.endpoint], pids: [m.proc.child.pid!] };
 }
 
 async function pairOf(): Promise<{ servers: string[]; pids: number[] }> {
-  const pair: Pair = await startPair(scope, { durable: true, heartbeat: 1000, partnerTimeout: 2000, extra: ['--durability', 'sync'] });
+  const pair: Pair = await startPair(scope, { durable: !MEMORY, heartbeat: 1000, partnerTimeout: 2000, extra: MEMORY ? [] : ['--durability', 'sync'] });
   return { servers: pair.servers, pids: pair.members.map((m) => m.proc.child.pid!) };
 }
 
@@ -233,6 +236,7 @@ async function replicationCost(): Promise<void> {
     for (const mode of ['single', 'pair'] as const) {
       emit({
         mode,
+        storage: MEMORY ? 'memory' : 'sync',
         workload: 'throughput-4-writers',
         inFlightPerWriter: inFlight,
         value: round(median(rates(mode)), 0),
@@ -246,7 +250,7 @@ async function replicationCost(): Promise<void> {
   });
   for (const mode of ['single', 'pair'] as const) {
     const ls = runs[mode].map((x) => x.l);
-    emit({ mode, workload: 'latency-10k', p50: round(median(ls.map((l) => l.p50))), p99: round(median(ls.map((l) => l.p99))), p999: round(median(ls.map((l) => l.p999))), unit: 'ms', p99ByRound: ls.map((l) => round(l.p99, 1)), achieved: round(median(ls.map((l) => l.achieved)), 0) });
+    emit({ mode, storage: MEMORY ? 'memory' : 'sync', workload: 'latency-10k', p50: round(median(ls.map((l) => l.p50))), p99: round(median(ls.map((l) => l.p99))), p999: round(median(ls.map((l) => l.p999))), unit: 'ms', p99ByRound: ls.map((l) => round(l.p99, 1)), achieved: round(median(ls.map((l) => l.achieved)), 0) });
   }
 }
 
