@@ -174,3 +174,20 @@ test('after a split (each side active, each accepting writes) the lower term rej
   assert.equal(r.get('onlyOnBackup'), 1);
   assert.equal(r.get('onlyOnPrimary'), undefined, 'the lower term lost its split-time write');
 });
+
+test('a link cut while peers reach only the primary: one active throughout, the backup declared absent, and both agree once the link is back', async (t) => {
+  const { primary, backup, cut, restore } = await proxiedPair(t);
+  const p = await readyPeer(t, primary.endpoint);
+  await p.set('before', 1);
+  cut();
+  await waitFor('the primary goes on alone', () => primary.stats().pair!.replication.state === 'absent');
+  for (let i = 0; i < 20; i++) await p.set(`during${i}`, i);
+  assert.equal(backup.role, 'passive', 'nobody asked the backup: no second active');
+  restore();
+  await replicating(primary, backup);
+  const seq = await p.set('after', 1);
+  assert.ok(backup.sequence >= seq);
+  await waitFor('same state', () => backup.sequence === primary.sequence && backup.size === primary.size);
+  assert.equal(backup.role, 'passive');
+  assert.equal(primary.term, 1);
+});

@@ -186,3 +186,27 @@ test('a primary that restarts empty while its backup holds the data does not wip
   assert.equal(backup.size, keys, 'the data survived');
   assert.equal(primary.size, keys);
 });
+
+test('a primary that went active alone and empty steps down for a backup that comes back with a longer log; the backup becomes active and the data survives', async (t) => {
+  const { dataDir } = await import('./helpers.ts');
+  const ports = await pairPorts();
+  const backupDir = dataDir(t);
+  let primary = await member(t, 'primary', ports);
+  let backup = await member(t, 'backup', ports, { dataDir: backupDir });
+  await replicating(primary, backup);
+  const p = await readyPeer(t, primary.endpoint);
+  for (let i = 0; i < 50; i++) await p.set(`k${i}`, i);
+  await p.close();
+  await waitFor('replicated', () => backup.sequence === primary.sequence && primary.stats().peers === 0);
+  const keys = backup.size;
+  await primary.close();
+  await backup.close();
+  primary = await member(t, 'primary', ports);
+  await waitFor('the empty primary active alone', () => primary.role === 'active');
+  assert.equal(primary.term, 1);
+  backup = await member(t, 'backup', ports, { dataDir: backupDir });
+  await replicating(backup, primary);
+  assert.equal(backup.term, 2);
+  assert.equal(backup.size, keys, 'the longer log was kept');
+  assert.equal(primary.size, keys);
+});

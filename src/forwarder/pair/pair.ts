@@ -271,7 +271,8 @@ export class Pair {
     if (this.#role === 'passive') {
       this.#maybeTakeOver(now);
       if (this.#role !== 'passive') return;
-      const partnerActive = this.#partner.beat?.role === 'active' && this.#silentMs(now) < timeout;
+      const b = this.#partner.beat;
+      const partnerActive = b?.role === 'active' && this.#silentMs(now) < timeout && !this.#unawareActive(b);
       const f = this.#follow;
       if (!partnerActive) return;
       if (f.state === 'idle' || (f.state === 'requested' && now - f.requestedAt >= timeout)) this.#requestSync();
@@ -354,6 +355,11 @@ export class Pair {
     return b.term > this.#term || (b.term === this.#term && b.sequence > mine);
   }
 
+  /** An active partner that never heard this member (another epoch, no newer term) while this member's log is longer. */
+  #unawareActive(b: Beat): boolean {
+    return b.epoch !== this.#h.epoch.get() && b.term <= this.#term && this.#aheadOf(b);
+  }
+
   /** This member's log is longer than the partner's. */
   #aheadOf(b: Beat): boolean {
     const mine = this.#h.log.publishedSequence;
@@ -425,7 +431,9 @@ export class Pair {
     }
     if (this.#role === 'passive') {
       if (b.role === 'active') {
-        if (this.#follow.state === 'idle') this.#requestSync();
+        // An active that started without hearing this member (another epoch, no newer term)
+        // while this one holds a longer log is not followed: it steps down when it hears this.
+        if (this.#follow.state === 'idle' && !this.#unawareActive(b)) this.#requestSync();
       } else if (this.#aheadOf(b) || (this.#h.configured === 'primary' && !this.#partnerAhead(b))) {
         // Nobody is active: the member with the longer log takes it (on a tie, the configured
         // primary), so a partner that restarted empty never wipes this one's copy.
@@ -434,6 +442,12 @@ export class Pair {
       return;
     }
     // Active.
+    if (b.role !== 'active' && b.epoch !== this.#h.epoch.get() && b.term >= this.#term && this.#partnerAhead(b)) {
+      // The partner never followed this run and holds a longer log: this member started (or
+      // went on) without it, and steps down so the longer log is not wiped by a copy of this one.
+      this.#becomePassive(`partner ${b.role} holds a longer log (term ${b.term}, sequence ${b.sequence})`);
+      return;
+    }
     if (b.role === 'active') {
       if (b.term > this.#term || (b.term === this.#term && this.#partnerOutranks(b))) {
         const mine = this.#term;
@@ -444,7 +458,14 @@ export class Pair {
       }
       return;
     }
-    if (b.to === this.#session) this.#onAck(b.session, b.applied, now);
+    if (b.to !== this.#session) return;
+    const r = this.#replica;
+    if (r !== undefined && r.session === b.session) this.#onAck(b.session, b.applied, now);
+    else if (b.role === 'passive' && b.applied > 0) {
+      // It believes it follows a stream this member no longer sends (it was declared absent):
+      // it must ask again, rather than wait for updates that will not come.
+      this.#sendTo(b.session, { kind: 'reset' });
+    }
   }
 
   #onAck(session: string, applied: number, now: number): void {
@@ -467,7 +488,12 @@ export class Pair {
   #onSync(m: SyncRequest): void {
     if (this.#role !== 'active') return;
     const log = this.#h.log;
-    if (this.#replica !== undefined) this.#dropReplica();
+    // A follower asking again (a lost message, a restart): the stream starts over. Updates that
+    // wait for it keep waiting if it is answered by history (they are in the answer); a full
+    // copy takes a while, and they go out meanwhile, as with an absent backup.
+    const previous = this.#replica;
+    this.#replica = undefined;
+    this.#out = { records: [], outcomes: [], scheduled: this.#out.scheduled };
     const published = log.publishedSequence;
     const history = log.history;
     const delta =
@@ -482,6 +508,7 @@ export class Pair {
       this.#attach(m.session, m.since);
     } else {
       this.#syncs.full++;
+      if (previous !== undefined) log.detachReplica();
       this.#sendCopy(m.session);
     }
   }
