@@ -21,15 +21,14 @@ import { askServerStats } from '../src/peer/server-stats.ts';
 import { dataDir, spawnCli, type CliProcess } from './helpers.ts';
 import { tcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
+/**
+ * Ports chosen before a process binds them are taken from below the kernel's ephemeral range
+ * (32768 and up on Linux): a port the kernel hands out for an outgoing connection or a `port: 0`
+ * bind meanwhile can then never be one of them. Other tests choosing the same port at the same
+ * moment is what is left, and the random pick makes that rare (a start that meets it is retried).
+ */
+const LOW = 20_000;
+const HIGH = 32_700;
 
 async function canBind(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -39,14 +38,21 @@ async function canBind(port: number): Promise<boolean> {
   });
 }
 
-/** A base port P with P, P+1 and P+2 free a moment ago (none of them in `avoid`). */
+/** A port that was free a moment ago on 127.0.0.1, below the ephemeral range. */
+export async function freePort(avoid: number[] = []): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const p = LOW + Math.floor(Math.random() * (HIGH - LOW));
+    if (!avoid.some((a) => Math.abs(a - p) <= 2) && (await canBind(p))) return p;
+  }
+  throw new Error('no free port found');
+}
+
+/** A base port P with P, P+1 and P+2 free a moment ago (none of them near `avoid`), below the ephemeral range. */
 export async function freeBasePort(avoid: number[] = []): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    const p = await freePort();
-    if (p > 65_500) continue;
-    const triple = [p, p + 1, p + 2];
-    if (triple.some((x) => avoid.some((a) => Math.abs(a - x) <= 2))) continue;
-    if ((await canBind(p + 1)) && (await canBind(p + 2))) return p;
+  for (let i = 0; i < 200; i++) {
+    const p = LOW + Math.floor(Math.random() * (HIGH - LOW - 2));
+    if (avoid.some((a) => Math.abs(a - p) <= 2)) continue;
+    if ((await canBind(p)) && (await canBind(p + 1)) && (await canBind(p + 2))) return p;
   }
   throw new Error('no free port triple found');
 }
@@ -182,9 +188,8 @@ export async function startPair(t: TestContext, options: PairOptions = {}): Prom
   const { durable = true, heartbeat = 100, partnerTimeout = 600, proxied = false, linkDelayMs = 0, extra = [] } = options;
   const pPort = await freeBasePort();
   const bPort = await freeBasePort([pPort]);
-  const pState = await freePort();
-  let bState = await freePort();
-  while (bState === pState || [pPort, bPort].some((p) => Math.abs(p - bState) <= 2)) bState = await freePort();
+  const pState = await freePort([pPort, bPort]);
+  const bState = await freePort([pPort, bPort, pState]);
   let proxies: { toPrimary: TcpProxy; toBackup: TcpProxy } | undefined;
   if (proxied) proxies = { toPrimary: await tcpProxy(t, pState, { delayMs: linkDelayMs }), toBackup: await tcpProxy(t, bState, { delayMs: linkDelayMs }) };
   const toPrimary = proxies?.toPrimary.endpoint ?? `tcp://127.0.0.1:${pState}`;
