@@ -6,16 +6,21 @@ import { createServer } from 'node:net';
 import type { TestContext } from 'node:test';
 import { Forwarder, type ForwarderOptions } from '../src/index.ts';
 
-/** A TCP port free right now on 127.0.0.1 (taken by the caller at once). */
+/**
+ * A TCP port free right now on 127.0.0.1 (taken by the caller at once), chosen below the
+ * kernel's ephemeral range (32768 and up on Linux): a forwarder's `port: 0` bind, or any
+ * outgoing connection, may otherwise take it before the member that needs it binds it.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_700);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
 
 /** Short timings for tests: beats every 50 ms, the partner gone after 400 ms. */
