@@ -177,7 +177,8 @@ export interface Pair {
   active(): Promise<Member | undefined>;
   /**
    * Waits until `active` is active, the other passive, both on one term, and `active` replicating
-   * to it; with `idle` (default true: no writes going on) also at lag 0 on both sides. Under
+   * to it; with `idle` (default true: no writes going on) also at lag 0 on both sides, the
+   * passive following. Under
    * full-speed writes the lag is rarely 0 at the instant it is read: pass `idle: false` then.
    */
   settled(active: Member, ms?: number, idle?: boolean): Promise<{ active: PairStats; passive: PairStats }>;
@@ -217,7 +218,7 @@ export async function startPair(t: TestContext, options: PairOptions = {}): Prom
       const deadline = Date.now() + ms;
       for (;;) {
         const [a, p] = await Promise.all([active.pair(), passive.pair()]);
-        if (a?.role === 'active' && p?.role === 'passive' && a.term === p.term && a.replication.state === 'replicating' && (!idle || (a.replication.lag === 0 && p.replication.lag === 0))) {
+        if (a?.role === 'active' && p?.role === 'passive' && a.term === p.term && a.replication.state === 'replicating' && (!idle || (a.replication.lag === 0 && p.replication.lag === 0 && p.replication.state === 'following'))) {
           return { active: a, passive: p };
         }
         if (Date.now() > deadline) {
