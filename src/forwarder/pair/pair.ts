@@ -631,6 +631,8 @@ export class Pair {
       return;
     }
     c.next++;
+    // A long copy is progress, not silence: it is not asked for again while its parts arrive.
+    f.requestedAt = Date.now();
     for (const r of m.records) c.records.push(r);
     for (const o of m.outcomes) c.outcomes.push(o);
     if (!m.done) return;
