@@ -125,6 +125,7 @@ export class Pair {
   #out: { records: TimedRecord[]; outcomes: CarriedOutcome[]; scheduled: boolean } = { records: [], outcomes: [], scheduled: false };
   #absentSaid = false;
   #refused = 0;
+  #takeoverCheck: NodeJS.Timeout | undefined;
   readonly #syncs = { delta: 0, full: 0 };
   #closed = false;
 
@@ -194,8 +195,19 @@ export class Pair {
    */
   requested(): boolean {
     if (this.#role === 'active') return true;
-    this.#maybeTakeOver(Date.now());
-    return this.role === 'active';
+    const now = Date.now();
+    this.#maybeTakeOver(now);
+    if (this.role === 'active') return true;
+    // Held: looked at again the moment the partner's silence reaches partnerTimeout, not at the
+    // next tick (a peer's failover waits on it).
+    if (this.#heardActive && this.#role === 'passive') {
+      clearTimeout(this.#takeoverCheck);
+      const wait = Math.max(1, this.#h.partnerTimeout - this.#silentMs(now) + 1);
+      this.#takeoverCheck = setTimeout(() => {
+        if (!this.#closed) this.#maybeTakeOver(Date.now());
+      }, wait);
+    }
+    return false;
   }
 
   stats(): PairStats {
@@ -240,6 +252,7 @@ export class Pair {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#takeoverCheck);
     this.#send.clear();
     await releaseStateSockets(this.#h.sockets);
     await this.#loop;
@@ -618,6 +631,8 @@ export class Pair {
       return;
     }
     c.next++;
+    // A long copy is progress, not silence: it is not asked for again while its parts arrive.
+    f.requestedAt = Date.now();
     for (const r of m.records) c.records.push(r);
     for (const o of m.outcomes) c.outcomes.push(o);
     if (!m.done) return;
