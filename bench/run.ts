@@ -8,8 +8,11 @@
  *    verified map, and the joiner's peak RSS). Each line carries `ratioClonekv` where it applies.
  * 2. bench/stall.ts: a peer frozen with SIGSTOP under a full-speed writer: the forwarder's peak
  *    RSS and the frozen peer's recovery time after SIGCONT.
+ * 3. bench/failover.ts: a primary/backup pair: failover time after SIGKILL of the active (median
+ *    and worst of several kills, to the first read and to the first acknowledged write), and the
+ *    cost of replicated acknowledgements against one durable forwarder (throughput, p99 at 10k/s).
  *
- * Options: `--quick` (short runs, the 100k join only). Takes about 2 minutes (30 s quick).
+ * Options: `--quick` (short runs, the 100k join only). Takes about 3.5 minutes (1 minute quick).
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -27,3 +30,4 @@ function run(script: string, args: string[]): Promise<void> {
 
 await run('./compare.ts', ['--only=clonekv,zmq-5f', '--runs=1', '--no-report', ...(quick ? ['--quick'] : [])]);
 await run('./stall.ts', [`--seconds=${quick ? 3 : 10}`]);
+await run('./failover.ts', quick ? ['--quick'] : []);

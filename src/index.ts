@@ -22,6 +22,7 @@ export type {
   HistoryOptions,
   MalformedCounts,
   OwnershipLostInfo,
+  PairStats,
   PeerOptions,
   PeerStats,
   PeerStatus,
@@ -32,6 +33,7 @@ export type {
   WatchOptions,
 } from './types.ts';
 export type { PeerEvents } from './peer/peer.ts';
+export type { PairEvent } from './forwarder/pair/pair.ts';
 export {
   ClonekvError,
   ClosedError,

@@ -138,6 +138,22 @@ export type Durability = 'sync' | 'async';
 export interface ForwarderOptions {
   /** Address to bind, default `127.0.0.1`. */
   bind?: string;
+  /**
+   * Makes this forwarder a member of a primary/backup pair (absent: standalone). `primary` and
+   * `backup` are only start-up preferences: at start the primary becomes active unless its
+   * partner already is; the backup follows the active and takes over only when it has been
+   * silent for `partnerTimeout` and a peer asks for a snapshot. Requires `partner`.
+   */
+  role?: 'primary' | 'backup';
+  /** The partner's state endpoint, `tcp://HOST:PORT` (its `statePort`). Required with `role`. */
+  partner?: string;
+  /**
+   * Port of the state channel this member binds (its partner connects there). Default 5003 for
+   * the primary, 5004 for the backup; 0 picks a free one (read `stateEndpoint`).
+   */
+  statePort?: number;
+  /** Partner silence after which it is taken as gone, ms. Default 2000. */
+  partnerTimeout?: number;
   /** Base port P: ROUTER on P, PUB on P+1, SUB on P+2. Default 5556; 0 picks a free triple. */
   port?: number;
   /** Heartbeat (HUGZ) interval in milliseconds. Default 1000. */
@@ -435,6 +451,33 @@ export interface ForwarderStats {
   subscriptions: number;
   /** This forwarder run's id (hex), as announced in HUGZ and KTHXBAI. */
   epoch: string;
+  /** Writes and peer beats dropped because this pair member was passive (never applied). */
+  passiveDrops: number;
+  /** A pair member's role, term, partner and replication; `undefined` standalone. */
+  pair?: PairStats;
+}
+
+/** `stats().pair`: a member of a primary/backup pair. */
+export interface PairStats {
+  /** The role it was started with (a start-up preference only). */
+  configured: 'primary' | 'backup';
+  /** What it is now: only the active serves snapshots and applies writes. */
+  role: 'active' | 'passive';
+  /** The active's term (grows at every takeover). */
+  term: number;
+  /** The partner's state endpoint; `connected` while it is heard; how long it has been silent. */
+  partner: { endpoint: string; connected: boolean; silentMs: number };
+  /**
+   * The active: `replicating` (writes are acknowledged once the backup has them), `catching-up`
+   * (a backup is loading), `absent` (writes are acknowledged without replication). The passive:
+   * `following` (live) or `catching-up`. `sequence`: acknowledged by the backup (active) or
+   * applied (passive); `lag`: updates behind; `lagMs`: age of the oldest update not yet there.
+   */
+  replication: { state: 'replicating' | 'catching-up' | 'absent' | 'following'; sequence: number; lag: number; lagMs: number };
+  /** State-channel messages refused (malformed, or not from the partner's current run). */
+  refused: number;
+  /** Catch-ups this member served as the active: by its retained history (`delta`) or by a full copy. */
+  syncs: { delta: number; full: number };
 }
 
 /**

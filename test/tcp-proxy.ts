@@ -7,7 +7,8 @@
  *   client ──► 127.0.0.1:<proxy port> ──► target (e.g. the forwarder's PUB port)
  * ```
  * `cut()` destroys every open connection and refuses new ones (they are accepted and closed at
- * once, as a dropped link looks to ZeroMQ); `restore()` lets connections through again.
+ * once, as a dropped link looks to ZeroMQ); `restore()` lets connections through again. With
+ * `delayMs`, every chunk is held that long in each direction (in order): a slow link.
  */
 import { once } from 'node:events';
 import net from 'node:net';
@@ -18,25 +19,27 @@ export class TcpProxy implements AsyncDisposable {
   readonly #server: net.Server;
   readonly #target: { host: string; port: number };
   readonly #sockets = new Set<net.Socket>();
+  readonly #delayMs: number;
   #open = true;
   /** Connections accepted so far (passed through or refused). */
   accepted = 0;
 
-  private constructor(server: net.Server, target: { host: string; port: number }) {
+  private constructor(server: net.Server, target: { host: string; port: number }, delayMs: number) {
     this.#server = server;
     this.#target = target;
+    this.#delayMs = delayMs;
     server.on('connection', (client) => this.#onConnection(client));
   }
 
   /** Starts a proxy on `127.0.0.1:*` towards `target` (`tcp://HOST:PORT` or a port number). */
-  static async start(target: string | number): Promise<TcpProxy> {
+  static async start(target: string | number, options: { delayMs?: number } = {}): Promise<TcpProxy> {
     const m = typeof target === 'number' ? undefined : /^tcp:\/\/([^:]+):(\d+)$/.exec(target);
     const dest = typeof target === 'number' ? { host: '127.0.0.1', port: target } : m ? { host: m[1]!, port: Number(m[2]) } : undefined;
     if (!dest) throw new Error(`bad proxy target ${String(target)}`);
     const server = net.createServer();
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    return new TcpProxy(server, dest);
+    return new TcpProxy(server, dest, options.delayMs ?? 0);
   }
 
   /** The proxy's own port. */
@@ -78,8 +81,17 @@ export class TcpProxy implements AsyncDisposable {
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    if (this.#delayMs === 0) {
+      client.pipe(upstream);
+      upstream.pipe(client);
+      return;
+    }
+    // Timers of one duration fire in the order they were set: the byte order is kept.
+    const delayed = (from: net.Socket, to: net.Socket): void => {
+      from.on('data', (chunk) => setTimeout(() => to.destroyed || to.write(chunk), this.#delayMs));
+    };
+    delayed(client, upstream);
+    delayed(upstream, client);
   }
 
   /** Closes the proxy and every connection through it. */
@@ -94,8 +106,8 @@ export class TcpProxy implements AsyncDisposable {
 }
 
 /** Starts a proxy towards `target`, closed after the test. */
-export async function tcpProxy(t: TestContext, target: string | number): Promise<TcpProxy> {
-  const p = await TcpProxy.start(target);
+export async function tcpProxy(t: TestContext, target: string | number, options: { delayMs?: number } = {}): Promise<TcpProxy> {
+  const p = await TcpProxy.start(target, options);
   t.after(() => p.close());
   return p;
 }

@@ -18,7 +18,9 @@ import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type F
 import { OPTION_BOUNDS } from '../forwarder/settings.ts';
 import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
+import { askServerStats } from '../peer/server-stats.ts';
 import { MAX_SERVERS } from '../peer/servers.ts';
+import type { ServerStats } from '../types.ts';
 
 /** Exit codes, documented in the README. */
 export const Exit = { Ok: 0, Failed: 1, Usage: 2, NotFound: 3, Conflict: 4 } as const;
@@ -60,6 +62,11 @@ const FLAGS = {
   'dedup-ttl': { type: 'string' },
   'dedup-max': { type: 'string' },
   'no-check-values': { type: 'boolean' },
+  primary: { type: 'boolean' },
+  backup: { type: 'boolean' },
+  partner: { type: 'string' },
+  'state-port': { type: 'string' },
+  'partner-timeout': { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
@@ -70,7 +77,26 @@ const DEFAULT_DATA_DIR = './clonekv-data';
 
 /** The flags each command takes; any other flag is refused, naming it. */
 const TAKES = {
-  serve: ['port', 'bind', 'heartbeat', 'max-value-bytes', 'json', 'data', 'memory', 'durability', 'history-max', 'history-bytes', 'dedup-ttl', 'dedup-max', 'no-check-values'],
+  serve: [
+    'port',
+    'bind',
+    'heartbeat',
+    'max-value-bytes',
+    'json',
+    'data',
+    'memory',
+    'durability',
+    'history-max',
+    'history-bytes',
+    'dedup-ttl',
+    'dedup-max',
+    'no-check-values',
+    'primary',
+    'backup',
+    'partner',
+    'state-port',
+    'partner-timeout',
+  ],
   get: [...CLIENT, 'json'],
   set: [...CLIENT, 'json', 'ttl', 'if-version', 'file'],
   del: [...CLIENT, 'if-version'],
@@ -122,6 +148,7 @@ Exit codes: 0 ok, 1 forwarder unreachable or refused, 2 bad usage, 3 key not fou
   serve: `Usage: clonekv serve [--data DIR | --memory] [--durability sync|async] [--port P] [--bind ADDRESS]
                     [--heartbeat MS] [--max-value-bytes N] [--history-max N] [--history-bytes N]
                     [--dedup-ttl MS] [--dedup-max N] [--no-check-values] [--json]
+                    [--primary | --backup --partner tcp://HOST:PORT [--state-port N] [--partner-timeout MS]]
 
 Runs a forwarder: ROUTER on P (snapshots, acknowledged writes), PUB on P+1 (updates),
 SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
@@ -143,7 +170,12 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
                         twice (default 60000; at most ${OPTION_BOUNDS.dedupTtl[1]})
   --dedup-max N         most write outcomes remembered at once (default 500000)
   --no-check-values     do not refuse values marked enc=msgpack that do not decode
-  --json                print the endpoints as one JSON line`,
+  --json                print the endpoints as one JSON line
+  --primary, --backup   run as a member of a primary/backup pair (default ports: primary 5556
+                        and state 5003, backup 5566 and state 5004); role changes on stderr
+  --partner tcp://HOST:PORT  the partner's state endpoint (required with --primary/--backup)
+  --state-port N        the state port this member binds (0 picks a free one)
+  --partner-timeout MS  partner silence after which it is taken as gone (default 2000)`,
   get: `Usage: clonekv get KEY [--json] [--server URL] [--timeout MS]
 
 Prints the value of KEY (strings as they are, other values as JSON; --json: always JSON).
@@ -197,15 +229,21 @@ Prints the versions of KEY the forwarder still holds in its retained history, ne
 naming the oldest sequence held if the key exists but all of its versions were compacted away.
   --limit N         at most N versions (default 100; 1 to 10000)
 ${CLIENT_HELP}`,
-  stats: `Usage: clonekv stats [--json] [--server URL] [--timeout MS]
+  stats: `Usage: clonekv stats [--json] [--server URL[,URL…]] [--timeout MS]
 
-Prints the forwarder's counters: sequence, keys, live peers, published, duplicates, conflicts,
-rejected, malformed (by reason), expired, purged, dropped, snapshots served.
+Prints the forwarder's counters: its role (standalone, or active/passive in a pair, with the
+term and the replication state and lag), sequence, keys, live peers, published, duplicates,
+conflicts, rejected, malformed (by reason), expired, purged, dropped, snapshots served. Each
+server of a list is asked directly (a passive one too), one block (or JSON line) each; exits 1
+if one of them does not answer.
 ${CLIENT_HELP}`,
-  peers: `Usage: clonekv peers [--json] [--server URL] [--timeout MS]
+  peers: `Usage: clonekv peers [--json] [--server URL[,URL…]] [--timeout MS]
 
 Lists the live clonekv peers (the forwarder's presence table under $peers/):
-"id<TAB>name<TAB>subtree<TAB>since" lines, or a JSON array with --json.
+"id<TAB>name<TAB>subtree<TAB>since" lines, or a JSON array with --json. Given several servers
+(a pair), first one "server URL<TAB>role<TAB>replication" line per server (its role, term and
+replication lag, asked directly), then the peers of the active one; with --json one object
+{ servers, peers }.
 ${CLIENT_HELP}`,
 };
 
@@ -540,7 +578,22 @@ export function connectAddress(endpoint: string): string {
 
 async function serve(args: string[], io: Io): Promise<number> {
   const { values } = parse('serve', args, [0, 0]);
-  const options: ForwarderOptions = { port: intArg('port', values.port, 5556, 0, 65_533) };
+  if (values.primary === true && values.backup === true) throw new UsageError('--primary and --backup exclude each other: choose one');
+  const role = values.primary === true ? 'primary' : values.backup === true ? 'backup' : undefined;
+  if (role === undefined) {
+    for (const flag of ['partner', 'state-port', 'partner-timeout'] as const) {
+      if (values[flag] !== undefined) throw new UsageError(`--${flag} applies only with --primary or --backup`);
+    }
+  } else if (values.partner === undefined) {
+    throw new UsageError(`--${role} needs --partner tcp://HOST:PORT: the partner's state endpoint (its --state-port)`);
+  }
+  const options: ForwarderOptions = { port: intArg('port', values.port, role === 'backup' ? 5566 : 5556, 0, 65_533) };
+  if (role !== undefined) {
+    options.role = role;
+    options.partner = values.partner!;
+    options.statePort = intArg('state-port', values['state-port'], role === 'primary' ? 5003 : 5004, 0, 65_535);
+    if (values['partner-timeout'] !== undefined) options.partnerTimeout = durationArg('partner-timeout', values['partner-timeout'], 2000, 10);
+  }
   if (values.memory === true && values.data !== undefined) throw new UsageError('--memory and --data exclude each other: choose one');
   if (values.memory !== true) options.dataDir = values.data ?? DEFAULT_DATA_DIR;
   if (values.durability !== undefined) {
@@ -557,14 +610,29 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (values['dedup-max'] !== undefined) options.dedupMax = intArg('dedup-max', values['dedup-max'], 0, ...OPTION_BOUNDS.dedupMax);
   if (values['no-check-values'] === true) options.checkValues = false;
   const fwd = await Forwarder.start(options);
+  // Role changes, one line each (the contract: `now active`, `now passive`, `backup absent`, `backup connected`).
+  fwd.onPairEvent((event) => io.err(`clonekv: ${role} ${event.message}`));
   const e = fwd.endpoints;
   const recovery = fwd.recovery;
   // Damage repaired at start is always said, on stderr, even with --json.
   for (const repair of recovery?.repairs ?? []) io.err(`clonekv: data directory ${fwd.dataDir}: ${repair}`);
   if (values.json) {
-    io.out(JSON.stringify({ endpoint: fwd.endpoint, ...e, epoch: fwd.epoch, pid: process.pid, dataDir: fwd.dataDir ?? null, recovery: recovery ?? null }));
+    io.out(
+      JSON.stringify({
+        endpoint: fwd.endpoint,
+        ...e,
+        epoch: fwd.epoch,
+        pid: process.pid,
+        dataDir: fwd.dataDir ?? null,
+        recovery: recovery ?? null,
+        role: fwd.role,
+        term: fwd.term,
+        stateEndpoint: fwd.stateEndpoint ?? null,
+      }),
+    );
   } else {
     io.out(`clonekv forwarder listening on ${fwd.endpoint} (epoch ${fwd.epoch})`);
+    if (role !== undefined) io.out(`  ${role} of a pair: state channel ${fwd.stateEndpoint}, partner ${options.partner}; ${fwd.role} for now`);
     if (recovery === undefined) io.out('  in memory only (--memory): a restart starts empty');
     else if (recovery.newDirectory) io.out(`  data in ${fwd.dataDir} (new; durability ${options.durability ?? 'sync'})`);
     else {
@@ -855,31 +923,96 @@ async function history(args: string[], io: Io, ctx: Context): Promise<number> {
   });
 }
 
+/** What one server of the list answered to a stats request (or why it did not). */
+interface ServerAnswer {
+  server: string;
+  stats?: ServerStats;
+  error?: ClonekvError;
+}
+
+/**
+ * Asks every server of `url` (one, or several separated by commas) for its stats, each directly
+ * and all at once: a passive member of a pair answers a stats request but serves no snapshot,
+ * so it could not be joined to ask.
+ */
+async function askEach(url: string, timeoutMs: number): Promise<ServerAnswer[]> {
+  return Promise.all(
+    url.split(',').map(async (server): Promise<ServerAnswer> => {
+      try {
+        return { server, stats: await askServerStats(server, timeoutMs) };
+      } catch (err) {
+        if (!(err instanceof ClonekvError)) throw err;
+        return { server, error: err };
+      }
+    }),
+  );
+}
+
+/** A server's role: `standalone`, or `active`/`passive` as a member of a pair. */
+function roleOf(s: ServerStats): string {
+  return s.pair?.role ?? 'standalone';
+}
+
+/** "active (primary), term 3": the role in words. */
+function roleText(s: ServerStats): string {
+  return s.pair ? `${s.pair.role} (${s.pair.configured}), term ${s.pair.term}` : 'standalone';
+}
+
+/** "replicating, sequence 120, lag 0 (0 ms); partner tcp://… connected": replication in words. */
+function replicationText(pair: NonNullable<ServerStats['pair']>): string {
+  const r = pair.replication;
+  const partner = pair.partner.connected ? 'connected' : `not heard for ${pair.partner.silentMs} ms`;
+  return `${r.state}, sequence ${r.sequence}, lag ${r.lag} (${r.lagMs} ms); partner ${pair.partner.endpoint} ${partner}`;
+}
+
 async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('stats', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  const url = server(values, ctx);
-  return withJoinedPeer(url, WRITE_ONLY_SUBTREE, timeout, io, async (peer) => {
-    const { peerList: _peers, ...s } = await peer.serverStats(timeout);
+  const answers = await askEach(server(values, ctx), timeout);
+  // One server: its failure is the command's error, said as every command says it.
+  if (answers.length === 1 && answers[0]!.error) throw answers[0]!.error;
+  let first = true;
+  for (const { server: url, stats: answer, error } of answers) {
+    if (!answer) {
+      if (values.json) io.out(JSON.stringify({ server: url, error: oneLine(error!.message) }));
+      else io.out(`${first ? '' : '\n'}server ${url}\nunreachable: ${oneLine(error!.message)}`);
+      first = false;
+      continue;
+    }
+    const { peerList: _peers, pair, ...s } = answer;
     if (values.json) {
-      io.out(JSON.stringify({ server: peer.server, ...s }));
+      if (io.out(JSON.stringify({ server: url, role: roleOf(answer), ...s, ...(pair ? { pair } : {}) })) === false) break;
     } else {
-      io.out(`server ${peer.server}`);
+      io.out(`${first ? '' : '\n'}server ${url}\nrole ${roleText(answer)}`);
+      if (pair) io.out(`replication ${replicationText(pair)}`);
       for (const [k, v] of Object.entries(s)) if (io.out(`${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`) === false) break;
     }
-    return Exit.Ok;
-  });
+    first = false;
+  }
+  return answers.some((a) => a.error) ? Exit.Failed : Exit.Ok;
 }
 
 async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('peers', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  return withJoinedPeer(server(values, ctx), PRESENCE_PREFIX, timeout, io, async (peer) => {
+  const url = server(values, ctx);
+  // With several servers, each one's role and replication lag first (asked directly), then the
+  // presence table of the one that serves (the peer joins whichever is active).
+  const answers = url.includes(',') ? await askEach(url, timeout) : undefined;
+  const serverLine = ({ server: at, stats: s, error }: ServerAnswer): string =>
+    s ? `server ${at}\t${roleText(s)}${s.pair ? `\t${replicationText(s.pair)}` : ''}` : `server ${at}\tunreachable: ${oneLine(error!.message)}`;
+  const serverJson = ({ server: at, stats: s, error }: ServerAnswer): object =>
+    s ? { server: at, role: roleOf(s), ...(s.pair ? { configured: s.pair.configured, term: s.pair.term, replication: s.pair.replication, partner: s.pair.partner } : {}) } : { server: at, error: oneLine(error!.message) };
+  return withJoinedPeer(url, PRESENCE_PREFIX, timeout, io, async (peer) => {
     const list = [...peer.entries<{ id: string; name: string; subtree: string; since: string }>(PRESENCE_PREFIX)]
       .map((e) => e.value)
       .filter((v) => v.id !== peer.id);
-    if (values.json) io.out(JSON.stringify(list));
-    else for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
+    if (values.json) {
+      io.out(JSON.stringify(answers ? { servers: answers.map(serverJson), peers: list } : list));
+      return Exit.Ok;
+    }
+    for (const a of answers ?? []) if (io.out(serverLine(a)) === false) return Exit.Ok;
+    for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
     return Exit.Ok;
   });
 }

@@ -60,6 +60,15 @@ export class WriteDedup {
     this.#cache.delete(uuid);
   }
 
+  /** Every outcome still held, with the ms left of its time: [uuid, outcome, remaining ms]. */
+  *entries(): Generator<[string, WriteOutcome, number]> {
+    for (const [uuid, value] of this.#cache.entries()) {
+      const left = Math.floor(this.#cache.getRemainingTTL(uuid));
+      if (left <= 0) continue;
+      yield [uuid, typeof value === 'number' ? { status: 'ok', seq: value } : value, left];
+    }
+  }
+
   /** Outcomes forced out by the cap while still younger than the ttl. */
   get evictions(): number {
     return this.#evictions;

@@ -19,16 +19,27 @@ export class Expiry {
   readonly #timer = new DeadlineTimer(() => this.#expire());
   readonly #log: () => UpdateLog;
   readonly #counters: Counters;
+  readonly #allowed: () => boolean;
 
-  /** @param log - the update log (a getter: the log and the expiry refer to each other) */
-  constructor(log: () => UpdateLog, counters: Counters) {
+  /**
+   * @param log - the update log (a getter: the log and the expiry refer to each other)
+   * @param allowed - whether this forwarder may expire keys now (a pair's passive may not: it
+   *   receives its active's expiry deletes; it expires what is due when it takes over)
+   */
+  constructor(log: () => UpdateLog, counters: Counters, allowed: () => boolean = () => true) {
     this.#log = log;
     this.#counters = counters;
+    this.#allowed = allowed;
   }
 
   /** Makes sure an expiry pass runs by `at` (ms, Date.now clock). */
   arm(at: number): void {
     this.#timer.arm(at);
+  }
+
+  /** Expires at once every key that is due (a pair member that just took the active role). */
+  expireNow(): void {
+    this.#expire();
   }
 
   /** Stops for good. */
@@ -37,6 +48,7 @@ export class Expiry {
   }
 
   #expire(): void {
+    if (!this.#allowed()) return;
     const log = this.#log();
     const now = Date.now();
     for (const key of log.store.dueForExpiry(now)) {

@@ -29,7 +29,7 @@ import { encodeSequence } from '../protocol/sequence.ts';
 import { encodeValue } from '../protocol/values.ts';
 import { RouterOutbox } from '../transport/router-outbox.ts';
 import { SendQueue } from '../transport/send-queue.ts';
-import { bindForwarderSockets, receiveLoop, releaseForwarderSockets, type ForwarderSockets } from '../transport/sockets.ts';
+import { bindForwarderSockets, bindStateSockets, receiveLoop, releaseForwarderSockets, releaseStateSockets, type ForwarderSockets, type StateSockets } from '../transport/sockets.ts';
 import { DurableStore } from '../store/durable-store.ts';
 import type { UpdateRecord } from '../store/update-record.ts';
 import type { Durability, Endpoints, ForwarderOptions, ForwarderPeer, ForwarderRecovery, ForwarderStats } from '../types.ts';
@@ -41,6 +41,7 @@ import { Sequencer } from './sequencer.ts';
 import { forwarderSettings, type Settings } from './settings.ts';
 import { SnapshotServer } from './snapshot-server.ts';
 import { UpdateLog, type StoreFailure } from './update-log.ts';
+import { Pair, type PairEvent } from './pair/pair.ts';
 
 const KVSTATS = Buffer.from(Command.Stats);
 const MSGPACK_PROPS = encodeProperties([[Prop.Encoding, MSGPACK_ENCODING]]);
@@ -48,6 +49,10 @@ const MSGPACK_PROPS = encodeProperties([[Prop.Encoding, MSGPACK_ENCODING]]);
 const MAX_QUEUED_REPLIES = 100_000;
 /** Most messages waiting for the publisher before new ones are dropped (and counted). */
 const MAX_QUEUED_PUBLISHED = 1_000_000;
+/** Most snapshot requests a passive pair member holds (answered if it takes over); the oldest go first. */
+const MAX_HELD_REQUESTS = 1000;
+/** ROUTER commands that write (or register a peer): a passive pair member drops them. */
+const WRITE_COMMANDS: ReadonlySet<string> = new Set([Command.WriteBatch, Command.PeerBeat, Command.PeerBye]);
 
 /**
  * The epoch of this run. A durable forwarder keeps the last run's, so its peers resume, unless
@@ -78,7 +83,7 @@ type RouterHandler = (from: Buffer, frames: Buffer[]) => void;
 export class Forwarder implements AsyncDisposable {
   readonly #settings: Settings;
   readonly #sockets: ForwarderSockets;
-  readonly #epoch: string;
+  #epoch: string;
   /** The data directory (a durable forwarder), else `undefined`. */
   readonly #durable: DurableStore | undefined;
   #recovery: ForwarderRecovery | undefined;
@@ -97,8 +102,14 @@ export class Forwarder implements AsyncDisposable {
   readonly #heartbeat: NodeJS.Timeout;
   readonly #purgeTimer: NodeJS.Timeout;
   readonly #loops: Promise<void>[];
+  /** A member of a primary/backup pair; `undefined` standalone. */
+  readonly #pair: Pair | undefined;
+  readonly #stateSockets: StateSockets | undefined;
+  /** Snapshot requests held while passive: [routing id, frames after it]. */
+  #held: Array<[Buffer, Buffer[]]> = [];
+  readonly #pairListeners = new Set<(event: PairEvent) => void>();
 
-  private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined) {
+  private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined, stateSockets: StateSockets | undefined) {
     this.#settings = settings;
     this.#sockets = sockets;
     this.#durable = durable;
@@ -107,7 +118,8 @@ export class Forwarder implements AsyncDisposable {
     const dropped = (n: number): void => void (counters.events.dropped += n);
     this.#publish = new SendQueue(sockets.publisher, MAX_QUEUED_PUBLISHED, dropped, () => dropped(1));
     this.#outbox = new RouterOutbox(sockets.router, MAX_QUEUED_REPLIES, dropped);
-    this.#expiry = new Expiry(() => this.#log, counters);
+    this.#stateSockets = stateSockets;
+    this.#expiry = new Expiry(() => this.#log, counters, () => this.#isActive());
     this.#log = new UpdateLog({
       send: (frames) => this.#publish.send(frames),
       onDeadline: (at) => this.#expiry.arm(at),
@@ -115,6 +127,9 @@ export class Forwarder implements AsyncDisposable {
       ownerOf: (key) => this.#presence.ownerOf(key),
       restoreOwner: (key, owner) => this.#presence.recover(key, owner),
       onUndone: (record) => this.#sequencer.forget(record.uuid),
+      onLocal: (record, at) => this.#pair?.onLocal(record, at),
+      onReplicaBroken: () => this.#pair?.onReplicaBroken(),
+      beforeCommit: () => this.#pair?.flush(),
       counters,
       history: { maxEntries: settings.historyMax, maxBytes: settings.historyBytes },
       ...(durable ? { journal: durable, durability: settings.durability } : {}),
@@ -122,7 +137,18 @@ export class Forwarder implements AsyncDisposable {
     // KVPRESENT goes after any snapshot in flight to that peer, never inside it.
     const reply = (to: Buffer, frames: Buffer[]): void => this.#snapshots.sendAfterSnapshot(to, frames);
     this.#presence = new Presence({ log: this.#log, counters, reply, peerTimeout: settings.peerTimeout });
-    this.#sequencer = new Sequencer({ log: this.#log, presence: this.#presence, counters, settings, epoch: this.#epoch });
+    const self = this;
+    this.#sequencer = new Sequencer({
+      log: this.#log,
+      presence: this.#presence,
+      counters,
+      settings,
+      // A backup adopts its active's epoch: read at each answer.
+      get epoch() {
+        return self.#epoch;
+      },
+      onOutcome: (uuid, outcome) => this.#pair?.onOutcome(uuid, outcome),
+    });
     const log = this.#log;
     this.#snapshots = new SnapshotServer({
       // What is published, not what waits for the disk (see UpdateLog.snapshot); the key count
@@ -140,9 +166,12 @@ export class Forwarder implements AsyncDisposable {
       history: log.history,
       outbox: this.#outbox,
       counters,
-      epoch: this.#epoch,
+      get epoch() {
+        return self.#epoch;
+      },
       joinWait: settings.joinWait,
       snapshotBatch: settings.snapshotBatch,
+      ...(settings.pair ? { pair: () => (this.#pair ? { term: this.#pair.term, lineage: this.#pair.lineage } : undefined) } : {}),
     });
     this.#commands = new Map<string, RouterHandler>([
       [Command.SnapshotRequest, (from, f) => this.#onSnapshotRequest(from, f)],
@@ -155,14 +184,41 @@ export class Forwarder implements AsyncDisposable {
     this.#longestCommand = Math.max(...[...this.#commands.keys()].map((c) => c.length));
     // Recovered before the receive loops start: nothing is served from a half-loaded map.
     if (durable) this.#recover(durable);
+    this.#pair =
+      settings.pair && stateSockets
+        ? new Pair({
+            configured: settings.pair.role,
+            partner: settings.pair.partner,
+            partnerTimeout: settings.pair.partnerTimeout,
+            heartbeatInterval: settings.heartbeatInterval,
+            dedupTtl: settings.dedupTtl,
+            sockets: stateSockets,
+            log: this.#log,
+            sequencer: this.#sequencer,
+            presence: this.#presence,
+            durable,
+            epoch: { get: () => this.#epoch, set: (epoch) => this.#adoptEpoch(epoch) },
+            held: () => this.#held.length,
+            onActive: () => this.#onActive(),
+            emit: (event) => {
+              for (const listener of this.#pairListeners) listener(event);
+            },
+          })
+        : undefined;
     const ignore = (): void => {};
     this.#loops = [
       receiveLoop(sockets.router, (f) => this.#onRouter(f), ignore),
       receiveLoop(sockets.collector, (f) => this.#onCollector(f), ignore),
       receiveLoop(sockets.publisher, (f) => this.#onSubscription(f), ignore),
     ];
-    this.#heartbeat = setInterval(() => this.#log.heartbeat(this.#epoch), settings.heartbeatInterval);
-    this.#purgeTimer = setInterval(() => this.#presence.purgeSilent(Date.now()), Math.max(5, Math.floor(settings.peerTimeout / 4)));
+    // A passive pair member sends no HUGZ (peers must not take it for a live server) and purges
+    // nobody (its active does, and it receives the deletes).
+    this.#heartbeat = setInterval(() => {
+      if (this.#isActive()) this.#log.heartbeat(this.#epoch, this.#pair?.term);
+    }, settings.heartbeatInterval);
+    this.#purgeTimer = setInterval(() => {
+      if (this.#isActive()) this.#presence.purgeSilent(Date.now());
+    }, Math.max(5, Math.floor(settings.peerTimeout / 4)));
   }
 
   /**
@@ -185,9 +241,19 @@ export class Forwarder implements AsyncDisposable {
       durable?.close(false);
       throw err;
     }
+    let stateSockets: StateSockets | undefined;
+    if (settings.pair) {
+      try {
+        stateSockets = await bindStateSockets(settings.bind, settings.pair.statePort, settings.pair.partner);
+      } catch (err) {
+        await releaseForwarderSockets(sockets);
+        durable?.close(false);
+        throw err;
+      }
+    }
     let fwd: Forwarder | undefined;
     try {
-      fwd = new Forwarder(settings, sockets, durable);
+      fwd = new Forwarder(settings, sockets, durable, stateSockets);
       durable?.begin(fwd.#epoch, settings.durability);
       return fwd;
     } catch (err) {
@@ -196,6 +262,7 @@ export class Forwarder implements AsyncDisposable {
         sockets.router.close();
         sockets.publisher.close();
         sockets.collector.close();
+        if (stateSockets) void releaseStateSockets(stateSockets);
         durable?.close(false);
       }
       throw err;
@@ -224,6 +291,33 @@ export class Forwarder implements AsyncDisposable {
     return this.#epoch;
   }
 
+  /**
+   * `standalone`, or a pair member's role now: `active` (serves and applies writes) or
+   * `passive` (follows its partner; also while still deciding at start).
+   */
+  get role(): 'standalone' | 'active' | 'passive' {
+    return this.#pair === undefined ? 'standalone' : this.#pair.role;
+  }
+
+  /** A pair member's term (grows at every takeover); 0 standalone. */
+  get term(): number {
+    return this.#pair?.term ?? 0;
+  }
+
+  /** The state endpoint this pair member bound (`tcp://ADDRESS:PORT`); `undefined` standalone. */
+  get stateEndpoint(): string | undefined {
+    return this.#stateSockets === undefined ? undefined : `tcp://${this.#settings.bind}:${this.#stateSockets.port}`;
+  }
+
+  /**
+   * Calls `listener` on each role or replication change of a pair member (`now active`,
+   * `now passive`, `backup absent`, `backup connected`); returns a function that stops it.
+   */
+  onPairEvent(listener: (event: PairEvent) => void): () => void {
+    this.#pairListeners.add(listener);
+    return () => this.#pairListeners.delete(listener);
+  }
+
   /** The last assigned sequence number. */
   get sequence(): number {
     return this.#log.store.sequence;
@@ -249,7 +343,8 @@ export class Forwarder implements AsyncDisposable {
 
   /** Counters (a copy). */
   stats(): ForwarderStats {
-    return this.#counters.stats({
+    const pair = this.#pair?.stats();
+    const stats = this.#counters.stats({
       sequence: this.#log.store.sequence,
       keys: this.#log.store.size,
       peers: this.#presence.size,
@@ -259,6 +354,8 @@ export class Forwarder implements AsyncDisposable {
       historyOldest: this.#log.history.oldest,
       historySize: this.#log.history.size,
     });
+    if (pair !== undefined) stats.pair = pair;
+    return stats;
   }
 
   /** Live clonekv peers (those whose heartbeats arrive), with the number of keys each owns. */
@@ -280,6 +377,7 @@ export class Forwarder implements AsyncDisposable {
    */
   async load(entries: Iterable<readonly [string, unknown]>, onProgress?: (loaded: number) => void): Promise<number> {
     this.#assertOpen();
+    if (!this.#isActive()) throw new ClonekvError(ErrorCode.Rejected, 'cannot load into a passive pair member: load into the active one');
     const checked: Array<[Buffer, string, Buffer]> = [];
     for (const [key, value] of entries) checked.push(this.#checkLoadEntry(key, value));
     let n = 0;
@@ -309,6 +407,8 @@ export class Forwarder implements AsyncDisposable {
       clearInterval(this.#purgeTimer);
       this.#expiry.stop();
       this.#snapshots.close();
+      this.#held = [];
+      await this.#pair?.close();
       this.#outbox.close();
       this.#publish.clear();
       // Closed, then waited for until the ports can be bound again (a forwarder started again on
@@ -399,6 +499,38 @@ export class Forwarder implements AsyncDisposable {
     for (const record of records) history.append(record);
   }
 
+  /** Standalone, or the active member of a pair: may serve snapshots, apply writes, expire, purge. */
+  #isActive(): boolean {
+    return this.#pair === undefined || this.#pair.role === 'active';
+  }
+
+  /** A pair member took the active role: what is overdue expires now, owners get `peerTimeout` to beat here, held requests are served. */
+  #onActive(): void {
+    const now = Date.now();
+    this.#presence.touchAll(now);
+    // Overdue keys go before any request is served: a deadline means the same on both servers.
+    this.#expiry.expireNow();
+    const held = this.#held;
+    this.#held = [];
+    for (const [from, frames] of held) this.#onSnapshotRequest(from, frames);
+  }
+
+  /** A backup takes its active's epoch (recorded in the data directory when durable). */
+  #adoptEpoch(epoch: string): void {
+    if (epoch === this.#epoch) return;
+    this.#epoch = epoch;
+    try {
+      this.#durable?.begin(epoch, this.#settings.durability);
+    } catch {
+      // Left with the old epoch on disk: a restart then takes a new epoch, and peers resync.
+    }
+  }
+
+  /** A write (or peer beat) that reached a passive pair member: dropped and counted, never applied. */
+  #passiveDrop(): void {
+    this.#counters.events.passiveDrops++;
+  }
+
   #assertOpen(): void {
     if (this.#life.closing) throw new ClosedError('forwarder');
   }
@@ -429,6 +561,7 @@ export class Forwarder implements AsyncDisposable {
 
   /** A plain CHP writer's KVSET: decided like any write; a refusal is only counted. */
   #onCollector(frames: Buffer[]): void {
+    if (!this.#isActive()) return this.#passiveDrop();
     const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
     if (!d.ok) return this.#counters.malformed(d.reason);
     this.#sequencer.write(d.message);
@@ -439,7 +572,9 @@ export class Forwarder implements AsyncDisposable {
     const from = frames[0]!;
     const command = frames[1];
     // Command names are short: only a short frame 1 needs a look-up (and a string).
-    const handler = command !== undefined && command.length <= this.#longestCommand ? this.#commands.get(command.toString('latin1')) : undefined;
+    const name = command !== undefined && command.length <= this.#longestCommand ? command.toString('latin1') : undefined;
+    const handler = name === undefined ? undefined : this.#commands.get(name);
+    if (!this.#isActive() && (handler === undefined || WRITE_COMMANDS.has(name!))) return this.#passiveDrop();
     if (handler) return handler(from, frames.slice(1));
     this.#decoded(from, frames.slice(1), (m) => this.#sequencer.writeThen(m, (outcome) => this.#outbox.send(from, this.#sequencer.ack(m.uuid, outcome))));
   }
@@ -461,6 +596,14 @@ export class Forwarder implements AsyncDisposable {
    * dropped.
    */
   #onSnapshotRequest(from: Buffer, frames: Buffer[]): void {
+    if (this.#pair !== undefined && !this.#pair.requested()) {
+      // Passive: held, answered only if this member takes over (bounded: the oldest go first).
+      // One per requester: a peer that asks again replaces its earlier request.
+      this.#held = this.#held.filter(([id]) => !id.equals(from));
+      this.#held.push([from, frames]);
+      if (this.#held.length > MAX_HELD_REQUESTS) this.#held.shift();
+      return;
+    }
     if (frames.length === 2) return this.#snapshots.request(from, frames[1]!);
     const resume = frames.length === 3 ? parseResumeRequest(frames[2]!) : undefined;
     if (!resume) return this.#counters.malformed('snapshot-request');

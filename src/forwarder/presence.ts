@@ -148,6 +148,11 @@ class PresenceTable {
     return keys;
   }
 
+  /** Every member is taken as heard from `now`. */
+  touchAll(now: number): void {
+    for (const m of this.#members.values()) m.lastSeen = now;
+  }
+
   /** Ids of peers silent since before `now - timeout`. */
   expired(now: number, timeout: number): string[] {
     const out: string[] = [];
@@ -177,7 +182,7 @@ export interface PresenceHooks {
 
 /** The forwarder's presence: beats, byes, owners of writes, and purges. */
 export class Presence {
-  readonly #table = new PresenceTable();
+  #table = new PresenceTable();
   readonly #hooks: PresenceHooks;
 
   constructor(hooks: PresenceHooks) {
@@ -269,6 +274,19 @@ export class Presence {
     const now = Date.now();
     if (!this.#table.provisional(id, now)) return;
     this.#table.setRegisteredAt(id, this.#writeKey({ id, name: UNKNOWN_NAME, subtree: '', version: 0 }, now));
+  }
+
+  /** Forgets every peer and owner (a backup about to load its active's full copy). */
+  clear(): void {
+    this.#table = new PresenceTable();
+  }
+
+  /**
+   * Every known peer is taken as heard from `now`: a backup that just took over gives the
+   * owners it learned from its active `peerTimeout` to beat here, as after a durable restart.
+   */
+  touchAll(now: number): void {
+    this.#table.touchAll(now);
   }
 
   /** Purges every peer silent for longer than `peerTimeout`. */

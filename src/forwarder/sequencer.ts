@@ -31,20 +31,25 @@ export interface SequencerHooks {
   readonly presence: Presence;
   readonly counters: Counters;
   readonly settings: Pick<Settings, 'maxValueBytes' | 'checkValues' | 'dedupTtl' | 'dedupMax'>;
-  /** This forwarder run's id: named in every KVACKS, so a peer never takes a sequence of this run for one of another. */
+  /**
+   * This forwarder's epoch: named in every KVACKS, so a peer never takes a sequence of this run
+   * for one of another (read at each answer: a backup adopts its active's).
+   */
   readonly epoch: string;
+  /** A refused or conflicting outcome was remembered (a pair's active sends it to the backup). */
+  readonly onOutcome?: (uuid: string, outcome: WriteOutcome) => void;
 }
 
 /** Decides on writes, once per uuid, and words the acknowledgements. */
 export class Sequencer {
   readonly #hooks: SequencerHooks;
-  readonly #dedup: WriteDedup;
+  #dedup: WriteDedup;
   /** Frame 3 of every KVACKS: `epoch=<this run>` (read-your-writes across a restart). */
-  readonly #ackHeader: Buffer;
+  #ackHeader: Buffer = EMPTY_FRAME;
+  #ackEpoch = '';
 
   constructor(hooks: SequencerHooks) {
     this.#hooks = hooks;
-    this.#ackHeader = encodeProperties([[Prop.Epoch, hooks.epoch]]);
     this.#dedup = new WriteDedup({ ttl: hooks.settings.dedupTtl, max: hooks.settings.dedupMax });
   }
 
@@ -70,7 +75,10 @@ export class Sequencer {
     const outcome = this.#decide(msg);
     if (uuidKey !== undefined) {
       this.#dedup.set(uuidKey, outcome);
-      if (outcome.status !== 'ok') log.rememberOutcome(uuidKey, outcome, Date.now());
+      if (outcome.status !== 'ok') {
+        log.rememberOutcome(uuidKey, outcome, Date.now());
+        this.#hooks.onOutcome?.(uuidKey, outcome);
+      }
     }
     return outcome;
   }
@@ -81,7 +89,21 @@ export class Sequencer {
    */
   writeThen(msg: ChpMessage, done: (outcome: WriteOutcome) => void): void {
     const outcome = this.write(msg);
-    this.#hooks.log.whenPublished((failure) => done(settledOutcome(outcome, failure, msg.key)));
+    this.#hooks.log.whenPublished((failure) => {
+      // Fenced (this server lost the active role): no answer; the writer retries at the new active.
+      if (failure?.fenced) return;
+      done(settledOutcome(outcome, failure, msg.key));
+    });
+  }
+
+  /** Every write outcome still remembered, with the ms left of its time (a backup's full copy). */
+  outcomes(): Generator<[string, WriteOutcome, number]> {
+    return this.#dedup.entries();
+  }
+
+  /** Forgets every write outcome (a backup about to load its active's). */
+  clearOutcomes(): void {
+    this.#dedup = new WriteDedup({ ttl: this.#hooks.settings.dedupTtl, max: this.#hooks.settings.dedupMax });
   }
 
   /** Recovers a write outcome remembered on disk, for the rest of its time (`ageMs` old). */
@@ -131,6 +153,7 @@ export class Sequencer {
     }
     if (acks.length === 0) return;
     this.#hooks.log.whenPublished((failure) => {
+      if (failure?.fenced) return;
       let bytes = 0;
       for (let i = 0; i < acks.length; i++) {
         const [key, first] = outcomes[i]!;
@@ -139,8 +162,18 @@ export class Sequencer {
         acks[i] = { ...ack, sequence: outcome.status === 'ok' ? outcome.seq : 0, properties: ackProperties(outcome) };
         bytes += entrySize(acks[i]!);
       }
-      reply([KVACKS, ZERO_SEQUENCE, EMPTY_FRAME, this.#ackHeader, packBatch(acks, bytes)]);
+      reply([KVACKS, ZERO_SEQUENCE, EMPTY_FRAME, this.#header(), packBatch(acks, bytes)]);
     });
+  }
+
+  /** Frame 3 of every KVACKS: `epoch=<epoch>`, built again when the epoch changes. */
+  #header(): Buffer {
+    const epoch = this.#hooks.epoch;
+    if (epoch !== this.#ackEpoch) {
+      this.#ackEpoch = epoch;
+      this.#ackHeader = encodeProperties([[Prop.Epoch, epoch]]);
+    }
+    return this.#ackHeader;
   }
 
   #decide(msg: ChpMessage): WriteOutcome {

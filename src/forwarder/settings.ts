@@ -41,7 +41,20 @@ export interface Settings {
   readonly durability: Durability;
   readonly historyMax: number;
   readonly historyBytes: number;
+  /** A pair member's settings; `undefined` standalone. */
+  readonly pair: PairSettings | undefined;
 }
+
+/** A member of a primary/backup pair. */
+export interface PairSettings {
+  readonly role: 'primary' | 'backup';
+  readonly partner: string;
+  readonly statePort: number;
+  readonly partnerTimeout: number;
+}
+
+/** Default state ports: the primary binds 5003, the backup 5004 (the protocol's). */
+export const DEFAULT_STATE_PORT = { primary: 5003, backup: 5004 } as const;
 
 const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'bind',
@@ -61,6 +74,10 @@ const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'durability',
   'historyMax',
   'historyBytes',
+  'role',
+  'partner',
+  'statePort',
+  'partnerTimeout',
 ];
 
 function hwmOption(name: string, value: HighWaterMarks | undefined, send: number, receive: number) {
@@ -93,7 +110,35 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     durability: durabilityOption(options.durability),
     historyMax: intOption('historyMax', options.historyMax, 1_000_000, ...OPTION_BOUNDS.historyMax),
     historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, ...OPTION_BOUNDS.historyBytes),
+    pair: pairSettings(options),
   };
+}
+
+/** The pair options: all or none (a partner without a role, or a role without a partner, is named). */
+function pairSettings(options: ForwarderOptions): PairSettings | undefined {
+  const { role, partner, statePort, partnerTimeout } = options;
+  if (role === undefined) {
+    for (const [name, value] of [['partner', partner], ['statePort', statePort], ['partnerTimeout', partnerTimeout]] as const) {
+      if (value !== undefined) throw new InvalidOptionError(name, 'applies only with role ("primary" or "backup"): a standalone forwarder has no partner');
+    }
+    return undefined;
+  }
+  if (role !== 'primary' && role !== 'backup') throw new InvalidOptionError('role', `expected "primary" or "backup", got ${JSON.stringify(role)}`);
+  if (partner === undefined) throw new InvalidOptionError('partner', `is required with role ${JSON.stringify(role)}: the partner's state endpoint, tcp://HOST:PORT`);
+  return {
+    role,
+    partner: partnerEndpoint(partner),
+    statePort: intOption('statePort', statePort, DEFAULT_STATE_PORT[role], 0, 65535),
+    partnerTimeout: durationOption('partnerTimeout', partnerTimeout, 2000, 10),
+  };
+}
+
+function partnerEndpoint(value: unknown): string {
+  const m = typeof value === 'string' ? /^tcp:\/\/(\[[^\]]+\]|[^:/\s]+):(\d{1,5})$/.exec(value) : null;
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535 || m[1] === '*') {
+    throw new InvalidOptionError('partner', `expected the partner's state endpoint as tcp://HOST:PORT (a host and a port from 1 to 65535), got ${JSON.stringify(value)}`);
+  }
+  return value as string;
 }
 
 function nonEmpty(name: string, value: string): string {

@@ -20,6 +20,7 @@ import type { UpdateHistory } from '../store/history.ts';
 import type { SequencedMap } from '../store/sequenced-map.ts';
 import type { UpdateRecord } from '../store/update-record.ts';
 import type { Counters } from './counters.ts';
+import { agreesUpTo, type Lineage } from './pair/lineage.ts';
 
 const KTHXBAI = Buffer.from(Command.SnapshotEnd);
 const KVBATCH = Buffer.from(Command.SnapshotBatch);
@@ -43,6 +44,12 @@ export interface SnapshotHooks {
   readonly joinWait: number;
   /** Most entries per KVBATCH. */
   readonly snapshotBatch: number;
+  /**
+   * A pair member's term and lineage (read at each answer); `undefined` standalone. KTHXBAI
+   * then carries `term=`, and a delta is given only to a peer whose log agrees with this one
+   * (see {@link agreesUpTo}).
+   */
+  readonly pair?: () => { term: number; lineage: Lineage } | undefined;
 }
 
 /** A delta this short is sent without counting the subtree's keys. */
@@ -144,6 +151,8 @@ export class SnapshotServer {
     // The history must reach the map's sequence (it always does when every update goes through
     // UpdateLog.append; anything else gets a snapshot rather than a delta that misses updates).
     if (history.newest !== store.sequence) return undefined;
+    const pair = this.#hooks.pair?.();
+    if (pair !== undefined && !agreesUpTo(pair.lineage, pair.term, resume.since, resume.term)) return undefined;
     // Taken at once: the answer is a point in time, like a snapshot. The whole map's size bounds
     // any snapshot: past it, stop collecting.
     const records: UpdateRecord[] = [];
@@ -187,7 +196,7 @@ export class SnapshotServer {
       }
       if (ended) return undefined;
       ended = true;
-      return snapshotEnd({ epoch, sequence, count: entries.length, digest, joined, delta: false, subtree: subtreeBytes });
+      return snapshotEnd({ epoch, sequence, count: entries.length, digest, joined, delta: false, subtree: subtreeBytes, term: this.#hooks.pair?.()?.term });
     };
     this.#hooks.outbox.stream(id, next, () => {});
   }
@@ -219,7 +228,7 @@ export class SnapshotServer {
       }
       if (ended) return undefined;
       ended = true;
-      return snapshotEnd({ epoch, sequence, count: records.length, digest, joined, delta: true, subtree: subtreeBytes });
+      return snapshotEnd({ epoch, sequence, count: records.length, digest, joined, delta: true, subtree: subtreeBytes, term: this.#hooks.pair?.()?.term });
     };
     this.#hooks.outbox.stream(id, next, () => {});
   }
@@ -230,7 +239,7 @@ export class SnapshotServer {
  * what the peer checks (count and digest of what was sent), the epoch, whether the join was
  * confirmed, that resume requests are understood, and `delta=1` for a delta.
  */
-function snapshotEnd(end: { epoch: string; sequence: number; count: number; digest: SnapshotDigest; joined: boolean; delta: boolean; subtree: Buffer }): Buffer[] {
+function snapshotEnd(end: { epoch: string; sequence: number; count: number; digest: SnapshotDigest; joined: boolean; delta: boolean; subtree: Buffer; term: number | undefined }): Buffer[] {
   const props: Array<[string, string]> = [
     [Prop.Version, PROTOCOL_VERSION],
     [Prop.Epoch, end.epoch],
@@ -240,5 +249,6 @@ function snapshotEnd(end: { epoch: string; sequence: number; count: number; dige
     [Prop.Resume, '1'],
   ];
   if (end.delta) props.push([Prop.Delta, '1']);
+  if (end.term !== undefined) props.push([Prop.Term, String(end.term)]);
   return [KTHXBAI, encodeSequence(end.sequence), EMPTY_FRAME, encodeProperties(props), end.subtree];
 }

@@ -128,8 +128,9 @@ export const Prop = {
   /** KVHISTORY answer: every update after this sequence is held (the history's `oldest`). */
   Oldest: 'oldest',
   /**
-   * KTHXBAI and HUGZ of a member of a failover pair: its term (decimal; a takeover raises it).
-   * ICANHAZ?'s third frame: the last term the peer heard, when it knows one.
+   * HUGZ and KTHXBAI from a member of a primary/backup pair: the active's term (decimal), which
+   * grows at every takeover. ICANHAZ?'s third frame: the term the peer last knew (see
+   * forwarder/pair/lineage.ts for how it decides between a delta and a snapshot).
    */
   Term: 'term',
 } as const;

@@ -64,7 +64,7 @@ export function decodeMessage(frames: readonly Buffer[], maxBodyBytes: number): 
 export interface ResumeRequest {
   readonly since: number;
   readonly epoch: string;
-  /** The last term of a failover pair the peer heard (KTHXBAI, HUGZ), when it knows one. */
+  /** The term of a pair's active the peer last knew (`term=`), if it gave one. */
   readonly term?: number;
 }
 

@@ -81,6 +81,15 @@ interface Meta {
   firstSeq: number;
   clean: boolean;
   durability: Durability;
+  /** A pair member's term and term lineage (see forwarder/pair/lineage.ts); absent standalone. */
+  pair?: PairState;
+}
+
+/** What a member of a primary/backup pair keeps across restarts: its term never goes back. */
+export interface PairState {
+  readonly term: number;
+  /** `[term, first sequence of that term]`, oldest first. */
+  readonly lineage: ReadonlyArray<readonly [number, number]>;
 }
 
 /** Advice added to every refusal to start. */
@@ -339,6 +348,57 @@ export class DurableStore {
     }
   }
 
+  /** The pair state the directory holds (`undefined`: none recorded). */
+  get pairState(): PairState | undefined {
+    return this.#state.pair;
+  }
+
+  /**
+   * Records a pair member's term and lineage, on disk before this returns.
+   *
+   * @throws `CLONEKV_STORAGE` if it cannot be written
+   */
+  savePairState(pair: PairState): void {
+    const before = this.#state;
+    this.#state = { ...this.#state, pair: { term: pair.term, lineage: pair.lineage.map(([t, f]) => [t, f] as const) } };
+    try {
+      this.#root.transactionSync(() => this.#writeMeta());
+    } catch (err) {
+      this.#state = before;
+      throw writeFailure(this.#dir, err);
+    }
+  }
+
+  /**
+   * Replaces the whole content by `entries` at `sequence` in one transaction (a backup loading
+   * its active's full copy): map, log and outcomes cleared, the log starting after `sequence`.
+   *
+   * @throws `CLONEKV_STORAGE` if the write failed: nothing changed on disk then
+   */
+  replace(entries: readonly TimedRecord[], sequence: number, outcomes: ReadonlyArray<readonly [uuid: string, at: number, outcome: StoredOutcome]>): void {
+    if (this.#closed) throw new StorageError(this.#dir, `the data directory ${this.#dir} is closed`);
+    const before = this.#state;
+    try {
+      this.#root.transactionSync(() => {
+        this.#map.clearSync();
+        this.#log.clearSync();
+        this.#outcomes.clearSync();
+        for (const { record, at } of entries) this.#map.putSync(Buffer.from(record.key, 'latin1'), encodeRecord(record, at));
+        for (const [uuid, at, outcome] of outcomes) this.#outcomes.putSync(Buffer.from(uuid, 'latin1'), writeChecked({ at, outcome }));
+        this.#state = { ...this.#state, sequence, firstSeq: sequence + 1 };
+        this.#writeMeta();
+        storageFaults.writeFault?.(this.#dir);
+      });
+    } catch (err) {
+      this.#state = before;
+      throw writeFailure(this.#dir, err);
+    }
+    this.#sizes = [];
+    this.#sizesHead = 0;
+    this.#logBytes = 0;
+    this.#recent = [];
+  }
+
   /** Closes the directory; `clean` records that everything acknowledged was flushed. Idempotent. */
   close(clean: boolean): void {
     if (this.#closed) return;
@@ -402,7 +462,10 @@ export class DurableStore {
     if (typeof meta.epoch !== 'string' || !Number.isSafeInteger(meta.sequence) || !Number.isSafeInteger(meta.firstSeq) || typeof meta.clean !== 'boolean') {
       throw damaged(this.#dir, `the meta record of ${this.#file} is damaged`);
     }
-    return { format: meta.format, epoch: meta.epoch, sequence: meta.sequence!, firstSeq: meta.firstSeq!, clean: meta.clean, durability: meta.durability === 'async' ? 'async' : 'sync' };
+    const out: Meta = { format: meta.format, epoch: meta.epoch, sequence: meta.sequence!, firstSeq: meta.firstSeq!, clean: meta.clean, durability: meta.durability === 'async' ? 'async' : 'sync' };
+    const pair = readPairState(meta.pair);
+    if (pair !== undefined) out.pair = pair;
+    return out;
   }
 
   /**
@@ -575,6 +638,18 @@ function readLmdbMeta(b: Buffer, pageAt: number, length: number): { pageSize: nu
   const pageSize = b.readUInt32LE(at + 24);
   if (pageSize < 512 || pageSize > 65_536 || (pageSize & (pageSize - 1)) !== 0) return undefined;
   return { pageSize, lastPage: Number(b.readBigUInt64LE(at + 120)), txnid: Number(b.readBigUInt64LE(at + 128)) };
+}
+
+/** A pair state read back from the meta record, if it reads as one. */
+function readPairState(v: unknown): PairState | undefined {
+  const p = v as { term?: unknown; lineage?: unknown } | undefined;
+  if (typeof p !== 'object' || p === null || !Number.isSafeInteger(p.term) || !Array.isArray(p.lineage)) return undefined;
+  const lineage: Array<readonly [number, number]> = [];
+  for (const e of p.lineage as unknown[]) {
+    if (!Array.isArray(e) || e.length !== 2 || !Number.isSafeInteger(e[0]) || !Number.isSafeInteger(e[1])) return undefined;
+    lineage.push([e[0] as number, e[1] as number]);
+  }
+  return { term: p.term as number, lineage };
 }
 
 /** A small JSON record with a CRC-32 in front. */

@@ -105,12 +105,20 @@ export class SequencedMap {
    * @returns the assigned sequence
    */
   apply(key: string, uuid: Buffer, properties: Buffer, body: Buffer, ttlMs: number, now: number): number {
+    return this.applyUntil(key, uuid, properties, body, ttlMs > 0 ? now + ttlMs : 0);
+  }
+
+  /**
+   * As {@link apply}, with the expiry given as an absolute time (ms, Date.now clock; 0 = none):
+   * a backup applies its active's updates with the deadline the active set, so a ttl has one
+   * meaning on both servers (even one already past: it is then due at once).
+   */
+  applyUntil(key: string, uuid: Buffer, properties: Buffer, body: Buffer, expiresAt: number): number {
     const seq = ++this.#seq;
     if ((this.#map.get(key)?.expiresAt ?? 0) > 0) this.#withTtl--;
     if (body.length === 0) {
       this.#map.delete(key);
     } else {
-      const expiresAt = ttlMs > 0 ? now + ttlMs : 0;
       this.#map.set(key, new StoredEntry(seq, uuid, properties, body, expiresAt));
       if (expiresAt > 0) {
         this.#withTtl++;
@@ -138,6 +146,14 @@ export class SequencedMap {
       this.#withTtl++;
       this.#expiry.push(entry.expiresAt, key, entry.seq);
     }
+  }
+
+  /** Forgets every entry and sets the sequence: a backup about to load its active's full copy. */
+  clear(sequence: number): void {
+    this.#map = new Map();
+    this.#expiry = new ExpiryQueue();
+    this.#withTtl = 0;
+    this.#seq = sequence;
   }
 
   /** Sets the last assigned sequence (recovery, or undoing updates that did not reach the disk). */

@@ -358,3 +358,51 @@ export async function receiveLoop(
     }
   }
 }
+
+/** A pair member's state channel: a ROUTER it binds (what its partner sends) and a DEALER to its partner. */
+export interface StateSockets {
+  /** Bound on the state port: receives the partner's messages (and anything a stranger sends). */
+  readonly inbox: zmq.Router;
+  /** Connected to the partner's state endpoint. */
+  readonly outbox: zmq.Dealer;
+  /** The state port actually bound. */
+  readonly port: number;
+}
+
+/** Most messages queued towards the partner before new ones are dropped (the follower then asks again). */
+const STATE_HWM = 100_000;
+
+/**
+ * Binds the state ROUTER on `address:port` (0: ephemeral) and connects the DEALER to `partner`.
+ * The DEALER is `immediate`: nothing is queued for a partner that is not connected, so a
+ * restarted partner never receives what was meant for its previous run; a send that finds no
+ * connection fails at once (`sendTimeout` 0) and is dropped.
+ *
+ * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` naming the port or endpoint (nothing left open)
+ */
+export async function bindStateSockets(address: string, port: number, partner: string): Promise<StateSockets> {
+  const where = `tcp://${address}:${port === 0 ? '*' : port}`;
+  const inbox = createSocket('state (ROUTER)', where, zmq.Router, { linger: 0, receiveHighWaterMark: STATE_HWM });
+  try {
+    await inbox.bind(where);
+  } catch (err) {
+    await releaseAll([inbox]);
+    const hint = isAddressInUse(err) ? `the state port ${port} is already in use; choose another --state-port` : 'check the --bind address';
+    throw new ClonekvError(ErrorCode.Transport, `cannot bind the state channel on ${where}: ${reasonOf(err)}; ${hint}`, { cause: err });
+  }
+  let outbox: zmq.Dealer;
+  try {
+    outbox = connectSocket('state (DEALER)', partner, zmq.Dealer, { linger: 0, immediate: true, sendTimeout: 0, sendHighWaterMark: STATE_HWM });
+  } catch (err) {
+    await releaseAll([inbox]);
+    throw err;
+  }
+  return { inbox, outbox, port: portOf(inbox.lastEndpoint) };
+}
+
+/** Closes the state sockets; when it resolves, the state port can be bound again. Never throws. */
+export function releaseStateSockets(s: StateSockets): Promise<void> {
+  // The DEALER binds nothing (its last endpoint is the partner's, which stays in use): closed only.
+  closeAll([s.outbox]);
+  return releaseAll([s.inbox]);
+}
