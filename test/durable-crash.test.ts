@@ -12,8 +12,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test, type TestContext } from 'node:test';
-import type { Peer } from '../src/index.ts';
-import { dataDir, mapDigest, peer, readyPeer, spawnCli, waitFor, within } from './helpers.ts';
+import { dataDir, fullSpeed, mapDigest, peer, readyPeer, spawnCli, waitFor, within } from './helpers.ts';
 
 async function serve(t: TestContext, dir: string, port: number, extra: string[] = []) {
   const proc = spawnCli(t, ['serve', '--data', dir, '--port', String(port), '--json', '--heartbeat', '100', ...extra]);
@@ -24,35 +23,6 @@ async function serve(t: TestContext, dir: string, port: number, extra: string[] 
 async function kill(proc: { child: import('node:child_process').ChildProcess }): Promise<void> {
   proc.child.kill('SIGKILL');
   await once(proc.child, 'exit');
-}
-
-/** A writer at full speed: `inFlight` writes outstanding at all times until stopped. */
-function fullSpeed(p: Peer, name: string, inFlight: number) {
-  const acked = new Map<string, number>();
-  let failed = 0;
-  let stopped = false;
-  let n = 0;
-  const lane = async (): Promise<void> => {
-    while (!stopped) {
-      const i = n++;
-      const key = `${name}/${i}`;
-      try {
-        await p.set(key, i);
-        acked.set(key, i);
-      } catch {
-        failed++; // timed out across a restart: not acknowledged, so not promised
-      }
-    }
-  };
-  const lanes = Array.from({ length: inFlight }, lane);
-  return {
-    acked,
-    failed: () => failed,
-    stop: async () => {
-      stopped = true;
-      await Promise.all(lanes);
-    },
-  };
 }
 
 test('SIGKILL under two full-speed writers, five times: every acknowledged write survives everywhere, the epoch never changes', async (t) => {
@@ -83,12 +53,17 @@ test('SIGKILL under two full-speed writers, five times: every acknowledged write
 
   // In the forwarder: a fresh peer's snapshot holds every acknowledged write.
   const fresh = await readyPeer(t, fwd.endpoint, { presence: false });
-  const missing = [...acked].filter(([k, v]) => fresh.get(k) !== v).map(([k]) => k);
+  // `acked` maps each key (`name/i`, value i, written once) to the sequence its acknowledgement
+  // gave: the value must be there at exactly that version (a later one: applied twice).
+  const valueOf = (k: string): number => Number(k.slice(k.indexOf('/') + 1));
+  const missing = [...acked].filter(([k]) => fresh.get(k) !== valueOf(k)).map(([k]) => k);
   assert.deepEqual(missing.slice(0, 10), [], `${missing.length} acknowledged writes missing in the forwarder`);
+  const twice = [...acked].filter(([k, seq]) => fresh.version(k) !== seq).map(([k]) => k);
+  assert.deepEqual(twice.slice(0, 10), [], `${twice.length} acknowledged writes not at the version their acknowledgement gave`);
   // In every peer, on the same epoch.
   const peers = { a, b, reader };
   for (const [name, p] of Object.entries(peers)) {
-    await waitFor(`${name} holds every acknowledged write`, () => [...acked].every(([k, v]) => p.get(k) === v), 15_000);
+    await waitFor(`${name} holds every acknowledged write`, () => [...acked].every(([k]) => p.get(k) === valueOf(k)), 15_000);
     assert.equal(p.epoch, epoch);
     // And nothing the forwarder lacks: no peer was ever given an update the disk did not hold.
     await waitFor(`${name} equal to the forwarder`, () => mapDigest(p) === mapDigest(fresh), 15_000);

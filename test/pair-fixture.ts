@@ -19,6 +19,7 @@ import type { TestContext } from 'node:test';
 import type { Peer, ServerStats } from '../src/index.ts';
 import { askServerStats } from '../src/peer/server-stats.ts';
 import { dataDir, spawnCli, type CliProcess } from './helpers.ts';
+export { fullSpeed } from './helpers.ts';
 import { tcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 /**
@@ -232,42 +233,6 @@ export async function startPair(t: TestContext, options: PairOptions = {}): Prom
   return pair;
 }
 
-/**
- * A writer at full speed: `inFlight` writes outstanding at all times until stopped, each to a
- * key of its own (`name/i`), written once. Records what each acknowledgement said (the
- * sequence given to the write) and when it came.
- */
-export function fullSpeed(p: Peer, name: string, inFlight: number) {
-  const acked = new Map<string, number>();
-  let failed = 0;
-  let stopped = false;
-  let n = 0;
-  let lastAckAt = 0;
-  const lane = async (): Promise<void> => {
-    while (!stopped) {
-      const i = n++;
-      const key = `${name}/${i}`;
-      try {
-        acked.set(key, await p.set(key, i));
-        lastAckAt = performance.now();
-      } catch (err) {
-        // Closed (a failed test's teardown): stop, or the lane would spin on rejections.
-        if ((err as { code?: string }).code === 'CLONEKV_CLOSED') return;
-        failed++; // not acknowledged (timed out across a failover): nothing is promised for it
-      }
-    }
-  };
-  const lanes = Array.from({ length: inFlight }, lane);
-  return {
-    acked,
-    failed: () => failed,
-    lastAckAt: () => lastAckAt,
-    stop: async () => {
-      stopped = true;
-      await Promise.all(lanes);
-    },
-  };
-}
 
 /** No sequence number was acknowledged for two different writes. */
 export function assertSequencesUnique(acked: Map<string, number>): void {
