@@ -345,6 +345,8 @@ export type ResyncReason =
 export type FailoverReason =
   /** Nothing on the subscriber for `silenceTimeout` while live. */
   | 'silence'
+  /** The server asked is the passive member of a pair whose partner is active: go there. */
+  | 'passive'
   /** The subscriber connection dropped (the server died or was cut off). */
   | 'disconnected'
   /** A snapshot request got no answer within the attempt timeout. */
@@ -453,6 +455,8 @@ export interface ForwarderStats {
   epoch: string;
   /** Writes and peer beats dropped because this pair member was passive (never applied). */
   passiveDrops: number;
+  /** Snapshot requests from clonekv peers that this passive member sent on to its active partner (KVPASSIVE). */
+  passiveNotices: number;
   /** A pair member's role, term, partner and replication; `undefined` standalone. */
   pair?: PairStats;
 }

@@ -132,6 +132,7 @@ function harness(settings: Partial<SyncSettings> = {}) {
     replied: (now: number, attempt: number) => (m.replied(now, attempt), take()),
     tick: (now: number) => (m.tick(now), take()),
     subDown: (now = 0) => (m.subscriberDown(now), take()),
+    passive: (now: number, attempt: number) => (m.passive(now, attempt), take()),
   };
 }
 
@@ -513,4 +514,15 @@ test('failover: a term heard before the new server answered is not claimed in th
   // term 4's updates, so asking again must still say term 4.
   c.hugz(3100, 20, { ...CLONEKV, term: '5' });
   assert.deepEqual(c.tick(5001).filter((x) => x.startsWith('request')), ['request 3 since 10@e1 term 4']);
+});
+
+test('failover: a passive member that says its partner serves is left at once, the resync going on at the next server; one server, or a stale attempt: nothing', () => {
+  const c = livePair(); // live at 10 from server 0, term 4
+  c.hugz(50, 10, { ...CLONEKV, term: '4' }); // the subscriber delivered
+  assert.deepEqual(c.subDown(100), ['failover 0>1 disconnected', 'resync silence', 'request 2 since 10@e1 term 4', 'resendWrites']);
+  assert.deepEqual(c.passive(110, 1), [], 'an earlier attempt');
+  assert.deepEqual(c.passive(120, 2), ['failover 1>0 passive', 'request 3 since 10@e1 term 4', 'resendWrites']);
+  const one = harness();
+  one.start(0);
+  assert.deepEqual(one.passive(10, 1), [], 'one server: wait for it');
 });

@@ -824,13 +824,15 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
   }
 }
 
-/** What a resync means for someone watching, in a few words naming the forwarder. */
 /** Why a peer left a server, as `watch` says it. */
 const FAILOVER_CAUSE: Record<FailoverReason, string> = {
   silence: 'silent',
+  passive: 'passive, its partner is active',
   disconnected: 'connection dropped',
   'no-answer': 'no answer',
 };
+
+/** What a resync means for someone watching, in a few words naming the forwarder. */
 
 function resyncCause(reason: ResyncReason, url: string): string {
   switch (reason) {

@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import { ClonekvError, ClosedError, ErrorCode } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
-import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, Prop } from '../protocol/commands.ts';
+import { Command, isReservedKey, JOIN_TOPIC_PREFIX, MAX_KEY_BYTES, MSGPACK_ENCODING, PEER_ID_PREFIX, Prop } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, parseResumeRequest, type ChpMessage } from '../protocol/message.ts';
 import { encodeProperties } from '../protocol/properties.ts';
 import { encodeSequence } from '../protocol/sequence.ts';
@@ -44,6 +44,8 @@ import { UpdateLog, type StoreFailure } from './update-log.ts';
 import { Pair, type PairEvent } from './pair/pair.ts';
 
 const KVSTATS = Buffer.from(Command.Stats);
+const KVPASSIVE = Buffer.from(Command.Passive);
+const CLONEKV_PEER_ID = Buffer.from(PEER_ID_PREFIX);
 const MSGPACK_PROPS = encodeProperties([[Prop.Encoding, MSGPACK_ENCODING]]);
 /** Most replies held for one peer on the ROUTER before that peer is given up on. */
 const MAX_QUEUED_REPLIES = 100_000;
@@ -602,6 +604,14 @@ export class Forwarder implements AsyncDisposable {
       this.#held = this.#held.filter(([id]) => !id.equals(from));
       this.#held.push([from, frames]);
       if (this.#held.length > MAX_HELD_REQUESTS) this.#held.shift();
+      // A clonekv peer is told to go to the partner while that one serves: it would otherwise
+      // wait for an answer only a takeover brings (after a blip of its own connection, or with
+      // this member listed first). A plain client cannot read that: it is only held.
+      if (this.#pair.partnerServing() && from.subarray(0, CLONEKV_PEER_ID.length).equals(CLONEKV_PEER_ID)) {
+        this.#counters.events.passiveNotices++;
+        const props = encodeProperties([[Prop.Role, 'passive'], [Prop.Term, String(this.#pair.term)]]);
+        this.#outbox.send(from, [KVPASSIVE, encodeSequence(0), EMPTY_FRAME, props, EMPTY_FRAME]);
+      }
       return;
     }
     if (frames.length === 2) return this.#snapshots.request(from, frames[1]!);

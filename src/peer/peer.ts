@@ -817,6 +817,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     if (command === Command.AckBatch) return this.#writes.onAckBatch(frames);
     if (command === Command.WriteAck) return this.#writes.onAck(frames);
     if (command === Command.PeerPresent) return this.#onPresent(frames);
+    if (command === Command.Passive) {
+      // Sequence 0 and `role=passive`: never a snapshot entry that happens to bear that key.
+      if (frames.length !== 5 || frames[1]?.length !== 8 || readSequence(frames[1]) !== 0 || !frames[3]?.includes('role=passive\n')) return void this.#stats.malformed++;
+      this.#sync.passive(Date.now(), attempt);
+      return this.#armWake();
+    }
     if (command === Command.History || command === Command.Stats) {
       const uuid = frames[2];
       if (frames.length !== 5 || uuid?.length !== 16) return void this.#stats.malformed++;

@@ -325,6 +325,19 @@ export class SyncMachine {
     this.#request(now, reason);
   }
 
+  /**
+   * The server asked in attempt `attempt` is the passive member of a pair whose partner is
+   * active and alive (KVPASSIVE): with several servers, move on at once (it would answer only by
+   * taking over, which it will not while its partner serves). The resync under way goes on
+   * there; one server: nothing to do but wait.
+   */
+  passive(now: number, attempt: number): void {
+    const a = this.#attempt;
+    if (a?.n !== attempt || !this.#failsOver) return;
+    this.#failover(now, 'passive');
+    this.#request(now, a.reason);
+  }
+
   /** Whether the peer has more than one server to move between. */
   get #failsOver(): boolean {
     return (this.#s.servers ?? 1) > 1;

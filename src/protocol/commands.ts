@@ -45,6 +45,14 @@ export const Command = {
    * (`ok` or `compacted`), `oldest` and `count`; body: the updates, packed as in KVBATCH.
    */
   History: 'KVHISTORY',
+  /**
+   * clonekv extension: the passive member of a pair answers a clonekv peer's snapshot request
+   * with this (sequence 0, properties `role=passive` and `term`) while its partner is active and
+   * alive: the peer goes to the other server at once instead of waiting for an answer that only
+   * a takeover would bring. Sent only to clonekv peers (their routing ids start with
+   * {@link PEER_ID_PREFIX}); a plain client's request is only held.
+   */
+  Passive: 'KVPASSIVE',
 } as const;
 
 /** Keys a clonekv peer may not write: commands, and the forwarder's presence subtree. */
@@ -62,6 +70,7 @@ export function isReservedKey(key: string): boolean {
     key === Command.Stats ||
     key === Command.PeerPresent ||
     key === Command.History ||
+    key === Command.Passive ||
     key.startsWith(PRESENCE_PREFIX) ||
     key.startsWith(JOIN_TOPIC_PREFIX)
   );
@@ -133,6 +142,8 @@ export const Prop = {
    * forwarder/pair/lineage.ts for how it decides between a delta and a snapshot).
    */
   Term: 'term',
+  /** KVPASSIVE: `passive`, the role of the member that answers. */
+  Role: 'role',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */

@@ -193,6 +193,16 @@ export class Pair {
    * A snapshot request arrived while this member is not active: takes over if the rule allows
    * it. Returns whether this member is active now (the request is then served at once).
    */
+  /**
+   * Whether this member is passive while its partner is active and was heard lately (within half
+   * of `partnerTimeout`, so well before a takeover could be due): a clonekv peer asking here is
+   * then sent on to the partner at once.
+   */
+  partnerServing(): boolean {
+    const b = this.#partner.beat;
+    return this.#role === 'passive' && b?.role === 'active' && this.#silentMs(Date.now()) < this.#h.partnerTimeout / 2 && !this.#unawareActive(b);
+  }
+
   requested(): boolean {
     if (this.#role === 'active') return true;
     const now = Date.now();
