@@ -33,12 +33,24 @@ test('a far deadline is waited for in steps and called back once, when due', asy
   let calls = 0;
   const timer = new DeadlineTimer(() => calls++, 5);
   t.after(() => timer.stop());
+  // How long the event loop went without running (a loaded machine can stall it past the whole
+  // deadline, and then one wake-up is right).
+  let longestStall = 0;
+  let last = Date.now();
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    longestStall = Math.max(longestStall, now - last);
+    last = now;
+  }, 1);
+  t.after(() => clearInterval(ticker));
   const at = Date.now() + 40;
   timer.arm(at);
   await waitFor('the callback', () => calls > 0, 5000);
+  clearInterval(ticker);
   assert.ok(Date.now() >= at, 'not called before the deadline');
   assert.equal(calls, 1);
-  assert.ok(timer.wakeups >= 2 && timer.wakeups <= 40, `woke ${timer.wakeups} times`);
+  assert.ok(timer.wakeups <= 40, `woke ${timer.wakeups} times`);
+  assert.ok(timer.wakeups >= 2 || longestStall >= 30, `woke ${timer.wakeups} times, the event loop stalled at most ${longestStall} ms`);
   timer.arm(Number.NaN);
   timer.arm(Infinity);
   assert.equal(calls, 1, 'NaN and Infinity arm nothing');
