@@ -132,3 +132,23 @@ test('a forging forwarder: forged snapshot entries, live updates and delta entri
   assert.equal(errors.length, 5);
   assert.ok(errors.every((e) => e.code === 'CLONEKV_UNAUTHORIZED'));
 });
+
+test('a verifying peer reloads its policy: updates from then on are checked against the new one', async (t) => {
+  const fwd = await forwarder(t);
+  const verifier = await readyPeer(t, fwd.endpoint, { policy: POLICY });
+  verifier.on('error', () => {});
+  const c = await readyPeer(t, fwd.endpoint, { identity: carol });
+  const a = await readyPeer(t, fwd.endpoint, { identity: alice });
+  await c.set('config/c', 1);
+  await a.set('config/mark1', true);
+  await waitFor('the first mark', () => verifier.has('config/mark1'));
+  assert.equal(verifier.has('config/c'), false);
+  verifier.reloadPolicy(Policy.parse(`writers:\n  - key: ${alice.id}\n    prefixes: [config/]\n  - key: ${carol.id}\n    prefixes: [config/c]\n`));
+  await c.set('config/c', 2);
+  await a.set('config/mark2', true);
+  await waitFor('the second mark', () => verifier.has('config/mark2'));
+  assert.equal(verifier.get('config/c'), 2);
+  assert.equal(verifier.stats().unauthorized, 1);
+  assert.throws(() => c.reloadPolicy(POLICY), (e) => (e as ClonekvError).code === 'CLONEKV_INVALID_OPTION');
+  assert.throws(() => verifier.reloadPolicy(), (e) => (e as ClonekvError).code === 'CLONEKV_INVALID_OPTION' && /no policy file/.test((e as Error).message));
+});

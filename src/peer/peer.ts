@@ -233,6 +233,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    */
   readonly #control = new Map<string, { frames: Buffer[]; answer: (frames: Buffer[]) => void; fail: (e: Error) => void }>();
   readonly #stats: PeerStats = emptyPeerStats();
+  /** The policy updates are verified with (a peer given one); replaced whole by {@link reloadPolicy}. */
+  #policy: Policy | undefined;
 
   /**
    * Creates a peer and starts joining at once. Options are checked here.
@@ -243,6 +245,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   constructor(options: PeerOptions = {}) {
     super();
     this.#s = peerSettings(options);
+    this.#policy = this.#s.policy;
     this.#subtreeBytes = Buffer.from(this.#s.subtree, 'utf8');
     this.#readyPromise = new Promise<void>((resolve, reject) => {
       this.#readyResolve = resolve;
@@ -391,6 +394,22 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   /** The forwarder's epoch, once known (a plain CHP server has none). */
   get epoch(): string | undefined {
     return this.#sync.epoch;
+  }
+
+  /**
+   * Replaces the policy this peer verifies updates with (a peer created with a `policy`): read
+   * again from its file (no argument), or from `source` (a file path or a `Policy`). Updates
+   * from then on are checked against the new one; what the map holds stays. All or nothing: a
+   * bad file throws `CLONEKV_INVALID_OPTION` naming it, and the policy in force stays.
+   *
+   * @returns the policy now in force
+   */
+  reloadPolicy(source?: string | Policy): Policy {
+    if (this.#policy === undefined) throw new InvalidOptionError('policy', 'this peer verifies nothing: create it with a policy to reload one');
+    const from = source ?? this.#policy.file;
+    if (from === undefined) throw new InvalidOptionError('policy', 'this peer has no policy file to reload; give one');
+    this.#policy = policyOption(from)!;
+    return this.#policy;
   }
 
   /** The value of `key`, or `undefined`. Never blocks, never touches the network. */
@@ -854,7 +873,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       try {
         // A delta's entries (deletes among them) need their uuid and delete reason too.
         const detail = sync.wantsDeltaDetail(attempt);
-        const policy = this.#s.policy;
+        const policy = this.#policy;
         scanBatch(frames[4]!, (b, s) => {
           if (policy !== undefined) {
             const key = b.subarray(s.keyStart, s.keyStart + s.keyLength);
@@ -893,7 +912,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         else {
           // A plain server's snapshot may hold a write of ours whose fate was in doubt.
           if (this.#writes.unechoed) this.#writes.seenInSnapshot(m.uuid, m.sequence);
-          const refused = this.#s.policy === undefined ? undefined : this.#verify(m.key, m.uuid, m.body, m.properties);
+          const refused = this.#policy === undefined ? undefined : this.#verify(m.key, m.uuid, m.body, m.properties);
           if (refused !== undefined) sync.snapshotRefused(attempt, m.key, m.sequence, refused);
           else sync.snapshotEntry(attempt, m.key, m.sequence, this.#isMsgpack(m.rawProperties, 0, m.rawProperties.length), m.body);
         }
@@ -904,7 +923,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** End-to-end verification of one update (a peer given a policy): why it is refused, or `undefined`. */
   #verify(key: Buffer, uuid: Buffer, body: Buffer, props: PropertyReader): string | undefined {
-    return checkUpdate(this.#s.policy!, key, uuid, body, props)?.message;
+    return checkUpdate(this.#policy!, key, uuid, body, props)?.message;
   }
 
   /** {@link #verify} for an entry whose properties are still raw bytes (unreadable: refused). */
