@@ -37,6 +37,7 @@ test('keygen writes a 0600 key file and prints the public key; set --identity si
   const unsigned = await runCli(['set', 'config/a', 'v2', ...server]);
   assert.equal(unsigned.code, 1);
   assert.match(unsigned.stderr, /refused the write to "config\/a" \(not authorized\): unsigned write/);
+  assert.match(unsigned.stderr, /sign it with --identity FILE/);
   const outside = await runCli(['set', 'flags/a', 'v', '--identity', keyFile, ...server]);
   assert.equal(outside.code, 1);
   assert.ok(outside.stderr.includes(`identity alice (${publicKey}) may not write "flags/a"`), outside.stderr);

@@ -389,6 +389,8 @@ function hint(err: ClonekvError, command: string): string {
       return command === 'serve' ? '; check --port and --bind' : '; check --server (or CLONEKV_SERVER)';
     case ErrorCode.Rejected:
       return / over the limit/.test(err.message) ? '; the forwarder sets its limit with clonekv serve --max-value-bytes' : '';
+    case ErrorCode.Unauthorized:
+      return /unsigned write/.test(err.message) ? '; sign it with --identity FILE (a key from clonekv keygen that the forwarder\'s policy allows for this key)' : '';
     case ErrorCode.WatchOverflow:
       return '; the output was read too slowly: run the watch again (it starts from the current entries)';
     case ErrorCode.InvalidOption:
