@@ -37,6 +37,12 @@ export const ErrorCode = {
    * to it failed (disk full). The message names the file and what to do.
    */
   Storage: 'CLONEKV_STORAGE',
+  /**
+   * A write refused by the write policy (unsigned, signed by an identity that may not write that
+   * key, a bad signature, or a replay); the message names the key and the identity. Also used
+   * in counters and error events for updates a peer refused to apply.
+   */
+  Unauthorized: 'CLONEKV_UNAUTHORIZED',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */

@@ -45,5 +45,7 @@ export {
   TimeoutError,
 } from './errors.ts';
 export { Forwarder } from './forwarder/forwarder.ts';
+export { generateIdentity, loadIdentity, saveIdentity, parsePublicKey, PUBLIC_KEY_PREFIX, type Identity } from './security/identity.ts';
+export { Policy, type Writer } from './security/policy.ts';
 export { Peer } from './peer/peer.ts';
 export { resolveEndpoints, resolveServers } from './peer/servers.ts';

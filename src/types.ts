@@ -3,6 +3,8 @@
  *
  * @module
  */
+import type { Identity } from './security/identity.ts';
+import type { Policy } from './security/policy.ts';
 
 /** Why a key disappeared. */
 export type DeleteReason = 'deleted' | 'expired' | 'purged';
@@ -196,6 +198,14 @@ export interface ForwarderOptions {
    */
   checkValues?: boolean;
   /**
+   * A write policy (a YAML/JSON file path, or a `Policy`): which identities may write which key
+   * prefixes. With one, every write must be signed by an identity allowed to write its key, with
+   * a signed timestamp within the replay window (see the README's Security section); any other
+   * write is refused with `CLONEKV_UNAUTHORIZED`, counted in `stats().unauthorized`, and never
+   * published. Reload with `fwd.reloadPolicy()` (`clonekv serve --policy FILE`: SIGHUP).
+   */
+  policy?: string | Policy;
+  /**
    * Most updates kept in the retained history, from which peers catch up by difference (a
    * delta instead of a full snapshot), `watch({ since })` replays and `history()` reads; older
    * ones are compacted away (a durable forwarder keeps the same on disk). Default 1,000,000 (over ten seconds of writes at full speed, hours
@@ -311,6 +321,21 @@ export interface PeerOptions {
    * Short-lived tools turn it off; a peer that does not announce itself cannot own ephemeral keys.
    */
   presence?: boolean;
+  /**
+   * Sign every write with this Ed25519 identity (an {@link Identity}, or the path of a key file
+   * written by `clonekv keygen`): the signature covers the key, the value, the uuid, the ttl and
+   * owner properties and a timestamp, and travels in properties (`signer`, `sig`, `ts`).
+   */
+  identity?: Identity | string;
+  /**
+   * Verify end to end with this write policy (a YAML/JSON file path, or a `Policy`): a live
+   * update, snapshot entry or delta entry that is unsigned, badly signed, or signed by an
+   * identity the policy does not allow for its key is not applied, even if the forwarder
+   * publishes it (counted in `stats().unauthorized`, reported as a `CLONEKV_UNAUTHORIZED` error
+   * event). The forwarder's own entries (`$peers/`, and unsigned deletes marked expired or
+   * purged) are exempt: see the README's threat model.
+   */
+  policy?: string | Policy;
 }
 
 /** Where a peer stands. */
@@ -407,6 +432,12 @@ export interface PeerStats {
   writeRetries: number;
   /** Times the peer left the server in use for another (only with several servers). */
   failovers: number;
+  /**
+   * Updates not applied because they failed end-to-end verification (a peer given a `policy`):
+   * unsigned, a bad signature, or a signer the policy does not allow for that key; live, in a
+   * snapshot or in a delta. Each is also reported by an `error` event (`CLONEKV_UNAUTHORIZED`).
+   */
+  unauthorized: number;
   /** The last applied sequence number. */
   sequence: number;
 }
@@ -457,6 +488,11 @@ export interface ForwarderStats {
   passiveDrops: number;
   /** Snapshot requests from clonekv peers that this passive member sent on to its active partner (KVPASSIVE). */
   passiveNotices: number;
+  /**
+   * Writes refused by the write policy (unsigned, a signer not allowed that key, a bad signature,
+   * a replayed or out-of-window timestamp): never published. Also counted in `rejected`.
+   */
+  unauthorized: number;
   /** A pair member's role, term, partner and replication; `undefined` standalone. */
   pair?: PairStats;
 }

@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { ClonekvError, ErrorCode, Forwarder, Peer, type ForwarderOptions, type FailoverReason, type ResyncReason, type WatchEntry } from '../index.ts';
+import { ClonekvError, ErrorCode, Forwarder, generateIdentity, Peer, saveIdentity, type ForwarderOptions, type FailoverReason, type ResyncReason, type WatchEntry } from '../index.ts';
 import { OPTION_BOUNDS } from '../forwarder/settings.ts';
 import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
@@ -67,6 +67,9 @@ const FLAGS = {
   partner: { type: 'string' },
   'state-port': { type: 'string' },
   'partner-timeout': { type: 'string' },
+  identity: { type: 'string' },
+  policy: { type: 'string' },
+  out: { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
@@ -74,6 +77,8 @@ const CLIENT = ['server', 'timeout'] as const satisfies readonly Flag[];
 
 /** Where `clonekv serve` keeps its data unless told otherwise (relative to the working directory). */
 const DEFAULT_DATA_DIR = './clonekv-data';
+/** Where `clonekv keygen` writes the secret key unless told otherwise. */
+const DEFAULT_IDENTITY_FILE = './clonekv-identity.json';
 
 /** The flags each command takes; any other flag is refused, naming it. */
 const TAKES = {
@@ -96,16 +101,18 @@ const TAKES = {
     'partner',
     'state-port',
     'partner-timeout',
+    'policy',
   ],
   get: [...CLIENT, 'json'],
-  set: [...CLIENT, 'json', 'ttl', 'if-version', 'file'],
-  del: [...CLIENT, 'if-version'],
+  set: [...CLIENT, 'json', 'ttl', 'if-version', 'file', 'identity'],
+  del: [...CLIENT, 'if-version', 'identity'],
   dump: [...CLIENT, 'json'],
-  load: [...CLIENT, 'prefix'],
+  load: [...CLIENT, 'prefix', 'identity'],
   watch: [...CLIENT, 'json', 'updates-only', 'since'],
   history: [...CLIENT, 'json', 'limit'],
   stats: [...CLIENT, 'json'],
   peers: [...CLIENT, 'json'],
+  keygen: ['out', 'json'],
 } as const satisfies Record<string, readonly Flag[]>;
 type Command = keyof typeof TAKES;
 
@@ -129,6 +136,7 @@ Commands:
   history KEY           print the retained versions of KEY, newest first
   peers                 list the live peers (presence)
   stats                 print the forwarder's counters
+  keygen                create an Ed25519 identity for signed writes (--out FILE)
 
 Common options:
 ${CLIENT_HELP}
@@ -175,7 +183,17 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
                         and state 5003, backup 5566 and state 5004); role changes on stderr
   --partner tcp://HOST:PORT  the partner's state endpoint (required with --primary/--backup)
   --state-port N        the state port this member binds (0 picks a free one)
-  --partner-timeout MS  partner silence after which it is taken as gone (default 2000)`,
+  --partner-timeout MS  partner silence after which it is taken as gone (default 2000)
+  --policy FILE         write policy (YAML or JSON: which identities may write which
+                        prefixes); every write must then be signed (--identity). SIGHUP
+                        reloads it; a bad file on reload keeps the old policy (said on stderr)`,
+  keygen: `Usage: clonekv keygen [--out FILE] [--json]
+
+Creates an Ed25519 identity for signed writes. The secret key goes to FILE (default
+./clonekv-identity.json), created with mode 0600 and never overwritten; the public key is
+printed (ed25519:<base64url>): put it in the forwarder's and peers' policy file.
+  --out FILE   where to write the secret key
+  --json       print {"publicKey": …, "file": …} as one JSON line`,
   get: `Usage: clonekv get KEY [--json] [--server URL] [--timeout MS]
 
 Prints the value of KEY (strings as they are, other values as JSON; --json: always JSON).
@@ -192,10 +210,13 @@ as large as the forwarder takes (clonekv serve --max-value-bytes, default 1 MiB)
   --ttl SECONDS     the forwarder deletes the key after this time (at most ${MAX_TTL_SECONDS}, one year)
   --if-version N    write only if the key's version is N (0 = only if absent); exits 4 otherwise
   --file FILE       read the value from FILE
+  --identity FILE   sign the write with this identity (clonekv keygen); needed by a
+                    forwarder run with --policy (exits 1 with CLONEKV_UNAUTHORIZED if refused)
 ${CLIENT_HELP}`,
-  del: `Usage: clonekv del KEY [--if-version N] [--server URL] [--timeout MS]
+  del: `Usage: clonekv del KEY [--if-version N] [--identity FILE] [--server URL] [--timeout MS]
 
 Deletes KEY and prints the sequence of the delete.
+  --identity FILE   sign the delete with this identity (clonekv keygen)
 ${CLIENT_HELP}`,
   dump: `Usage: clonekv dump [PREFIX] [--json] [--server URL] [--timeout MS]
 
@@ -322,6 +343,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await stats(rest, io, ctx);
       case 'peers':
         return await peers(rest, io, ctx);
+      case 'keygen':
+        return keygen(rest, io);
     }
   } catch (err) {
     return report(err, command ?? '', ctx, io);
@@ -366,6 +389,8 @@ function hint(err: ClonekvError, command: string): string {
       return command === 'serve' ? '; check --port and --bind' : '; check --server (or CLONEKV_SERVER)';
     case ErrorCode.Rejected:
       return / over the limit/.test(err.message) ? '; the forwarder sets its limit with clonekv serve --max-value-bytes' : '';
+    case ErrorCode.Unauthorized:
+      return /unsigned write/.test(err.message) ? '; sign it with --identity FILE (a key from clonekv keygen that the forwarder\'s policy allows for this key)' : '';
     case ErrorCode.WatchOverflow:
       return '; the output was read too slowly: run the watch again (it starts from the current entries)';
     case ErrorCode.InvalidOption:
@@ -539,8 +564,9 @@ async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: I
 }
 
 /** A writer: no snapshot, and no local value limit (the forwarder's limit is the one that counts). */
-function writerPeer(url: string, timeoutMs: number): Peer {
+function writerPeer(url: string, timeoutMs: number, identity?: string): Peer {
   return new Peer({
+    ...(identity !== undefined ? { identity } : {}),
     server: url,
     subtree: WRITE_ONLY_SUBTREE,
     name: 'clonekv-cli',
@@ -609,7 +635,9 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (values['dedup-ttl'] !== undefined) options.dedupTtl = intArg('dedup-ttl', values['dedup-ttl'], 0, ...OPTION_BOUNDS.dedupTtl, ' of milliseconds');
   if (values['dedup-max'] !== undefined) options.dedupMax = intArg('dedup-max', values['dedup-max'], 0, ...OPTION_BOUNDS.dedupMax);
   if (values['no-check-values'] === true) options.checkValues = false;
+  if (values.policy !== undefined) options.policy = values.policy;
   const fwd = await Forwarder.start(options);
+  if (fwd.policy !== undefined) io.err(`clonekv: policy ${fwd.policy.source} in force (${fwd.policy.writers.length} writers); SIGHUP reloads it`);
   // Role changes, one line each (the contract: `now active`, `now passive`, `backup absent`, `backup connected`).
   fwd.onPairEvent((event) => io.err(`clonekv: ${role} ${event.message}`));
   const e = fwd.endpoints;
@@ -645,12 +673,41 @@ async function serve(args: string[], io: Io): Promise<number> {
     const at = connectAddress(fwd.endpoint);
     io.out(`peers connect with --server ${at} (or CLONEKV_SERVER=${at}); Ctrl-C stops`);
   }
+  const reload = (): void => reloadPolicy(fwd, io);
+  process.on('SIGHUP', reload);
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  process.off('SIGHUP', reload);
   await fwd.close();
+  return Exit.Ok;
+}
+
+/** SIGHUP: reads the policy file again; a bad one keeps the policy in force. Logged either way. */
+function reloadPolicy(fwd: Forwarder, io: Io): void {
+  const file = fwd.policy?.file;
+  if (file === undefined) return io.err('clonekv: SIGHUP ignored: no --policy file to reload');
+  try {
+    const policy = fwd.reloadPolicy();
+    io.err(`clonekv: policy ${file} reloaded (${policy.writers.length} writers)`);
+  } catch (err) {
+    io.err(`clonekv: policy ${file} NOT reloaded, the previous policy stays in force: ${oneLine((err as Error).message)}`);
+  }
+}
+
+/** `clonekv keygen`: a new identity, its secret key in a 0600 file, its public key printed. */
+function keygen(args: string[], io: Io): number {
+  const { values } = parse('keygen', args, [0, 0]);
+  const file = values.out ?? DEFAULT_IDENTITY_FILE;
+  const identity = generateIdentity();
+  saveIdentity(identity, file);
+  if (values.json) io.out(JSON.stringify({ publicKey: identity.id, file }));
+  else {
+    io.out(identity.id);
+    io.err(`clonekv: secret key written to ${file} (mode 0600); the public key above goes in the policy file`);
+  }
   return Exit.Ok;
 }
 
@@ -746,7 +803,7 @@ async function write(args: string[], io: Io, ctx: Context, op: 'set' | 'del'): P
   const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0, 0, Number.MAX_SAFE_INTEGER);
   const url = server(values, ctx);
   const value = op === 'set' ? await setValue(key, positionals[1], set.file, set.json === true, io) : undefined;
-  const peer = writerPeer(url, timeout);
+  const peer = writerPeer(url, timeout, values.identity);
   try {
     const seq =
       op === 'set'
@@ -803,7 +860,7 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
     const bytes = Buffer.byteLength(prefix + k);
     if (bytes === 0 || bytes > MAX_KEY_BYTES) throw new UsageError(`${file}: key ${showKey(prefix + k)} must be 1 to ${MAX_KEY_BYTES} bytes; nothing was written`);
   }
-  const peer = writerPeer(url, timeout);
+  const peer = writerPeer(url, timeout, values.identity);
   try {
     const window = 256;
     let done = 0;

@@ -7,7 +7,7 @@
 import type { ForwarderStats, MalformedCounts } from '../types.ts';
 
 /** Counters that only ever go up (the rest of {@link ForwarderStats} is read live). */
-export type EventCounter = 'published' | 'duplicates' | 'conflicts' | 'rejected' | 'expired' | 'purged' | 'snapshots' | 'deltas' | 'dropped' | 'heartbeats' | 'passiveDrops' | 'passiveNotices';
+export type EventCounter = 'published' | 'duplicates' | 'conflicts' | 'rejected' | 'expired' | 'purged' | 'snapshots' | 'deltas' | 'dropped' | 'heartbeats' | 'passiveDrops' | 'passiveNotices' | 'unauthorized';
 
 /** What {@link Counters.stats} reads from the other modules. */
 export type LiveFigures = Pick<ForwarderStats, 'sequence' | 'keys' | 'peers' | 'subscriptions' | 'epoch' | 'dedupEvictions' | 'historyOldest' | 'historySize'>;
@@ -28,6 +28,7 @@ export class Counters {
     heartbeats: 0,
     passiveDrops: 0,
     passiveNotices: 0,
+    unauthorized: 0,
   };
   readonly #malformedBy: MalformedCounts = {
     'frame-count': 0,

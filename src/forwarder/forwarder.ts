@@ -42,6 +42,8 @@ import { forwarderSettings, type Settings } from './settings.ts';
 import { SnapshotServer } from './snapshot-server.ts';
 import { UpdateLog, type StoreFailure } from './update-log.ts';
 import { Pair, type PairEvent } from './pair/pair.ts';
+import { checkFreshness, checkWrite } from '../security/signature.ts';
+import { policyOption, type Policy } from '../security/policy.ts';
 
 const KVSTATS = Buffer.from(Command.Stats);
 const KVPASSIVE = Buffer.from(Command.Passive);
@@ -110,12 +112,15 @@ export class Forwarder implements AsyncDisposable {
   /** Snapshot requests held while passive: [routing id, frames after it]. */
   #held: Array<[Buffer, Buffer[]]> = [];
   readonly #pairListeners = new Set<(event: PairEvent) => void>();
+  /** The write policy in force (`undefined`: every write allowed); replaced whole by a reload. */
+  #policy: Policy | undefined;
 
   private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined, stateSockets: StateSockets | undefined) {
     this.#settings = settings;
     this.#sockets = sockets;
     this.#durable = durable;
     this.#epoch = chooseEpoch(durable, settings.durability);
+    this.#policy = settings.policy;
     const counters = this.#counters;
     const dropped = (n: number): void => void (counters.events.dropped += n);
     this.#publish = new SendQueue(sockets.publisher, MAX_QUEUED_PUBLISHED, dropped, () => dropped(1));
@@ -150,6 +155,7 @@ export class Forwarder implements AsyncDisposable {
         return self.#epoch;
       },
       onOutcome: (uuid, outcome) => this.#pair?.onOutcome(uuid, outcome),
+      authorize: (msg) => this.#authorize(msg),
     });
     const log = this.#log;
     this.#snapshots = new SnapshotServer({
@@ -360,6 +366,38 @@ export class Forwarder implements AsyncDisposable {
     return stats;
   }
 
+  /** The write policy in force, if any. */
+  get policy(): Policy | undefined {
+    return this.#policy;
+  }
+
+  /**
+   * How far a signed write's timestamp may lie from this forwarder's clock: `past` ms before
+   * (a replay bound: at most `dedupTtl` minus `future`, so every write accepted is still
+   * remembered by uuid when the bound ends) and `future` ms after (clock skew).
+   */
+  get signatureWindow(): { past: number; future: number } {
+    const future = Math.min(Math.floor(this.#settings.dedupTtl / 4), 30_000);
+    return { past: this.#settings.dedupTtl - future, future };
+  }
+
+  /**
+   * Replaces the write policy without a restart: read again from its file (no argument), or
+   * from `source` (a file path or a {@link Policy}). All or nothing: a file that cannot be read
+   * or is not a valid policy throws `CLONEKV_INVALID_OPTION` naming the file and what is wrong,
+   * and the policy in force stays. Writes already decided keep their outcome.
+   *
+   * @returns the policy now in force
+   */
+  reloadPolicy(source?: string | Policy): Policy {
+    this.#assertOpen();
+    const from = source ?? this.#policy?.file;
+    if (from === undefined) throw new ClonekvError(ErrorCode.InvalidOption, 'invalid option "policy": this forwarder has no policy file to reload; give one');
+    const policy = policyOption(from)!;
+    this.#policy = policy;
+    return policy;
+  }
+
   /** Live clonekv peers (those whose heartbeats arrive), with the number of keys each owns. */
   peers(): ForwarderPeer[] {
     return this.#presence.list();
@@ -526,6 +564,21 @@ export class Forwarder implements AsyncDisposable {
     } catch {
       // Left with the old epoch on disk: a restart then takes a new epoch, and peers resync.
     }
+  }
+
+  /**
+   * The write policy's verdict on a write: signed by an identity allowed that key, validly, and
+   * within the replay window (a replay within the window is answered by uuid before this).
+   */
+  #authorize(msg: ChpMessage): string | undefined {
+    const policy = this.#policy;
+    if (policy === undefined) return undefined;
+    const refusal = checkWrite(policy, msg.key, msg.uuid, msg.body, msg.properties);
+    if (refusal !== undefined) return refusal.message;
+    // The uuid is what answers a replay within the window: a signed write without one is refused.
+    if (msg.uuid.length !== 16) return `signed write to ${JSON.stringify(msg.key.toString('utf8'))} has no uuid: under a policy every write needs one (replay protection)`;
+    const { past, future } = this.signatureWindow;
+    return checkFreshness(msg.key, msg.properties, Date.now(), past, future)?.message;
   }
 
   /** A write (or peer beat) that reached a passive pair member: dropped and counted, never applied. */

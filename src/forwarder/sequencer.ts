@@ -24,6 +24,11 @@ const KVACK = Buffer.from(Command.WriteAck);
 const KVACKS = Buffer.from(Command.AckBatch);
 const ACK_OK = encodeProperties([[Prop.Status, 'ok']]);
 const NEWLINE = Buffer.from('\n');
+/**
+ * A policy refusal is kept as a `rejected` outcome whose detail starts with this (so the stored
+ * and replicated outcome formats are unchanged); its KVACK says `status=unauthorized`.
+ */
+export const UNAUTHORIZED_MARK = 'unauthorized: ';
 
 /** What the sequencer needs from the rest of the forwarder. */
 export interface SequencerHooks {
@@ -36,6 +41,11 @@ export interface SequencerHooks {
    * for one of another (read at each answer: a backup adopts its active's).
    */
   readonly epoch: string;
+  /**
+   * The write policy's verdict on a write (security/policy.ts): `undefined` to allow it, else
+   * the refusal's text (naming the key and the identity). Absent: every write allowed.
+   */
+  readonly authorize?: (msg: ChpMessage) => string | undefined;
   /** A refused or conflicting outcome was remembered (a pair's active sends it to the backup). */
   readonly onOutcome?: (uuid: string, outcome: WriteOutcome) => void;
 }
@@ -190,6 +200,13 @@ export class Sequencer {
       counters.refused('reserved-key');
       return { status: 'rejected', detail: `key ${name} is reserved (protocol commands and $peers/)` };
     }
+    const refusal = this.#hooks.authorize?.(msg);
+    if (refusal !== undefined) {
+      // Remembered by uuid like any refusal (and on disk, when durable): a replay gets it again.
+      counters.events.unauthorized++;
+      counters.events.rejected++;
+      return { status: 'rejected', detail: UNAUTHORIZED_MARK + refusal };
+    }
     if (settings.checkValues && msg.body.length > 0 && msg.properties.get(Prop.Encoding) === MSGPACK_ENCODING && !isValidValue(msg.body)) {
       // Stored, such a value would be given as raw bytes by every peer; refused at the door,
       // the writer hears of it (a clonekv writer) or it is dropped and counted (a plain one).
@@ -253,8 +270,9 @@ function ackProperties(outcome: WriteOutcome): Buffer {
       [Prop.Current, String(outcome.current)],
     ]);
   }
+  const unauthorized = outcome.detail.startsWith(UNAUTHORIZED_MARK);
   return encodeProperties([
-    [Prop.Status, 'rejected'],
-    [Prop.Detail, outcome.detail.replace(/[=\n]/g, ' ')],
+    [Prop.Status, unauthorized ? 'unauthorized' : 'rejected'],
+    [Prop.Detail, (unauthorized ? outcome.detail.slice(UNAUTHORIZED_MARK.length) : outcome.detail).replace(/[=\n]/g, ' ')],
   ]);
 }

@@ -4,6 +4,7 @@
  * @module
  */
 import { InvalidOptionError } from '../errors.ts';
+import { policyOption, type Policy } from '../security/policy.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
 import type { Durability, ForwarderOptions, HighWaterMarks } from '../types.ts';
 
@@ -43,6 +44,8 @@ export interface Settings {
   readonly historyBytes: number;
   /** A pair member's settings; `undefined` standalone. */
   readonly pair: PairSettings | undefined;
+  /** The write policy at start (`undefined`: every write allowed, as before). */
+  readonly policy: Policy | undefined;
 }
 
 /** A member of a primary/backup pair. */
@@ -78,6 +81,7 @@ const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'partner',
   'statePort',
   'partnerTimeout',
+  'policy',
 ];
 
 function hwmOption(name: string, value: HighWaterMarks | undefined, send: number, receive: number) {
@@ -111,6 +115,7 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     historyMax: intOption('historyMax', options.historyMax, 1_000_000, ...OPTION_BOUNDS.historyMax),
     historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, ...OPTION_BOUNDS.historyBytes),
     pair: pairSettings(options),
+    policy: policyOption(options.policy),
   };
 }
 

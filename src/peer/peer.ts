@@ -17,8 +17,8 @@ import { Lifecycle } from '../lifecycle.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, MAX_DURATION_MS, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
 import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
-import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
-import { encodeProperties, PropertyView } from '../protocol/properties.ts';
+import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames, type ChpMessage } from '../protocol/message.ts';
+import { encodeProperties, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { decodeBody, encodeValue } from '../protocol/values.ts';
 import type {
@@ -48,6 +48,9 @@ import { resolveServers, serverName } from './servers.ts';
 import { emptyPeerStats } from './stats.ts';
 import { SyncMachine, type SyncCommand } from './sync-machine.ts';
 import { Watchers } from './watchers.ts';
+import { loadIdentity, type Identity } from '../security/identity.ts';
+import { policyOption, type Policy } from '../security/policy.ts';
+import { checkUpdate, signWrite } from '../security/signature.ts';
 
 /** Events of a {@link Peer}. */
 export interface PeerEvents {
@@ -110,6 +113,10 @@ interface Settings {
   maxSnapshotBytes: number;
   heartbeatInterval: number;
   presence: boolean;
+  /** Signs every write, when given. */
+  identity: Identity | undefined;
+  /** Verifies every update end to end, when given. */
+  policy: Policy | undefined;
 }
 
 const KNOWN_OPTIONS = [
@@ -130,6 +137,8 @@ const KNOWN_OPTIONS = [
   'maxSnapshotBytes',
   'heartbeatInterval',
   'presence',
+  'identity',
+  'policy',
 ] as const;
 
 /** Largest `maxSnapshotBytes` accepted (1 TiB). */
@@ -169,7 +178,18 @@ function peerSettings(options: PeerOptions): Settings {
     maxSnapshotBytes: intOption('maxSnapshotBytes', options.maxSnapshotBytes, 2 ** 30, 1, MAX_SNAPSHOT_BYTES),
     heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     presence: booleanOption('presence', options.presence, true),
+    identity: identityOption(options.identity),
+    policy: policyOption(options.policy),
   };
+}
+
+/** The `identity` option: an {@link Identity} or a key file path. */
+function identityOption(value: unknown): Identity | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && value.length > 0) return loadIdentity(value);
+  const v = value as Partial<Identity>;
+  if (typeof value === 'object' && value !== null && typeof v.signer === 'string' && v.privateKeyObject !== undefined) return value as Identity;
+  throw new InvalidOptionError('identity', 'expected a key file path (clonekv keygen) or an Identity (generateIdentity, loadIdentity)');
 }
 
 /**
@@ -213,6 +233,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
    */
   readonly #control = new Map<string, { frames: Buffer[]; answer: (frames: Buffer[]) => void; fail: (e: Error) => void }>();
   readonly #stats: PeerStats = emptyPeerStats();
+  /** The policy updates are verified with (a peer given one); replaced whole by {@link reloadPolicy}. */
+  #policy: Policy | undefined;
 
   /**
    * Creates a peer and starts joining at once. Options are checked here.
@@ -223,6 +245,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   constructor(options: PeerOptions = {}) {
     super();
     this.#s = peerSettings(options);
+    this.#policy = this.#s.policy;
     this.#subtreeBytes = Buffer.from(this.#s.subtree, 'utf8');
     this.#readyPromise = new Promise<void>((resolve, reject) => {
       this.#readyResolve = resolve;
@@ -243,6 +266,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         maxSnapshotEntries: this.#s.maxSnapshotEntries,
         maxSnapshotBytes: this.#s.maxSnapshotBytes,
         servers: this.#s.servers.length,
+        ...(this.#s.policy ? { verify: (m: ChpMessage) => this.#verify(m.key, m.uuid, m.body, m.properties) } : {}),
       },
       (c) => this.#execute(c),
       this.#stats,
@@ -372,6 +396,22 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     return this.#sync.epoch;
   }
 
+  /**
+   * Replaces the policy this peer verifies updates with (a peer created with a `policy`): read
+   * again from its file (no argument), or from `source` (a file path or a `Policy`). Updates
+   * from then on are checked against the new one; what the map holds stays. All or nothing: a
+   * bad file throws `CLONEKV_INVALID_OPTION` naming it, and the policy in force stays.
+   *
+   * @returns the policy now in force
+   */
+  reloadPolicy(source?: string | Policy): Policy {
+    if (this.#policy === undefined) throw new InvalidOptionError('policy', 'this peer verifies nothing: create it with a policy to reload one');
+    const from = source ?? this.#policy.file;
+    if (from === undefined) throw new InvalidOptionError('policy', 'this peer has no policy file to reload; give one');
+    this.#policy = policyOption(from)!;
+    return this.#policy;
+  }
+
   /** The value of `key`, or `undefined`. Never blocks, never touches the network. */
   get<V = unknown>(key: string): V | undefined {
     return this.#map.get(key)?.value as V | undefined;
@@ -485,7 +525,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       }
       props.push([Prop.IfVersion, String(ifVersion)]);
     }
-    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout);
+    const identity = this.#s.identity;
+    const sign = identity === undefined ? undefined : (uuid: Buffer): void => signWrite(identity, keyBytes, uuid, body, props);
+    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout, sign);
   }
 
   /**
@@ -758,7 +800,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         if (this.listenerCount('progress') > 0) this.emit('progress', { received: c.received });
         return;
       case 'report':
-        return this.#report(ErrorCode.Malformed, `${c.message} (from ${this.server})`, c.cause);
+        return this.#report(c.unauthorized ? ErrorCode.Unauthorized : ErrorCode.Malformed, `${c.message} (from ${this.server})`, c.cause);
     }
   }
 
@@ -837,7 +879,18 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       try {
         // A delta's entries (deletes among them) need their uuid and delete reason too.
         const detail = sync.wantsDeltaDetail(attempt);
-        scanBatch(frames[4]!, (b, s) =>
+        const policy = this.#policy;
+        scanBatch(frames[4]!, (b, s) => {
+          if (policy !== undefined) {
+            const key = b.subarray(s.keyStart, s.keyStart + s.keyLength);
+            const refused = this.#verifyRaw(
+              key,
+              b.subarray(s.uuidStart, s.uuidStart + s.uuidLength),
+              b.subarray(s.bodyStart, s.bodyStart + s.bodyLength),
+              b.subarray(s.propertiesStart, s.propertiesStart + s.propertiesLength),
+            );
+            if (refused !== undefined) return sync.snapshotRefused(attempt, key, s.sequence, refused);
+          }
           sync.snapshotEntry(
             attempt,
             b.subarray(s.keyStart, s.keyStart + s.keyLength),
@@ -846,8 +899,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
             b.subarray(s.bodyStart, s.bodyStart + s.bodyLength),
             detail ? b.subarray(s.uuidStart, s.uuidStart + s.uuidLength) : undefined,
             detail && s.bodyLength === 0 ? deleteReason(b.subarray(s.propertiesStart, s.propertiesStart + s.propertiesLength)) : undefined,
-          ),
-        );
+          );
+        });
       } catch (err) {
         if (!(err instanceof BatchError)) throw err;
         sync.snapshotMalformed(attempt);
@@ -865,11 +918,29 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         else {
           // A plain server's snapshot may hold a write of ours whose fate was in doubt.
           if (this.#writes.unechoed) this.#writes.seenInSnapshot(m.uuid, m.sequence);
-          sync.snapshotEntry(attempt, m.key, m.sequence, this.#isMsgpack(m.rawProperties, 0, m.rawProperties.length), m.body);
+          const refused = this.#policy === undefined ? undefined : this.#verify(m.key, m.uuid, m.body, m.properties);
+          if (refused !== undefined) sync.snapshotRefused(attempt, m.key, m.sequence, refused);
+          else sync.snapshotEntry(attempt, m.key, m.sequence, this.#isMsgpack(m.rawProperties, 0, m.rawProperties.length), m.body);
         }
       }
     }
     this.#armWake();
+  }
+
+  /** End-to-end verification of one update (a peer given a policy): why it is refused, or `undefined`. */
+  #verify(key: Buffer, uuid: Buffer, body: Buffer, props: PropertyReader): string | undefined {
+    return checkUpdate(this.#policy!, key, uuid, body, props)?.message;
+  }
+
+  /** {@link #verify} for an entry whose properties are still raw bytes (unreadable: refused). */
+  #verifyRaw(key: Buffer, uuid: Buffer, body: Buffer, rawProps: Buffer): string | undefined {
+    let props: PropertyView;
+    try {
+      props = new PropertyView(rawProps);
+    } catch {
+      return `entry for ${JSON.stringify(key.toString('utf8'))} has unreadable properties, so no signature to check`;
+    }
+    return this.#verify(key, uuid, body, props);
   }
 
   #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY_FRAME, msgpack: false };

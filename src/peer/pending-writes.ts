@@ -249,9 +249,11 @@ export class PendingWrites {
    * Queues a write and sends it when it can. Resolves with its sequence, or rejects.
    *
    * @param props - the write's properties (encoding, owner, ttl, ifVersion)
+   * @param sign - adds a signature to `props` for this uuid (a peer given an identity)
    */
-  add(key: string, keyBytes: Buffer, inSubtree: boolean, props: Array<[string, string]>, body: Buffer, ifVersion: number | undefined, timeout: number): Promise<number> {
+  add(key: string, keyBytes: Buffer, inSubtree: boolean, props: Array<[string, string]>, body: Buffer, ifVersion: number | undefined, timeout: number, sign?: (uuid: Buffer) => void): Promise<number> {
     const uuid = this.#nextUuid();
+    sign?.(uuid);
     const uuidKey = uuid.toString('latin1');
     return new Promise<number>((resolve, reject) => {
       const pw: PendingWrite = {
@@ -432,6 +434,8 @@ export class PendingWrites {
       else this.#awaitApply(pw);
     } else if (status === 'conflict') {
       pw.reject(new ConflictError(pw.key, pw.ifVersion ?? 0, Number(props.get(Prop.Current) ?? 0)));
+    } else if (status === 'unauthorized') {
+      pw.reject(new ClonekvError(ErrorCode.Unauthorized, `forwarder at ${this.#s.endpoint} refused the write to "${pw.key}" (not authorized): ${props.get(Prop.Detail) ?? 'no reason given'}`));
     } else {
       pw.reject(new ClonekvError(ErrorCode.Rejected, `forwarder at ${this.#s.endpoint} refused the write to "${pw.key}": ${props.get(Prop.Detail) ?? 'no reason given'}`));
     }

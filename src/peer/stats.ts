@@ -22,6 +22,7 @@ export function emptyPeerStats(): PeerStats {
     writes: 0,
     writeRetries: 0,
     failovers: 0,
+    unauthorized: 0,
     sequence: 0,
   };
 }

@@ -51,6 +51,12 @@ export interface SyncSettings {
   readonly maxSnapshotBytes: number;
   /** How many servers the peer may use (default 1: no failover). */
   readonly servers?: number;
+  /**
+   * End-to-end verification (a peer given a `policy`): `undefined` when a live update may be
+   * applied, else why not. A refused update still takes its place in the sequence (no gap,
+   * no resync) but changes nothing in the map; it is counted (`unauthorized`) and reported.
+   */
+  readonly verify?: (m: ChpMessage) => string | undefined;
 }
 
 
@@ -116,7 +122,7 @@ export type SyncCommand =
   /** Snapshot loading progress. */
   | { readonly type: 'progress'; readonly received: number }
   /** Report a problem the peer recovered from, as a `CLONEKV_MALFORMED` error event. */
-  | { readonly type: 'report'; readonly message: string; readonly cause?: unknown };
+  | { readonly type: 'report'; readonly message: string; readonly cause?: unknown; readonly unauthorized?: boolean };
 
 /** Entries between two `progress` commands. */
 const PROGRESS_EVERY = 0x10000;
@@ -409,6 +415,20 @@ export class SyncMachine {
   }
 
   /**
+   * A snapshot or delta entry of attempt `attempt` that failed end-to-end verification: not
+   * held (a snapshot then lacks the key; a delta leaves its earlier value), counted
+   * (`unauthorized`) and reported, and still counted toward the count and digest, so the rest
+   * of the answer is applied.
+   */
+  snapshotRefused(attempt: number, key: Buffer, seq: number, why: string): void {
+    const a = this.#attempt;
+    if (a?.n !== attempt) return;
+    a.digest.addRange(key, 0, key.length, seq);
+    this.#stats.unauthorized++;
+    this.#out({ type: 'report', message: `snapshot entry at sequence ${seq} not applied: ${why}`, unauthorized: true });
+  }
+
+  /**
    * A snapshot entry of attempt `attempt` that cannot be held (an empty key or one over 255
    * bytes, unreadable properties…): counted and reported, and still counted toward the
    * snapshot's count and digest, so one bad entry (any writer to a plain server can store one)
@@ -634,6 +654,13 @@ export class SyncMachine {
     this.#last = u.sequence;
     this.#subtreeLast = u.sequence;
     if (this.#isHidden(u.key)) {
+      this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key: undefined, value: undefined, reason: undefined, fromResync: false });
+      return;
+    }
+    const refused = this.#s.verify?.(u);
+    if (refused !== undefined) {
+      this.#stats.unauthorized++;
+      this.#out({ type: 'report', message: `update at sequence ${u.sequence} not applied: ${refused}`, unauthorized: true });
       this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key: undefined, value: undefined, reason: undefined, fromResync: false });
       return;
     }

@@ -144,6 +144,12 @@ export const Prop = {
   Term: 'term',
   /** KVPASSIVE: `passive`, the role of the member that answers. */
   Role: 'role',
+  /** A signed write: the writer's Ed25519 public key, base64url (see security/signature.ts). */
+  Signer: 'signer',
+  /** A signed write: the Ed25519 signature, base64url. */
+  Signature: 'sig',
+  /** A signed write: when it was signed, ms since the Unix epoch (covered by the signature). */
+  SignedAt: 'ts',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */
