@@ -154,6 +154,20 @@ export interface ForwarderOptions {
   statePort?: number;
   /** Partner silence after which it is taken as gone, ms. Default 2000. */
   partnerTimeout?: number;
+  /**
+   * CURVE on all three sockets (README, "Security"): this server's z85 keypair, or the path of
+   * a key file written by `clonekv keygen --curve`. Peers then need `curve.serverKey` (the
+   * public key); plain (non-CURVE) clients cannot connect. The pair's state channel stays
+   * plaintext.
+   */
+  curve?: { publicKey: string; secretKey: string } | string;
+  /**
+   * With `curve`: the z85 public keys of the clients allowed to connect (or the path of a file
+   * of them, one a line). A client with another key is refused by a ZAP handler: it cannot read
+   * or write (counted in `stats().curve.refused`). Without it, any client that knows the
+   * server's public key may connect.
+   */
+  curveAllow?: readonly string[] | string;
   /** Base port P: ROUTER on P, PUB on P+1, SUB on P+2. Default 5556; 0 picks a free triple. */
   port?: number;
   /** Heartbeat (HUGZ) interval in milliseconds. Default 1000. */
@@ -260,6 +274,12 @@ export interface PeerOptions {
   server?: string | Endpoints | ReadonlyArray<string | Endpoints>;
   /** Only keys starting with this prefix are held and watched. Default `''` (everything). */
   subtree?: string;
+  /**
+   * CURVE towards a forwarder started with `curve`: its z85 public key (`serverKey`) and this
+   * peer's keypair (generated for this peer if not given; give one the forwarder's allow-list
+   * holds). Every socket of the peer uses it.
+   */
+  curve?: { serverKey: string; publicKey?: string; secretKey?: string };
   /** A name for this peer, shown in logs and presence. Default `peer`. */
   name?: string;
   /**
@@ -455,6 +475,20 @@ export interface ForwarderStats {
   passiveDrops: number;
   /** A pair member's role, term, partner and replication; `undefined` standalone. */
   pair?: PairStats;
+  /** CURVE, when the forwarder has it; `undefined` otherwise. */
+  curve?: CurveStats;
+}
+
+/** `stats().curve`: the forwarder's CURVE and allow-list. */
+export interface CurveStats {
+  /** The server's public key (z85): what peers give as `curve.serverKey`. */
+  publicKey: string;
+  /** Client keys on the allow-list; `null` without one (any client knowing the server key may connect). */
+  allowList: number | null;
+  /** Connections whose client key the ZAP handler admitted. */
+  accepted: number;
+  /** Connections refused by the ZAP handler (unknown client key, or not CURVE). */
+  refused: number;
 }
 
 /** `stats().pair`: a member of a primary/backup pair. */

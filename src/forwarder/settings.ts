@@ -5,6 +5,7 @@
  */
 import { InvalidOptionError } from '../errors.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
+import { allowListOption, serverCurveOption, type CurveKeyPair } from '../security/curve.ts';
 import type { Durability, ForwarderOptions, HighWaterMarks } from '../types.ts';
 
 /** Longest `dedupTtl`: an hour, far beyond any sensible write timeout. */
@@ -43,6 +44,10 @@ export interface Settings {
   readonly historyBytes: number;
   /** A pair member's settings; `undefined` standalone. */
   readonly pair: PairSettings | undefined;
+  /** The server's CURVE keypair; `undefined`: no CURVE. */
+  readonly curve: CurveKeyPair | undefined;
+  /** Client keys admitted (z85); `undefined`: any client that knows the server key. */
+  readonly curveAllow: ReadonlySet<string> | undefined;
 }
 
 /** A member of a primary/backup pair. */
@@ -78,6 +83,8 @@ const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'partner',
   'statePort',
   'partnerTimeout',
+  'curve',
+  'curveAllow',
 ];
 
 function hwmOption(name: string, value: HighWaterMarks | undefined, send: number, receive: number) {
@@ -111,7 +118,13 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     historyMax: intOption('historyMax', options.historyMax, 1_000_000, ...OPTION_BOUNDS.historyMax),
     historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, ...OPTION_BOUNDS.historyBytes),
     pair: pairSettings(options),
+    ...curveSettings(options),
   };
+}
+
+function curveSettings(options: ForwarderOptions): Pick<Settings, 'curve' | 'curveAllow'> {
+  const curve = serverCurveOption(options.curve);
+  return { curve, curveAllow: allowListOption(options.curveAllow, curve) };
 }
 
 /** The pair options: all or none (a partner without a role, or a role without a partner, is named). */

@@ -14,6 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, CompactedError, ErrorCode, InvalidOptionError } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
+import { clientCurveOption } from '../security/curve.ts';
+import { curveKeyPair, type ClientCurve } from '../transport/sockets.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, MAX_DURATION_MS, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
 import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
@@ -110,6 +112,8 @@ interface Settings {
   maxSnapshotBytes: number;
   heartbeatInterval: number;
   presence: boolean;
+  /** CURVE towards the server (with this peer's keypair); `undefined`: none. */
+  curve: ClientCurve | undefined;
 }
 
 const KNOWN_OPTIONS = [
@@ -130,12 +134,21 @@ const KNOWN_OPTIONS = [
   'maxSnapshotBytes',
   'heartbeatInterval',
   'presence',
+  'curve',
 ] as const;
 
 /** Largest `maxSnapshotBytes` accepted (1 TiB). */
 const MAX_SNAPSHOT_BYTES = 2 ** 40;
 
 export { resolveEndpoints } from './servers.ts';
+
+/** The `curve` option checked, with a keypair generated for this peer if none was given. */
+function peerCurve(value: unknown): ClientCurve | undefined {
+  const c = clientCurveOption(value);
+  if (c === undefined) return undefined;
+  const pair = c.publicKey !== undefined && c.secretKey !== undefined ? { publicKey: c.publicKey, secretKey: c.secretKey } : curveKeyPair();
+  return { serverKey: c.serverKey, ...pair };
+}
 
 function peerSettings(options: PeerOptions): Settings {
   rejectUnknown(options, KNOWN_OPTIONS);
@@ -169,6 +182,7 @@ function peerSettings(options: PeerOptions): Settings {
     maxSnapshotBytes: intOption('maxSnapshotBytes', options.maxSnapshotBytes, 2 ** 30, 1, MAX_SNAPSHOT_BYTES),
     heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     presence: booleanOption('presence', options.presence, true),
+    curve: peerCurve(options.curve),
   };
 }
 
@@ -258,6 +272,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         subscriberHwm: this.#s.subscriberHwm,
         requestHwm: this.#s.requestHwm,
         publisherHwm: this.#s.publisherHwm,
+        curve: this.#s.curve,
       },
       {
         onPublished: (f) => this.#onPublished(f),

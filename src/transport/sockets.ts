@@ -11,6 +11,47 @@ import { ClonekvError, ErrorCode } from '../errors.ts';
 
 export { zmq };
 
+/** CURVE server settings of the forwarder's sockets (z85 keys). */
+export interface ServerCurve {
+  readonly publicKey: string;
+  readonly secretKey: string;
+  /**
+   * The zeromq context the sockets are made in: a forwarder with an allow-list has its own, so
+   * that the ZAP handler bound in it (see zap.ts) checks this forwarder's clients only.
+   */
+  readonly context?: zmq.Context;
+}
+
+/** CURVE client settings of a peer's sockets (z85 keys). */
+export interface ClientCurve {
+  readonly serverKey: string;
+  readonly publicKey: string;
+  readonly secretKey: string;
+}
+
+/** A fresh z85 CURVE keypair. */
+export function curveKeyPair(): { publicKey: string; secretKey: string } {
+  return zmq.curveKeyPair();
+}
+
+/** Whether this zeromq build has CURVE. */
+export function curveAvailable(): boolean {
+  return zmq.capability.curve === true;
+}
+
+/** The ZAP domain the forwarder's CURVE sockets announce. */
+export const ZAP_DOMAIN = 'clonekv';
+
+/** Socket options that make a socket a CURVE server (set before it binds). */
+function serverCurveOptions(curve: ServerCurve | undefined): Record<string, unknown> {
+  return curve === undefined ? {} : { zapDomain: ZAP_DOMAIN, curveServer: true, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey };
+}
+
+/** Socket options that make a socket a CURVE client of the server with `serverKey` (set before it connects). */
+function clientCurveOptions(curve: ClientCurve | undefined): Record<string, unknown> {
+  return curve === undefined ? {} : { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey };
+}
+
 /** High-water marks applied to one socket. */
 export interface Hwm {
   send: number;
@@ -104,10 +145,16 @@ export function releaseForwarderSockets(s: ForwarderSockets): Promise<void> {
  * so the socket is made bare, the options are set here, and on a refusal it is closed and the
  * option named. `linger` should come first, so that closing a refused socket never waits.
  */
-function createSocket<T extends Closable>(kind: string, endpoint: string, Make: new () => T, options: Partial<T>): T {
+function createSocket<T extends Closable>(
+  kind: string,
+  endpoint: string,
+  Make: new (options?: { context?: zmq.Context }) => T,
+  options: Partial<T> | Record<string, unknown>,
+  context?: zmq.Context,
+): T {
   let socket: T;
   try {
-    socket = new Make();
+    socket = context === undefined ? new Make() : new Make({ context });
   } catch (err) {
     throw new ClonekvError(ErrorCode.Transport, `cannot create the ${kind} socket for ${endpoint}: ${reasonOf(err)}`, { cause: err });
   }
@@ -116,7 +163,7 @@ function createSocket<T extends Closable>(kind: string, endpoint: string, Make: 
       Reflect.set(socket, name, value);
     } catch (err) {
       closeAll([socket]);
-      const shown = typeof value === 'string' && value.length > 40 ? `a ${Buffer.byteLength(value)}-byte string` : JSON.stringify(value);
+      const shown = /^curve/.test(name) ? 'a key' : typeof value === 'string' && value.length > 40 ? `a ${Buffer.byteLength(value)}-byte string` : JSON.stringify(value);
       throw new ClonekvError(
         ErrorCode.Transport,
         `cannot create the ${kind} socket for ${endpoint}: zeromq refused ${name} = ${shown}: ${reasonOf(err)}; ` +
@@ -155,7 +202,7 @@ function connectSocket<T extends Closable & { connect(endpoint: string): void }>
   kind: string,
   endpoint: string,
   Make: new () => T,
-  options: Partial<T>,
+  options: Partial<T> | Record<string, unknown>,
 ): T {
   const bad = badConnectEndpoint(endpoint);
   if (bad !== undefined) throw connectError(kind, endpoint, bad, undefined);
@@ -189,7 +236,10 @@ export async function bindForwarderSockets(
   address: string,
   port: number,
   hwm: { router: Hwm; publisher: Hwm; collector: Hwm },
+  curve?: ServerCurve,
 ): Promise<ForwarderSockets> {
+  const secure = serverCurveOptions(curve);
+  const ctx = curve?.context;
   const attempts = port === 0 ? 50 : 1;
   const where = `tcp://${address}:${port === 0 ? '*' : `${port}-${port + 2}`}`;
   let lastErr: unknown;
@@ -204,13 +254,15 @@ export async function bindForwarderSockets(
         sendTimeout: 0,
         sendHighWaterMark: hwm.router.send,
         receiveHighWaterMark: hwm.router.receive,
-      });
+        ...secure,
+      }, ctx);
       publisher = createSocket('publisher (XPUB)', where, zmq.XPublisher, {
         linger: 0,
         sendHighWaterMark: hwm.publisher.send,
         receiveHighWaterMark: hwm.publisher.receive,
-      });
-      collector = createSocket('collector (SUB)', where, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.collector.receive });
+        ...secure,
+      }, ctx);
+      collector = createSocket('collector (SUB)', where, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.collector.receive, ...secure }, ctx);
     } catch (err) {
       closeAll([router, publisher, collector]);
       throw err;
@@ -259,8 +311,8 @@ const ZMQ_SNDHWM = 23;
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
-export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void): zmq.Subscriber {
-  const sub = connectSocket('update (SUB)', endpoint, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.receive });
+export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void, curve?: ClientCurve): zmq.Subscriber {
+  const sub = connectSocket('update (SUB)', endpoint, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.receive, ...clientCurveOptions(curve) });
   // zeromq.js exposes no send mark on a SUB (it sends no messages of its own), so the option is
   // set by number: ZMQ_SNDHWM, before any subscription is queued.
   (sub as unknown as { setInt32Option(option: number, value: number): void }).setInt32Option(ZMQ_SNDHWM, 0);
@@ -273,12 +325,13 @@ export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () 
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
-export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zmq.Dealer {
+export function connectDealer(endpoint: string, routingId: string, hwm: Hwm, curve?: ClientCurve): zmq.Dealer {
   return connectSocket('snapshot (DEALER)', endpoint, zmq.Dealer, {
     linger: 0,
     routingId,
     receiveHighWaterMark: hwm.receive,
     sendHighWaterMark: hwm.send,
+    ...clientCurveOptions(curve),
   });
 }
 
@@ -290,8 +343,8 @@ export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zm
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
-export function connectCollector(endpoint: string, hwm: Hwm): zmq.XPublisher {
-  return connectSocket('collector (PUB)', endpoint, zmq.XPublisher, { linger: 0, sendHighWaterMark: hwm.send });
+export function connectCollector(endpoint: string, hwm: Hwm, curve?: ClientCurve): zmq.XPublisher {
+  return connectSocket('collector (PUB)', endpoint, zmq.XPublisher, { linger: 0, sendHighWaterMark: hwm.send, ...clientCurveOptions(curve) });
 }
 
 /**
