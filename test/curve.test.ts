@@ -113,3 +113,12 @@ test('bad CURVE options are named', async () => {
   assert.throws(() => new Peer({ curve: { serverKey: 'bad' } }), /curve\.serverKey/);
   assert.throws(() => new Peer({ curve: { serverKey: zmq.curveKeyPair().publicKey, publicKey: zmq.curveKeyPair().publicKey } }), /curve\.secretKey/);
 });
+
+test('allow-list files: keys (even ones holding #), comments, and a bad line named', async () => {
+  const { parseAllowList } = await import('../src/security/curve.ts');
+  let hashKey = '';
+  while (!hashKey.includes('#')) hashKey = zmq.curveKeyPair().publicKey; // '#' is a z85 digit
+  const plain = zmq.curveKeyPair().publicKey;
+  assert.deepEqual(parseAllowList(`# admins\n\n${hashKey}\n  ${plain}  # ops laptop\n`, 'f'), [hashKey, plain]);
+  assert.throws(() => parseAllowList(`${plain}\nnot-a-key\n`, 'f'), /f line 2/);
+});

@@ -20,7 +20,8 @@ import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
 import { askServerStats } from '../peer/server-stats.ts';
 import { MAX_SERVERS } from '../peer/servers.ts';
-import type { ServerStats } from '../types.ts';
+import type { PeerOptions, ServerStats } from '../types.ts';
+import { clientCurveArgs as curveArgs, CurveUsageError, keygenCurve } from './curve-args.ts';
 
 /** Exit codes, documented in the README. */
 export const Exit = { Ok: 0, Failed: 1, Usage: 2, NotFound: 3, Conflict: 4 } as const;
@@ -31,6 +32,33 @@ const DEFAULT_SERVER = 'tcp://127.0.0.1:5556';
 const MAX_VALUE_BYTES = 256 * 1024 * 1024;
 
 class UsageError extends Error {}
+
+/** The peer's CURVE flags, a usage problem reported as one. */
+function clientCurveArgs(values: Parameters<typeof curveArgs>[0]): PeerOptions['curve'] {
+  try {
+    return curveArgs(values);
+  } catch (err) {
+    throw err instanceof CurveUsageError ? new UsageError(err.message) : err;
+  }
+}
+
+/** `clonekv keygen`: only `--curve` here (a z85 CURVE keypair). */
+function keygen(args: string[], io: Io): number {
+  // Parsed here, not by parse(): --curve is a bare switch for keygen but takes a file for serve.
+  let values: { curve?: boolean; out?: string };
+  try {
+    values = parseArgs({ args, options: { curve: { type: 'boolean' }, out: { type: 'string' } }, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new UsageError(`${oneLine((err as Error).message)}; try clonekv keygen --help`);
+  }
+  if (values.curve !== true) throw new UsageError('keygen needs --curve (a CURVE keypair for serve --curve and --curve-key)');
+  try {
+    for (const line of keygenCurve(values.out)) io.out(line);
+  } catch (err) {
+    throw err instanceof CurveUsageError ? new UsageError(err.message) : err;
+  }
+  return Exit.Ok;
+}
 
 /**
  * Writers need no snapshot: they hold a subtree no key uses and rely on the forwarder's
@@ -67,10 +95,15 @@ const FLAGS = {
   partner: { type: 'string' },
   'state-port': { type: 'string' },
   'partner-timeout': { type: 'string' },
+  curve: { type: 'string' },
+  'curve-key': { type: 'string' },
+  'curve-server-key': { type: 'string' },
+  'curve-allow': { type: 'string' },
+  out: { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
-const CLIENT = ['server', 'timeout'] as const satisfies readonly Flag[];
+const CLIENT = ['server', 'timeout', 'curve-server-key', 'curve-key'] as const satisfies readonly Flag[];
 
 /** Where `clonekv serve` keeps its data unless told otherwise (relative to the working directory). */
 const DEFAULT_DATA_DIR = './clonekv-data';
@@ -96,7 +129,10 @@ const TAKES = {
     'partner',
     'state-port',
     'partner-timeout',
+    'curve',
+    'curve-allow',
   ],
+  keygen: ['curve', 'out'],
   get: [...CLIENT, 'json'],
   set: [...CLIENT, 'json', 'ttl', 'if-version', 'file'],
   del: [...CLIENT, 'if-version'],
@@ -110,7 +146,11 @@ const TAKES = {
 type Command = keyof typeof TAKES;
 
 const CLIENT_HELP = `  --server tcp://HOST:PORT   the forwarder (env CLONEKV_SERVER; default ${DEFAULT_SERVER}); for a
-                             failover pair, both, separated by a comma: tcp://a:5556,tcp://b:5566`;
+                             failover pair, both, separated by a comma: tcp://a:5556,tcp://b:5566
+  --curve-server-key KEY     the forwarder's CURVE public key, if it runs with --curve (env
+                             CLONEKV_CURVE_SERVER_KEY)
+  --curve-key FILE           this client's CURVE key file (clonekv keygen --curve --out FILE;
+                             env CLONEKV_CURVE_KEY); needed when the forwarder has --curve-allow`;
 
 const HELP: Record<Command | 'main', string> = {
   main: `clonekv: a distributed key-value cache over ZeroMQ (Clustered Hashmap Protocol)
@@ -129,6 +169,7 @@ Commands:
   history KEY           print the retained versions of KEY, newest first
   peers                 list the live peers (presence)
   stats                 print the forwarder's counters
+  keygen --curve        create a CURVE keypair (serve --curve, --curve-key, --curve-allow)
 
 Common options:
 ${CLIENT_HELP}
@@ -149,6 +190,7 @@ Exit codes: 0 ok, 1 forwarder unreachable or refused, 2 bad usage, 3 key not fou
                     [--heartbeat MS] [--max-value-bytes N] [--history-max N] [--history-bytes N]
                     [--dedup-ttl MS] [--dedup-max N] [--no-check-values] [--json]
                     [--primary | --backup --partner tcp://HOST:PORT [--state-port N] [--partner-timeout MS]]
+                    [--curve SERVER_KEY_FILE [--curve-allow FILE]]
 
 Runs a forwarder: ROUTER on P (snapshots, acknowledged writes), PUB on P+1 (updates),
 SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
@@ -175,7 +217,17 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
                         and state 5003, backup 5566 and state 5004); role changes on stderr
   --partner tcp://HOST:PORT  the partner's state endpoint (required with --primary/--backup)
   --state-port N        the state port this member binds (0 picks a free one)
-  --partner-timeout MS  partner silence after which it is taken as gone (default 2000)`,
+  --partner-timeout MS  partner silence after which it is taken as gone (default 2000)
+  --curve FILE          encrypt all three ports with CURVE, with the server keypair in FILE
+                        (clonekv keygen --curve --out FILE); peers then need its public key
+                        (--curve-server-key). The state port of a pair stays plaintext.
+  --curve-allow FILE    admit only the client public keys listed in FILE (one a line, # for
+                        comments); without it any client that knows the server key connects`,
+  keygen: `Usage: clonekv keygen --curve [--out FILE]
+
+Creates a CURVE keypair (z85) and prints the public key. With --out, the keypair is written to
+FILE (mode 0600; an existing file is never overwritten), the file that serve --curve and
+--curve-key read; without it, the key file's JSON is printed after the public key.`,
   get: `Usage: clonekv get KEY [--json] [--server URL] [--timeout MS]
 
 Prints the value of KEY (strings as they are, other values as JSON; --json: always JSON).
@@ -264,6 +316,8 @@ export interface Io {
 /** What a command has learnt so far, so an error can name the forwarder it concerns. */
 interface Context {
   server?: string;
+  /** CURVE towards the forwarder (--curve-server-key / CLONEKV_CURVE_SERVER_KEY), set by {@link server}. */
+  curve?: PeerOptions['curve'];
 }
 
 /** The version in package.json (next to both src/ and dist/). */
@@ -304,6 +358,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
     switch (cmd) {
       case 'serve':
         return await serve(rest, io);
+      case 'keygen':
+        return keygen(rest, io);
       case 'get':
         return await get(rest, io, ctx);
       case 'set':
@@ -473,7 +529,8 @@ function prefixArg(prefix: string | undefined): string {
  * members of a failover pair, tried in turn). Checked here so a bad one is named as the flag or
  * variable it came from, and which entry.
  */
-function server(values: { server?: string | undefined }, ctx: Context): string {
+function server(values: { server?: string | undefined; 'curve-server-key'?: string | undefined; 'curve-key'?: string | undefined }, ctx: Context): string {
+  ctx.curve = clientCurveArgs(values);
   const env = process.env.CLONEKV_SERVER === '' ? undefined : process.env.CLONEKV_SERVER;
   const url = values.server ?? env ?? DEFAULT_SERVER;
   const source = values.server !== undefined ? '--server' : env !== undefined ? 'CLONEKV_SERVER' : 'the default server';
@@ -499,8 +556,8 @@ function server(values: { server?: string | undefined }, ctx: Context): string {
 
 /** Opens a peer and waits for its snapshot, with a clear error if the forwarder is not there. */
 /** Runs `use` with a peer joined as {@link joinedPeer} does, and closes the peer afterwards. */
-async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, use: (peer: Peer) => Promise<number>): Promise<number> {
-  const peer = await joinedPeer(url, subtree, timeoutMs, io);
+async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, use: (peer: Peer) => Promise<number>, curve?: PeerOptions['curve']): Promise<number> {
+  const peer = await joinedPeer(url, subtree, timeoutMs, io, curve);
   try {
     return await use(peer);
   } finally {
@@ -508,8 +565,8 @@ async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, i
   }
 }
 
-async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io): Promise<Peer> {
-  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false });
+async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, curve?: PeerOptions['curve']): Promise<Peer> {
+  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false, ...(curve ? { curve } : {}) });
   if (io.progress) peer.on('progress', ({ received }) => io.err(`receiving snapshot: ${received} keys…`));
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -539,8 +596,9 @@ async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: I
 }
 
 /** A writer: no snapshot, and no local value limit (the forwarder's limit is the one that counts). */
-function writerPeer(url: string, timeoutMs: number): Peer {
+function writerPeer(url: string, timeoutMs: number, curve?: PeerOptions['curve']): Peer {
   return new Peer({
+    ...(curve ? { curve } : {}),
     server: url,
     subtree: WRITE_ONLY_SUBTREE,
     name: 'clonekv-cli',
@@ -609,6 +667,9 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (values['dedup-ttl'] !== undefined) options.dedupTtl = intArg('dedup-ttl', values['dedup-ttl'], 0, ...OPTION_BOUNDS.dedupTtl, ' of milliseconds');
   if (values['dedup-max'] !== undefined) options.dedupMax = intArg('dedup-max', values['dedup-max'], 0, ...OPTION_BOUNDS.dedupMax);
   if (values['no-check-values'] === true) options.checkValues = false;
+  if (values['curve-allow'] !== undefined && values.curve === undefined) throw new UsageError('--curve-allow applies only with --curve SERVER_KEY_FILE');
+  if (values.curve !== undefined) options.curve = values.curve;
+  if (values['curve-allow'] !== undefined) options.curveAllow = values['curve-allow'];
   const fwd = await Forwarder.start(options);
   // Role changes, one line each (the contract: `now active`, `now passive`, `backup absent`, `backup connected`).
   fwd.onPairEvent((event) => io.err(`clonekv: ${role} ${event.message}`));
@@ -628,11 +689,14 @@ async function serve(args: string[], io: Io): Promise<number> {
         role: fwd.role,
         term: fwd.term,
         stateEndpoint: fwd.stateEndpoint ?? null,
+        curvePublicKey: fwd.stats().curve?.publicKey ?? null,
       }),
     );
   } else {
     io.out(`clonekv forwarder listening on ${fwd.endpoint} (epoch ${fwd.epoch})`);
     if (role !== undefined) io.out(`  ${role} of a pair: state channel ${fwd.stateEndpoint}, partner ${options.partner}; ${fwd.role} for now`);
+    const curve = fwd.stats().curve;
+    if (curve) io.out(`  CURVE on all ports, server key ${curve.publicKey} (peers: --curve-server-key); ${curve.allowList === null ? 'any client key admitted' : `${curve.allowList} client keys admitted`}`);
     if (recovery === undefined) io.out('  in memory only (--memory): a restart starts empty');
     else if (recovery.newDirectory) io.out(`  data in ${fwd.dataDir} (new; durability ${options.durability ?? 'sync'})`);
     else {
@@ -666,7 +730,7 @@ async function get(args: string[], io: Io, ctx: Context): Promise<number> {
     }
     io.out(formatValue(peer.get(key), values.json === true));
     return Exit.Ok;
-  });
+  }, ctx.curve);
 }
 
 /** Reads all of `source` as bytes, refusing more than `max`. */
@@ -746,7 +810,7 @@ async function write(args: string[], io: Io, ctx: Context, op: 'set' | 'del'): P
   const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0, 0, Number.MAX_SAFE_INTEGER);
   const url = server(values, ctx);
   const value = op === 'set' ? await setValue(key, positionals[1], set.file, set.json === true, io) : undefined;
-  const peer = writerPeer(url, timeout);
+  const peer = writerPeer(url, timeout, ctx.curve);
   try {
     const seq =
       op === 'set'
@@ -775,7 +839,7 @@ async function dump(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  });
+  }, ctx.curve);
 }
 
 async function load(args: string[], io: Io, ctx: Context): Promise<number> {
@@ -803,7 +867,7 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
     const bytes = Buffer.byteLength(prefix + k);
     if (bytes === 0 || bytes > MAX_KEY_BYTES) throw new UsageError(`${file}: key ${showKey(prefix + k)} must be 1 to ${MAX_KEY_BYTES} bytes; nothing was written`);
   }
-  const peer = writerPeer(url, timeout);
+  const peer = writerPeer(url, timeout, ctx.curve);
   try {
     const window = 256;
     let done = 0;
@@ -857,7 +921,7 @@ async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   const since = values.since === undefined ? undefined : intArg('since', values.since, 0, 0, Number.MAX_SAFE_INTEGER);
   if (since !== undefined && values['updates-only']) throw new UsageError('--since and --updates-only cannot be combined (--since prints only changes already)');
   const url = server(values, ctx);
-  const peer = await joinedPeer(url, prefix, timeout, io);
+  const peer = await joinedPeer(url, prefix, timeout, io, ctx.curve);
   const ac = new AbortController();
   const stop = (): void => ac.abort();
   process.once('SIGINT', stop);
@@ -920,7 +984,7 @@ async function history(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  });
+  }, ctx.curve);
 }
 
 /** What one server of the list answered to a stats request (or why it did not). */
@@ -935,11 +999,11 @@ interface ServerAnswer {
  * and all at once: a passive member of a pair answers a stats request but serves no snapshot,
  * so it could not be joined to ask.
  */
-async function askEach(url: string, timeoutMs: number): Promise<ServerAnswer[]> {
+async function askEach(url: string, timeoutMs: number, curve?: PeerOptions['curve']): Promise<ServerAnswer[]> {
   return Promise.all(
     url.split(',').map(async (server): Promise<ServerAnswer> => {
       try {
-        return { server, stats: await askServerStats(server, timeoutMs) };
+        return { server, stats: await askServerStats(server, timeoutMs, curve) };
       } catch (err) {
         if (!(err instanceof ClonekvError)) throw err;
         return { server, error: err };
@@ -968,7 +1032,7 @@ function replicationText(pair: NonNullable<ServerStats['pair']>): string {
 async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('stats', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  const answers = await askEach(server(values, ctx), timeout);
+  const answers = await askEach(server(values, ctx), timeout, ctx.curve);
   // One server: its failure is the command's error, said as every command says it.
   if (answers.length === 1 && answers[0]!.error) throw answers[0]!.error;
   let first = true;
@@ -998,7 +1062,7 @@ async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
   const url = server(values, ctx);
   // With several servers, each one's role and replication lag first (asked directly), then the
   // presence table of the one that serves (the peer joins whichever is active).
-  const answers = url.includes(',') ? await askEach(url, timeout) : undefined;
+  const answers = url.includes(',') ? await askEach(url, timeout, ctx.curve) : undefined;
   const serverLine = ({ server: at, stats: s, error }: ServerAnswer): string =>
     s ? `server ${at}\t${roleText(s)}${s.pair ? `\t${replicationText(s.pair)}` : ''}` : `server ${at}\tunreachable: ${oneLine(error!.message)}`;
   const serverJson = ({ server: at, stats: s, error }: ServerAnswer): object =>
@@ -1014,7 +1078,7 @@ async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
     for (const a of answers ?? []) if (io.out(serverLine(a)) === false) return Exit.Ok;
     for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
     return Exit.Ok;
-  });
+  }, ctx.curve);
 }
 
 /**

@@ -4,8 +4,8 @@
  * src/transport (the only zeromq importer).
  *
  * Key file (written by `clonekv keygen --curve`): JSON `{ "curve": "z85", "publicKey": "…",
- * "secretKey": "…" }`. Allow-list file: one z85 public key per line; blank lines and text after
- * `#` are ignored.
+ * "secretKey": "…" }`. Allow-list file: one z85 public key per line (text after the key and a space
+ * is a comment); blank lines and lines starting with `# ` are ignored.
  *
  * @module
  */
@@ -119,10 +119,13 @@ export function clientCurveOption(value: unknown): ClientCurve | undefined {
 export function parseAllowList(text: string, source: string): string[] {
   const keys: string[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
-    const line = raw.replace(/#.*$/, '').trim();
-    if (line === '') return;
-    if (!isZ85Key(line)) throw new InvalidOptionError('curveAllow', `${source} line ${i + 1} is not a z85 CURVE public key`);
-    keys.push(line);
+    // '#' is a z85 digit, so a key may hold one: a line is a key when its first 40 characters
+    // are one (anything after whitespace is a comment); otherwise a line starting with '#' is a
+    // comment (no key starts with '#': its group would exceed 32 bits).
+    const line = raw.trim();
+    const key = line.slice(0, 40);
+    if (isZ85Key(key) && (line.length === 40 || /^\s/.test(line.slice(40)))) keys.push(key);
+    else if (line !== '' && !line.startsWith('#')) throw new InvalidOptionError('curveAllow', `${source} line ${i + 1} is not a z85 CURVE public key`);
   });
   return keys;
 }
