@@ -23,6 +23,7 @@ export type {
   MalformedCounts,
   OwnershipLostInfo,
   PairStats,
+  CurveStats,
   PeerOptions,
   PeerStats,
   PeerStatus,
@@ -46,4 +47,5 @@ export {
 } from './errors.ts';
 export { Forwarder } from './forwarder/forwarder.ts';
 export { Peer } from './peer/peer.ts';
+export { SealedValue } from './security/sealed.ts';
 export { resolveEndpoints, resolveServers } from './peer/servers.ts';

@@ -280,6 +280,12 @@ export interface PeerOptions {
    * holds). Every socket of the peer uses it.
    */
   curve?: { serverKey: string; publicKey?: string; secretKey?: string };
+  /**
+   * Sealed subtrees (README, "Sealed subtrees"): values this peer writes under `prefix` are
+   * encrypted with `secret` (32 bytes, or their base64) and read back with it; the forwarder
+   * holds only ciphertext. A sealed value this peer cannot open reads as a `SealedValue`.
+   */
+  sealed?: ReadonlyArray<{ prefix: string; secret: string | Uint8Array }>;
   /** A name for this peer, shown in logs and presence. Default `peer`. */
   name?: string;
   /**
@@ -413,6 +419,11 @@ export interface PeerStats {
    * held as its raw bytes (a `Uint8Array`) and reported by an `error` event.
    */
   undecodable: number;
+  /**
+   * Sealed values under a subtree this peer holds the secret of that did not open (a wrong
+   * secret, or a body altered on the way): each is held as a `SealedValue`.
+   */
+  sealedUnopened: number;
   /** Snapshots abandoned because they outgrew `maxSnapshotEntries` or `maxSnapshotBytes`. */
   snapshotAborted: number;
   /** Entries held by the snapshot being loaded now (0 when none): never above `maxSnapshotEntries`. */

@@ -15,10 +15,11 @@ import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, CompactedError, ErrorCode, InvalidOptionError } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
 import { clientCurveOption } from '../security/curve.ts';
+import { Sealer, sealedOption } from '../security/sealed.ts';
 import { curveKeyPair, type ClientCurve } from '../transport/sockets.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, MAX_DURATION_MS, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
-import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
+import { bodyEncoding, Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop, SEALED_ENCODING, type BodyEncoding } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames } from '../protocol/message.ts';
 import { encodeProperties, PropertyView } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
@@ -114,6 +115,8 @@ interface Settings {
   presence: boolean;
   /** CURVE towards the server (with this peer's keypair); `undefined`: none. */
   curve: ClientCurve | undefined;
+  /** The sealed subtrees' secrets (none given: every sealed value is a `SealedValue`). */
+  sealer: Sealer;
 }
 
 const KNOWN_OPTIONS = [
@@ -135,6 +138,7 @@ const KNOWN_OPTIONS = [
   'heartbeatInterval',
   'presence',
   'curve',
+  'sealed',
 ] as const;
 
 /** Largest `maxSnapshotBytes` accepted (1 TiB). */
@@ -183,6 +187,7 @@ function peerSettings(options: PeerOptions): Settings {
     heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     presence: booleanOption('presence', options.presence, true),
     curve: peerCurve(options.curve),
+    sealer: sealedOption(options.sealed) ?? new Sealer([]),
   };
 }
 
@@ -257,6 +262,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         maxSnapshotEntries: this.#s.maxSnapshotEntries,
         maxSnapshotBytes: this.#s.maxSnapshotBytes,
         servers: this.#s.servers.length,
+        unseal: (key, body) => this.#unseal(key, body),
       },
       (c) => this.#execute(c),
       this.#stats,
@@ -460,7 +466,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         new ClonekvError(ErrorCode.InvalidValue, `value for "${key}" is ${body.length} bytes, over the limit of ${this.#s.maxValueBytes}`),
       );
     }
-    const props: Array<[string, string]> = [[Prop.Encoding, MSGPACK_ENCODING]];
+    // A value under a sealed subtree goes out sealed (README, "Sealed subtrees").
+    const secret = this.#s.sealer.secretFor(key);
+    if (secret !== undefined) body = Sealer.seal(body, secret);
+    const props: Array<[string, string]> = [[Prop.Encoding, secret === undefined ? MSGPACK_ENCODING : SEALED_ENCODING]];
     if (options.ephemeral) {
       if (!this.#s.presence) {
         return Promise.reject(new InvalidOptionError('ephemeral', 'a peer created with presence: false cannot own keys'));
@@ -544,7 +553,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const frames = await this.#controlRequest(HISTORY, [[Prop.Limit, String(limit)]], keyBytes, options.timeout, `history of "${key}"`, 'which keeps no history');
     const { records, status, oldest } = readHistoryAnswer(frames);
     if (status === 'compacted') throw new CompactedError(`history of "${key}"`, oldest, this.server);
-    return records.map((r) => historyEntry<V>(r));
+    return records.map((r) => historyEntry<V>(r, (k, b) => this.#unseal(k, b)));
   }
 
   /**
@@ -612,7 +621,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
           }
           from = r.version;
           if (hidePresence && r.key.startsWith(PRESENCE_PREFIX)) continue;
-          const e = historyEntry<V>(r);
+          const e = historyEntry<V>(r, (k, b) => this.#unseal(k, b));
           yield {
             key: e.key,
             operation: e.operation,
@@ -881,20 +890,20 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     this.#armWake();
   }
 
-  #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY_FRAME, msgpack: false };
+  #lastProps: { raw: Buffer; msgpack: BodyEncoding } = { raw: EMPTY_FRAME, msgpack: false };
 
   /**
    * Whether properties `buf[start, start + length)` mark a msgpack body; snapshots repeat the
    * same few frames, so the last answer is remembered.
    */
-  #isMsgpack(buf: Buffer, start: number, length: number): boolean {
+  #isMsgpack(buf: Buffer, start: number, length: number): BodyEncoding {
     if (length === 0) return false;
     const last = this.#lastProps;
     if (length === last.raw.length && buf.compare(last.raw, 0, length, start, start + length) === 0) return last.msgpack;
     const raw = Buffer.from(buf.subarray(start, start + length));
-    let msgpack = false;
+    let msgpack: BodyEncoding = false;
     try {
-      msgpack = new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING;
+      msgpack = bodyEncoding(new PropertyView(raw).get(Prop.Encoding));
     } catch {
       // Unreadable properties: the body is given as raw bytes.
     }
@@ -921,6 +930,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     return p.length === 0 || (key.length >= p.length && key.compare(p, 0, p.length, 0, p.length) === 0);
   }
 
+  /** A sealed body's value, or a `SealedValue` (counted when a secret was there but it did not open). */
+  #unseal(key: string, body: Buffer): unknown {
+    const { value, failed } = this.#s.sealer.open(key, body);
+    if (failed) this.#stats.sealedUnopened++;
+    return value;
+  }
+
   #report(code: ErrorCode, what: string, cause?: unknown): void {
     if (this.listenerCount('error') === 0) return;
     const detail = cause instanceof Error ? `: ${cause.message}` : '';
@@ -936,7 +952,7 @@ interface HistoryRecord {
   readonly key: string;
   readonly version: number;
   readonly body: Buffer;
-  readonly msgpack: boolean;
+  readonly msgpack: BodyEncoding;
   readonly reason: DeleteReason;
 }
 
@@ -951,7 +967,7 @@ function readHistoryAnswer(frames: Buffer[]): { records: HistoryRecord[]; status
         key: b.toString('utf8', e.keyStart, e.keyStart + e.keyLength),
         version: e.sequence,
         body: b.subarray(e.bodyStart, e.bodyStart + e.bodyLength),
-        msgpack: e.propertiesLength > 0 && new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING,
+        msgpack: e.propertiesLength > 0 && bodyEncoding(new PropertyView(raw).get(Prop.Encoding)),
         reason: e.bodyLength === 0 ? deleteReason(raw) : 'deleted',
       });
     });
@@ -963,8 +979,9 @@ function readHistoryAnswer(frames: Buffer[]): { records: HistoryRecord[]; status
 }
 
 /** A history record as returned to the caller; a value marked msgpack that does not decode is given as raw bytes. */
-function historyEntry<V>(r: HistoryRecord): HistoryEntry<V> {
+function historyEntry<V>(r: HistoryRecord, unseal: (key: string, body: Buffer) => unknown): HistoryEntry<V> {
   if (r.body.length === 0) return { key: r.key, operation: 'delete', value: undefined, version: r.version, reason: r.reason };
+  if (r.msgpack === 'sealed') return { key: r.key, operation: 'put', value: unseal(r.key, r.body) as V, version: r.version };
   let value: unknown;
   try {
     value = decodeBody(r.body, r.msgpack);
