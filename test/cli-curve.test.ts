@@ -2,11 +2,12 @@
  * CURVE from the command line: `keygen --curve` writes a 0600 key file and prints the public
  * key; `serve --curve FILE --curve-allow FILE` admits the listed client; `set`, `get` and
  * `stats` work with --curve-server-key and --curve-key (or their environment variables); a
- * client without an allowed key gets nothing.
+ * client without an allowed key gets nothing; `--sealed PREFIX=FILE` seals and opens values.
  *
  * Topology: `clonekv serve` in a child process, the CLI in child processes.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +56,20 @@ test('keygen --curve, serve --curve --curve-allow, and clients with and without 
   const s = JSON.parse(stats.stdout) as { keys: number; curve: { allowList: number; refused: number } };
   assert.equal(s.curve.allowList, 1);
   assert.ok(s.curve.refused > 0);
+
+  // Sealed subtrees from the command line: --sealed PREFIX=FILE (base64 secret), or CLONEKV_SEALED.
+  const secretFile = join(dir, 'vault.secret');
+  writeFileSync(secretFile, `${randomBytes(32).toString('base64')}\n`);
+  const env = { CLONEKV_CURVE_SERVER_KEY: serverKey, CLONEKV_CURVE_KEY: clientFile };
+  const sealedSet = await runCli(['set', 'vault/pw', 's3cret', '--server', at, '--sealed', `vault/=${secretFile}`], env);
+  assert.equal(sealedSet.code, 0, sealedSet.stderr);
+  const [opened, unopened] = await Promise.all([
+    runCli(['get', 'vault/pw', '--server', at], { ...env, CLONEKV_SEALED: `vault/=${secretFile}` }),
+    runCli(['get', 'vault/pw', '--server', at], env),
+  ]);
+  assert.equal(opened.stdout.trim(), 's3cret', opened.stderr);
+  assert.match(unopened.stdout, /"sealed":true/);
+  assert.equal(unopened.stdout.includes('s3cret'), false);
 
   const usage = await runCli(['get', 'cfg/a', '--server', at, '--curve-key', clientFile]);
   assert.equal(usage.code, 2);

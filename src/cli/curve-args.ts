@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { InvalidOptionError } from '../errors.ts';
 import { isZ85Key, readCurveKeyFile } from '../security/curve.ts';
 import { curveKeyPair } from '../transport/sockets.ts';
@@ -52,4 +52,27 @@ export function clientCurveArgs(values: { 'curve-server-key'?: string | undefine
   } catch (err) {
     throw new CurveUsageError(err instanceof InvalidOptionError ? err.message.replace(/^invalid option "[^"]*": /, '') : String(err));
   }
+}
+
+/**
+ * The peer's `sealed` option from --sealed / CLONEKV_SEALED: `PREFIX=FILE[,PREFIX=FILE…]`, each
+ * FILE holding a 32-byte secret as base64 (or the 32 bytes themselves).
+ */
+export function sealedArgs(flag: string | undefined): PeerOptions['sealed'] {
+  const raw = flag ?? (process.env.CLONEKV_SEALED === '' ? undefined : process.env.CLONEKV_SEALED);
+  if (raw === undefined) return undefined;
+  const source = flag !== undefined ? '--sealed' : 'CLONEKV_SEALED';
+  return raw.split(',').map((item) => {
+    const eq = item.lastIndexOf('=');
+    if (eq <= 0 || eq === item.length - 1) throw new CurveUsageError(`${source} expects PREFIX=SECRET_FILE (several separated by commas), got ${JSON.stringify(item)}`);
+    const file = item.slice(eq + 1);
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(file);
+    } catch (err) {
+      throw new CurveUsageError(`${source}: cannot read the secret file ${file}: ${(err as Error).message}`);
+    }
+    const secret = bytes.length === 32 ? new Uint8Array(bytes) : bytes.toString('utf8').trim();
+    return { prefix: item.slice(0, eq), secret };
+  });
 }

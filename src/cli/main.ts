@@ -21,7 +21,7 @@ import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
 import { askServerStats } from '../peer/server-stats.ts';
 import { MAX_SERVERS } from '../peer/servers.ts';
 import type { PeerOptions, ServerStats } from '../types.ts';
-import { clientCurveArgs as curveArgs, CurveUsageError, keygenCurve } from './curve-args.ts';
+import { clientCurveArgs as curveArgs, CurveUsageError, keygenCurve, sealedArgs } from './curve-args.ts';
 
 /** Exit codes, documented in the README. */
 export const Exit = { Ok: 0, Failed: 1, Usage: 2, NotFound: 3, Conflict: 4 } as const;
@@ -32,6 +32,18 @@ const DEFAULT_SERVER = 'tcp://127.0.0.1:5556';
 const MAX_VALUE_BYTES = 256 * 1024 * 1024;
 
 class UsageError extends Error {}
+
+/** What a client's peer is given for CURVE and sealed subtrees. */
+type Security = Pick<PeerOptions, 'curve' | 'sealed'>;
+
+/** The --sealed flag (or CLONEKV_SEALED), a usage problem reported as one. */
+function sealedArgsOrUsage(flag: string | undefined): PeerOptions['sealed'] {
+  try {
+    return sealedArgs(flag);
+  } catch (err) {
+    throw err instanceof CurveUsageError ? new UsageError(err.message) : err;
+  }
+}
 
 /** The peer's CURVE flags, a usage problem reported as one. */
 function clientCurveArgs(values: Parameters<typeof curveArgs>[0]): PeerOptions['curve'] {
@@ -99,11 +111,12 @@ const FLAGS = {
   'curve-key': { type: 'string' },
   'curve-server-key': { type: 'string' },
   'curve-allow': { type: 'string' },
+  sealed: { type: 'string' },
   out: { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
-const CLIENT = ['server', 'timeout', 'curve-server-key', 'curve-key'] as const satisfies readonly Flag[];
+const CLIENT = ['server', 'timeout', 'curve-server-key', 'curve-key', 'sealed'] as const satisfies readonly Flag[];
 
 /** Where `clonekv serve` keeps its data unless told otherwise (relative to the working directory). */
 const DEFAULT_DATA_DIR = './clonekv-data';
@@ -150,7 +163,10 @@ const CLIENT_HELP = `  --server tcp://HOST:PORT   the forwarder (env CLONEKV_SER
   --curve-server-key KEY     the forwarder's CURVE public key, if it runs with --curve (env
                              CLONEKV_CURVE_SERVER_KEY)
   --curve-key FILE           this client's CURVE key file (clonekv keygen --curve --out FILE;
-                             env CLONEKV_CURVE_KEY); needed when the forwarder has --curve-allow`;
+                             env CLONEKV_CURVE_KEY); needed when the forwarder has --curve-allow
+  --sealed PREFIX=FILE       values under PREFIX are sealed with the 32-byte secret in FILE
+                             (base64; head -c 32 /dev/urandom | base64 > FILE); several:
+                             comma-separated (env CLONEKV_SEALED)`;
 
 const HELP: Record<Command | 'main', string> = {
   main: `clonekv: a distributed key-value cache over ZeroMQ (Clustered Hashmap Protocol)
@@ -316,8 +332,8 @@ export interface Io {
 /** What a command has learnt so far, so an error can name the forwarder it concerns. */
 interface Context {
   server?: string;
-  /** CURVE towards the forwarder (--curve-server-key / CLONEKV_CURVE_SERVER_KEY), set by {@link server}. */
-  curve?: PeerOptions['curve'];
+  /** CURVE (--curve-server-key…) and sealed subtrees (--sealed…) of the client's peer, set by {@link server}. */
+  security?: Security;
 }
 
 /** The version in package.json (next to both src/ and dist/). */
@@ -529,8 +545,10 @@ function prefixArg(prefix: string | undefined): string {
  * members of a failover pair, tried in turn). Checked here so a bad one is named as the flag or
  * variable it came from, and which entry.
  */
-function server(values: { server?: string | undefined; 'curve-server-key'?: string | undefined; 'curve-key'?: string | undefined }, ctx: Context): string {
-  ctx.curve = clientCurveArgs(values);
+function server(values: { server?: string | undefined; 'curve-server-key'?: string | undefined; 'curve-key'?: string | undefined; sealed?: string | undefined }, ctx: Context): string {
+  const curve = clientCurveArgs(values);
+  const sealed = sealedArgsOrUsage(values.sealed);
+  ctx.security = { ...(curve ? { curve } : {}), ...(sealed ? { sealed } : {}) };
   const env = process.env.CLONEKV_SERVER === '' ? undefined : process.env.CLONEKV_SERVER;
   const url = values.server ?? env ?? DEFAULT_SERVER;
   const source = values.server !== undefined ? '--server' : env !== undefined ? 'CLONEKV_SERVER' : 'the default server';
@@ -556,8 +574,8 @@ function server(values: { server?: string | undefined; 'curve-server-key'?: stri
 
 /** Opens a peer and waits for its snapshot, with a clear error if the forwarder is not there. */
 /** Runs `use` with a peer joined as {@link joinedPeer} does, and closes the peer afterwards. */
-async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, use: (peer: Peer) => Promise<number>, curve?: PeerOptions['curve']): Promise<number> {
-  const peer = await joinedPeer(url, subtree, timeoutMs, io, curve);
+async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, use: (peer: Peer) => Promise<number>, security?: Security): Promise<number> {
+  const peer = await joinedPeer(url, subtree, timeoutMs, io, security);
   try {
     return await use(peer);
   } finally {
@@ -565,8 +583,8 @@ async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, i
   }
 }
 
-async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, curve?: PeerOptions['curve']): Promise<Peer> {
-  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false, ...(curve ? { curve } : {}) });
+async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, security?: Security): Promise<Peer> {
+  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false, ...security });
   if (io.progress) peer.on('progress', ({ received }) => io.err(`receiving snapshot: ${received} keys…`));
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -596,9 +614,9 @@ async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: I
 }
 
 /** A writer: no snapshot, and no local value limit (the forwarder's limit is the one that counts). */
-function writerPeer(url: string, timeoutMs: number, curve?: PeerOptions['curve']): Peer {
+function writerPeer(url: string, timeoutMs: number, security?: Security): Peer {
   return new Peer({
-    ...(curve ? { curve } : {}),
+    ...security,
     server: url,
     subtree: WRITE_ONLY_SUBTREE,
     name: 'clonekv-cli',
@@ -730,7 +748,7 @@ async function get(args: string[], io: Io, ctx: Context): Promise<number> {
     }
     io.out(formatValue(peer.get(key), values.json === true));
     return Exit.Ok;
-  }, ctx.curve);
+  }, ctx.security);
 }
 
 /** Reads all of `source` as bytes, refusing more than `max`. */
@@ -810,7 +828,7 @@ async function write(args: string[], io: Io, ctx: Context, op: 'set' | 'del'): P
   const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0, 0, Number.MAX_SAFE_INTEGER);
   const url = server(values, ctx);
   const value = op === 'set' ? await setValue(key, positionals[1], set.file, set.json === true, io) : undefined;
-  const peer = writerPeer(url, timeout, ctx.curve);
+  const peer = writerPeer(url, timeout, ctx.security);
   try {
     const seq =
       op === 'set'
@@ -839,7 +857,7 @@ async function dump(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  }, ctx.curve);
+  }, ctx.security);
 }
 
 async function load(args: string[], io: Io, ctx: Context): Promise<number> {
@@ -867,7 +885,7 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
     const bytes = Buffer.byteLength(prefix + k);
     if (bytes === 0 || bytes > MAX_KEY_BYTES) throw new UsageError(`${file}: key ${showKey(prefix + k)} must be 1 to ${MAX_KEY_BYTES} bytes; nothing was written`);
   }
-  const peer = writerPeer(url, timeout, ctx.curve);
+  const peer = writerPeer(url, timeout, ctx.security);
   try {
     const window = 256;
     let done = 0;
@@ -921,7 +939,7 @@ async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   const since = values.since === undefined ? undefined : intArg('since', values.since, 0, 0, Number.MAX_SAFE_INTEGER);
   if (since !== undefined && values['updates-only']) throw new UsageError('--since and --updates-only cannot be combined (--since prints only changes already)');
   const url = server(values, ctx);
-  const peer = await joinedPeer(url, prefix, timeout, io, ctx.curve);
+  const peer = await joinedPeer(url, prefix, timeout, io, ctx.security);
   const ac = new AbortController();
   const stop = (): void => ac.abort();
   process.once('SIGINT', stop);
@@ -984,7 +1002,7 @@ async function history(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  }, ctx.curve);
+  }, ctx.security);
 }
 
 /** What one server of the list answered to a stats request (or why it did not). */
@@ -999,11 +1017,11 @@ interface ServerAnswer {
  * and all at once: a passive member of a pair answers a stats request but serves no snapshot,
  * so it could not be joined to ask.
  */
-async function askEach(url: string, timeoutMs: number, curve?: PeerOptions['curve']): Promise<ServerAnswer[]> {
+async function askEach(url: string, timeoutMs: number, security?: Security): Promise<ServerAnswer[]> {
   return Promise.all(
     url.split(',').map(async (server): Promise<ServerAnswer> => {
       try {
-        return { server, stats: await askServerStats(server, timeoutMs, curve) };
+        return { server, stats: await askServerStats(server, timeoutMs, security?.curve) };
       } catch (err) {
         if (!(err instanceof ClonekvError)) throw err;
         return { server, error: err };
@@ -1032,7 +1050,7 @@ function replicationText(pair: NonNullable<ServerStats['pair']>): string {
 async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('stats', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  const answers = await askEach(server(values, ctx), timeout, ctx.curve);
+  const answers = await askEach(server(values, ctx), timeout, ctx.security);
   // One server: its failure is the command's error, said as every command says it.
   if (answers.length === 1 && answers[0]!.error) throw answers[0]!.error;
   let first = true;
@@ -1062,7 +1080,7 @@ async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
   const url = server(values, ctx);
   // With several servers, each one's role and replication lag first (asked directly), then the
   // presence table of the one that serves (the peer joins whichever is active).
-  const answers = url.includes(',') ? await askEach(url, timeout, ctx.curve) : undefined;
+  const answers = url.includes(',') ? await askEach(url, timeout, ctx.security) : undefined;
   const serverLine = ({ server: at, stats: s, error }: ServerAnswer): string =>
     s ? `server ${at}\t${roleText(s)}${s.pair ? `\t${replicationText(s.pair)}` : ''}` : `server ${at}\tunreachable: ${oneLine(error!.message)}`;
   const serverJson = ({ server: at, stats: s, error }: ServerAnswer): object =>
@@ -1078,7 +1096,7 @@ async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
     for (const a of answers ?? []) if (io.out(serverLine(a)) === false) return Exit.Ok;
     for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
     return Exit.Ok;
-  }, ctx.curve);
+  }, ctx.security);
 }
 
 /**
