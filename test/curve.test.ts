@@ -122,3 +122,17 @@ test('allow-list files: keys (even ones holding #), comments, and a bad line nam
   assert.deepEqual(parseAllowList(`# admins\n\n${hashKey}\n  ${plain}  # ops laptop\n`, 'f'), [hashKey, plain]);
   assert.throws(() => parseAllowList(`${plain}\nnot-a-key\n`, 'f'), /f line 2/);
 });
+
+test('a pair sharing one server key: a CURVE peer with an allowed key fails over and writes on', async (t) => {
+  const { startPair } = await import('./pair-helpers.ts');
+  const client = zmq.curveKeyPair();
+  const server = zmq.curveKeyPair();
+  const { primary, backup } = await startPair(t, { both: { curve: server, curveAllow: [client.publicKey] } });
+  const p = await readyPeer(t, [primary.endpoint, backup.endpoint], { curve: { serverKey: server.publicKey, ...client }, silenceTimeout: 500, writeTimeout: 8000 });
+  await p.set('cfg/before', 1);
+  await primary.close();
+  await within('a write after the failover', p.set('cfg/after', 2), 12_000);
+  assert.equal(p.server, backup.endpoint);
+  assert.equal(p.get('cfg/before'), 1);
+  assert.ok(backup.stats().curve!.accepted > 0);
+});
