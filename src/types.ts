@@ -157,8 +157,8 @@ export interface ForwarderOptions {
   /**
    * CURVE on all three sockets (README, "Security"): this server's z85 keypair, or the path of
    * a key file written by `clonekv keygen --curve`. Peers then need `curve.serverKey` (the
-   * public key); plain (non-CURVE) clients cannot connect. The pair's state channel stays
-   * plaintext.
+   * public key); plain (non-CURVE) clients cannot connect. Both members of a pair use the same
+   * key file: their state channel is then CURVE too, admitting only that key.
    */
   curve?: { publicKey: string; secretKey: string } | string;
   /**
@@ -500,6 +500,8 @@ export interface CurveStats {
   accepted: number;
   /** Connections refused by the ZAP handler (unknown client key, or not CURVE). */
   refused: number;
+  /** Connections to a pair member's state port refused (a client key other than the pair's own). */
+  stateRefused: number;
 }
 
 /** `stats().pair`: a member of a primary/backup pair. */

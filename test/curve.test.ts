@@ -136,3 +136,34 @@ test('a pair sharing one server key: a CURVE peer with an allowed key fails over
   assert.equal(p.get('cfg/before'), 1);
   assert.ok(backup.stats().curve!.accepted > 0);
 });
+
+test("a CURVE pair's state channel is encrypted and admits only the pair's key (the control: plaintext without)", async (t) => {
+  const { member, pairPorts, replicating } = await import('./pair-helpers.ts');
+  const run = async (curve: boolean): Promise<{ bytes: Buffer; backup: Forwarder }> => {
+    const ports = await pairPorts();
+    // The primary reaches the backup's state port through a tapping proxy: replication goes there.
+    const tap = await tcpProxy(t, ports.backup, { tap: true });
+    const server = zmq.curveKeyPair();
+    const options = curve ? { curve: server } : {};
+    const primary = await member(t, 'primary', ports, { ...options, partner: tap.endpoint });
+    const backup = await member(t, 'backup', ports, options);
+    await replicating(primary, backup);
+    const p = await readyPeer(t, primary.endpoint, curve ? { curve: { serverKey: server.publicKey } } : {});
+    await p.set('wire/secret', MARKER);
+    await waitFor('replicated', () => backup.stats().sequence >= primary.stats().sequence);
+    return { bytes: tap.tapped(), backup };
+  };
+  const plain = await run(false);
+  assert.ok(plain.bytes.includes(MARKER), 'the tap sees the replication in clear without CURVE');
+  const secure = await run(true);
+  assert.ok(secure.bytes.length > 100);
+  assert.equal(secure.bytes.includes(MARKER), false, 'plaintext on the state channel');
+  assert.equal(secure.backup.stats().curve!.stateRefused, 0);
+
+  // A stranger who knows the (public) server key but not the pair's secret key is refused there.
+  const own = zmq.curveKeyPair();
+  const stranger = new zmq.Dealer({ linger: 0, curveServerKey: secure.backup.stats().curve!.publicKey, curvePublicKey: own.publicKey, curveSecretKey: own.secretKey });
+  t.after(() => stranger.close());
+  stranger.connect(secure.backup.stateEndpoint!);
+  await waitFor('refused on the state port', () => secure.backup.stats().curve!.stateRefused > 0);
+});

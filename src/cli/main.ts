@@ -236,7 +236,8 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
   --partner-timeout MS  partner silence after which it is taken as gone (default 2000)
   --curve FILE          encrypt all three ports with CURVE, with the server keypair in FILE
                         (clonekv keygen --curve --out FILE); peers then need its public key
-                        (--curve-server-key). The state port of a pair stays plaintext.
+                        (--curve-server-key). Give both members of a pair the same FILE:
+                        their state port is then CURVE too, admitting only that key.
   --curve-allow FILE    admit only the client public keys listed in FILE (one a line, # for
                         comments); without it any client that knows the server key connects`,
   keygen: `Usage: clonekv keygen --curve [--out FILE]

@@ -252,7 +252,7 @@ export class Forwarder implements AsyncDisposable {
     let stateSockets: StateSockets | undefined;
     if (settings.pair) {
       try {
-        stateSockets = await bindStateSockets(settings.bind, settings.pair.statePort, settings.pair.partner);
+        stateSockets = await bindStateSockets(settings.bind, settings.pair.statePort, settings.pair.partner, curve?.server);
       } catch (err) {
         await releaseForwarderSockets(sockets);
         curve?.close();

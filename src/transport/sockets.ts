@@ -42,9 +42,12 @@ export function curveAvailable(): boolean {
 /** The ZAP domain the forwarder's CURVE sockets announce. */
 export const ZAP_DOMAIN = 'clonekv';
 
+/** The ZAP domain of a pair member's state port: only the pair's own key is admitted there. */
+export const STATE_ZAP_DOMAIN = 'clonekv-state';
+
 /** Socket options that make a socket a CURVE server (set before it binds). */
-function serverCurveOptions(curve: ServerCurve | undefined): Record<string, unknown> {
-  return curve === undefined ? {} : { zapDomain: ZAP_DOMAIN, curveServer: true, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey };
+function serverCurveOptions(curve: ServerCurve | undefined, zapDomain = ZAP_DOMAIN): Record<string, unknown> {
+  return curve === undefined ? {} : { zapDomain, curveServer: true, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey };
 }
 
 /** Socket options that make a socket a CURVE client of the server with `serverKey` (set before it connects). */
@@ -429,13 +432,15 @@ const STATE_HWM = 100_000;
  * Binds the state ROUTER on `address:port` (0: ephemeral) and connects the DEALER to `partner`.
  * The DEALER is `immediate`: nothing is queued for a partner that is not connected, so a
  * restarted partner never receives what was meant for its previous run; a send that finds no
- * connection fails at once (`sendTimeout` 0) and is dropped.
+ * connection fails at once (`sendTimeout` 0) and is dropped. With `curve` (the pair's one
+ * server keypair) both are CURVE: the ROUTER as a server in the ZAP domain
+ * {@link STATE_ZAP_DOMAIN}, the DEALER as a client showing that same keypair.
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` naming the port or endpoint (nothing left open)
  */
-export async function bindStateSockets(address: string, port: number, partner: string): Promise<StateSockets> {
+export async function bindStateSockets(address: string, port: number, partner: string, curve?: ServerCurve): Promise<StateSockets> {
   const where = `tcp://${address}:${port === 0 ? '*' : port}`;
-  const inbox = createSocket('state (ROUTER)', where, zmq.Router, { linger: 0, receiveHighWaterMark: STATE_HWM });
+  const inbox = createSocket('state (ROUTER)', where, zmq.Router, { linger: 0, receiveHighWaterMark: STATE_HWM, ...serverCurveOptions(curve, STATE_ZAP_DOMAIN) }, curve?.context);
   try {
     await inbox.bind(where);
   } catch (err) {
@@ -445,7 +450,10 @@ export async function bindStateSockets(address: string, port: number, partner: s
   }
   let outbox: zmq.Dealer;
   try {
-    outbox = connectSocket('state (DEALER)', partner, zmq.Dealer, { linger: 0, immediate: true, sendTimeout: 0, sendHighWaterMark: STATE_HWM });
+    // With CURVE, both members hold the same server keypair: the partner is the server it
+    // connects to, and it shows the same keypair as its own client key.
+    const client = curve && { serverKey: curve.publicKey, publicKey: curve.publicKey, secretKey: curve.secretKey };
+    outbox = connectSocket('state (DEALER)', partner, zmq.Dealer, { linger: 0, immediate: true, sendTimeout: 0, sendHighWaterMark: STATE_HWM, ...clientCurveOptions(client) });
   } catch (err) {
     await releaseAll([inbox]);
     throw err;

@@ -19,8 +19,11 @@ import { receiveLoop } from './sockets.ts';
 /** The endpoint libzmq sends ZAP requests to. */
 const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
 
-/** Decides on one client: its mechanism (`CURVE`) and, for CURVE, its 32-byte public key. */
-export type ZapDecide = (mechanism: string, publicKey: Buffer | undefined, address: string) => boolean;
+/**
+ * Decides on one client: the ZAP domain of the socket it connects to, its mechanism (`CURVE`)
+ * and, for CURVE, its 32-byte public key.
+ */
+export type ZapDecide = (domain: string, mechanism: string, publicKey: Buffer | undefined, address: string) => boolean;
 
 /** A running ZAP handler. */
 export interface ZapHandler {
@@ -58,12 +61,13 @@ function answer(frames: Buffer[], decide: ZapDecide): Buffer[] | undefined {
   const [routingId, empty, version, requestId] = frames as [Buffer, Buffer, Buffer, Buffer];
   const reply = (code: string, text: string): Buffer[] => [routingId, empty, Buffer.from('1.0'), requestId, Buffer.from(code), Buffer.from(text), Buffer.alloc(0), Buffer.alloc(0)];
   if (version.toString() !== '1.0' || frames.length < 8) return reply('500', 'malformed ZAP request');
+  const domain = frames[4]!.toString();
   const address = frames[5]!.toString();
   const mechanism = frames[7]!.toString();
   const key = mechanism === 'CURVE' && frames[8]?.length === 32 ? frames[8] : undefined;
   let allowed = false;
   try {
-    allowed = decide(mechanism, key, address);
+    allowed = decide(domain, mechanism, key, address);
   } catch {
     allowed = false;
   }
