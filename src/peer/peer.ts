@@ -461,14 +461,14 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     } catch (err) {
       return Promise.reject(new ClonekvError(ErrorCode.InvalidValue, `value for "${key}" cannot be encoded: ${(err as Error).message}`, { cause: err }));
     }
+    // A value under a sealed subtree goes out sealed (README, "Sealed subtrees").
+    const secret = this.#s.sealer.secretFor(key);
+    if (secret !== undefined) body = Sealer.seal(body, secret);
     if (body.length > this.#s.maxValueBytes) {
       return Promise.reject(
         new ClonekvError(ErrorCode.InvalidValue, `value for "${key}" is ${body.length} bytes, over the limit of ${this.#s.maxValueBytes}`),
       );
     }
-    // A value under a sealed subtree goes out sealed (README, "Sealed subtrees").
-    const secret = this.#s.sealer.secretFor(key);
-    if (secret !== undefined) body = Sealer.seal(body, secret);
     const props: Array<[string, string]> = [[Prop.Encoding, secret === undefined ? MSGPACK_ENCODING : SEALED_ENCODING]];
     if (options.ephemeral) {
       if (!this.#s.presence) {
