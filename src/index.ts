@@ -23,6 +23,7 @@ export type {
   MalformedCounts,
   OwnershipLostInfo,
   PairStats,
+  CurveStats,
   PeerOptions,
   PeerStats,
   PeerStatus,
@@ -48,4 +49,5 @@ export { Forwarder } from './forwarder/forwarder.ts';
 export { generateIdentity, loadIdentity, saveIdentity, parsePublicKey, PUBLIC_KEY_PREFIX, type Identity } from './security/identity.ts';
 export { Policy, type Writer } from './security/policy.ts';
 export { Peer } from './peer/peer.ts';
+export { SealedValue } from './security/sealed.ts';
 export { resolveEndpoints, resolveServers } from './peer/servers.ts';

@@ -156,6 +156,20 @@ export interface ForwarderOptions {
   statePort?: number;
   /** Partner silence after which it is taken as gone, ms. Default 2000. */
   partnerTimeout?: number;
+  /**
+   * CURVE on all three sockets (README, "Security"): this server's z85 keypair, or the path of
+   * a key file written by `clonekv keygen --curve`. Peers then need `curve.serverKey` (the
+   * public key); plain (non-CURVE) clients cannot connect. Both members of a pair use the same
+   * key file: their state channel is then CURVE too, admitting only that key.
+   */
+  curve?: { publicKey: string; secretKey: string } | string;
+  /**
+   * With `curve`: the z85 public keys of the clients allowed to connect (or the path of a file
+   * of them, one a line). A client with another key is refused by a ZAP handler: it cannot read
+   * or write (counted in `stats().curve.refused`). Without it, any client that knows the
+   * server's public key may connect.
+   */
+  curveAllow?: readonly string[] | string;
   /** Base port P: ROUTER on P, PUB on P+1, SUB on P+2. Default 5556; 0 picks a free triple. */
   port?: number;
   /** Heartbeat (HUGZ) interval in milliseconds. Default 1000. */
@@ -270,6 +284,18 @@ export interface PeerOptions {
   server?: string | Endpoints | ReadonlyArray<string | Endpoints>;
   /** Only keys starting with this prefix are held and watched. Default `''` (everything). */
   subtree?: string;
+  /**
+   * CURVE towards a forwarder started with `curve`: its z85 public key (`serverKey`) and this
+   * peer's keypair (generated for this peer if not given; give one the forwarder's allow-list
+   * holds). Every socket of the peer uses it.
+   */
+  curve?: { serverKey: string; publicKey?: string; secretKey?: string };
+  /**
+   * Sealed subtrees (README, "Sealed subtrees"): values this peer writes under `prefix` are
+   * encrypted with `secret` (32 bytes, or their base64) and read back with it; the forwarder
+   * holds only ciphertext. A sealed value this peer cannot open reads as a `SealedValue`.
+   */
+  sealed?: ReadonlyArray<{ prefix: string; secret: string | Uint8Array }>;
   /** A name for this peer, shown in logs and presence. Default `peer`. */
   name?: string;
   /**
@@ -420,6 +446,11 @@ export interface PeerStats {
    * held as its raw bytes (a `Uint8Array`) and reported by an `error` event.
    */
   undecodable: number;
+  /**
+   * Sealed values under a subtree this peer holds the secret of that did not open (a wrong
+   * secret, or a body altered on the way): each is held as a `SealedValue`.
+   */
+  sealedUnopened: number;
   /** Snapshots abandoned because they outgrew `maxSnapshotEntries` or `maxSnapshotBytes`. */
   snapshotAborted: number;
   /** Entries held by the snapshot being loaded now (0 when none): never above `maxSnapshotEntries`. */
@@ -495,6 +526,22 @@ export interface ForwarderStats {
   unauthorized: number;
   /** A pair member's role, term, partner and replication; `undefined` standalone. */
   pair?: PairStats;
+  /** CURVE, when the forwarder has it; `undefined` otherwise. */
+  curve?: CurveStats;
+}
+
+/** `stats().curve`: the forwarder's CURVE and allow-list. */
+export interface CurveStats {
+  /** The server's public key (z85): what peers give as `curve.serverKey`. */
+  publicKey: string;
+  /** Client keys on the allow-list; `null` without one (any client knowing the server key may connect). */
+  allowList: number | null;
+  /** Connections whose client key the ZAP handler admitted. */
+  accepted: number;
+  /** Connections refused by the ZAP handler (unknown client key, or not CURVE). */
+  refused: number;
+  /** Connections to a pair member's state port refused (a client key other than the pair's own). */
+  stateRefused: number;
 }
 
 /** `stats().pair`: a member of a primary/backup pair. */

@@ -79,7 +79,7 @@ export function peer(t: TestContext, server: NonNullable<PeerOptions['server']>,
 }
 
 /** Creates a peer and waits until it is ready. */
-export async function readyPeer(t: TestContext, server: string, options: PeerOptions = {}): Promise<Peer> {
+export async function readyPeer(t: TestContext, server: NonNullable<PeerOptions['server']>, options: PeerOptions = {}): Promise<Peer> {
   const p = peer(t, server, options);
   await within('peer ready', p.ready());
   return p;

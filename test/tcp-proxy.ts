@@ -8,7 +8,8 @@
  * ```
  * `cut()` destroys every open connection and refuses new ones (they are accepted and closed at
  * once, as a dropped link looks to ZeroMQ); `restore()` lets connections through again. With
- * `delayMs`, every chunk is held that long in each direction (in order): a slow link.
+ * `delayMs`, every chunk is held that long in each direction (in order): a slow link. With
+ * `tap`, every byte passed in either direction is kept (`tapped()`), to inspect the wire.
  */
 import { once } from 'node:events';
 import net from 'node:net';
@@ -20,26 +21,28 @@ export class TcpProxy implements AsyncDisposable {
   readonly #target: { host: string; port: number };
   readonly #sockets = new Set<net.Socket>();
   readonly #delayMs: number;
+  readonly #tap: Buffer[] | undefined;
   #open = true;
   /** Connections accepted so far (passed through or refused). */
   accepted = 0;
 
-  private constructor(server: net.Server, target: { host: string; port: number }, delayMs: number) {
+  private constructor(server: net.Server, target: { host: string; port: number }, delayMs: number, tap: boolean) {
     this.#server = server;
+    this.#tap = tap ? [] : undefined;
     this.#target = target;
     this.#delayMs = delayMs;
     server.on('connection', (client) => this.#onConnection(client));
   }
 
   /** Starts a proxy on `127.0.0.1:*` towards `target` (`tcp://HOST:PORT` or a port number). */
-  static async start(target: string | number, options: { delayMs?: number } = {}): Promise<TcpProxy> {
+  static async start(target: string | number, options: { delayMs?: number; tap?: boolean } = {}): Promise<TcpProxy> {
     const m = typeof target === 'number' ? undefined : /^tcp:\/\/([^:]+):(\d+)$/.exec(target);
     const dest = typeof target === 'number' ? { host: '127.0.0.1', port: target } : m ? { host: m[1]!, port: Number(m[2]) } : undefined;
     if (!dest) throw new Error(`bad proxy target ${String(target)}`);
     const server = net.createServer();
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    return new TcpProxy(server, dest, options.delayMs ?? 0);
+    return new TcpProxy(server, dest, options.delayMs ?? 0, options.tap ?? false);
   }
 
   /** The proxy's own port. */
@@ -50,6 +53,11 @@ export class TcpProxy implements AsyncDisposable {
   /** `tcp://127.0.0.1:<port>`: what to give the client instead of the target. */
   get endpoint(): string {
     return `tcp://127.0.0.1:${this.port}`;
+  }
+
+  /** Every byte passed so far, both directions (empty without `tap`). */
+  tapped(): Buffer {
+    return Buffer.concat(this.#tap ?? []);
   }
 
   /** Drops every open connection and refuses new ones until {@link restore}. */
@@ -81,6 +89,11 @@ export class TcpProxy implements AsyncDisposable {
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
+    const tap = this.#tap;
+    if (tap) {
+      client.on('data', (chunk: Buffer) => tap.push(chunk));
+      upstream.on('data', (chunk: Buffer) => tap.push(chunk));
+    }
     if (this.#delayMs === 0) {
       client.pipe(upstream);
       upstream.pipe(client);
@@ -106,7 +119,7 @@ export class TcpProxy implements AsyncDisposable {
 }
 
 /** Starts a proxy towards `target`, closed after the test. */
-export async function tcpProxy(t: TestContext, target: string | number, options: { delayMs?: number } = {}): Promise<TcpProxy> {
+export async function tcpProxy(t: TestContext, target: string | number, options: { delayMs?: number; tap?: boolean } = {}): Promise<TcpProxy> {
   const p = await TcpProxy.start(target, options);
   t.after(() => p.close());
   return p;

@@ -20,7 +20,8 @@ import { MAX_DURATION_MS, MAX_TTL_SECONDS } from '../options.ts';
 import { MAX_KEY_BYTES, PRESENCE_PREFIX } from '../protocol/commands.ts';
 import { askServerStats } from '../peer/server-stats.ts';
 import { MAX_SERVERS } from '../peer/servers.ts';
-import type { ServerStats } from '../types.ts';
+import type { PeerOptions, ServerStats } from '../types.ts';
+import { clientCurveArgs as curveArgs, CurveUsageError, keygenCurve, sealedArgs } from './curve-args.ts';
 
 /** Exit codes, documented in the README. */
 export const Exit = { Ok: 0, Failed: 1, Usage: 2, NotFound: 3, Conflict: 4 } as const;
@@ -31,6 +32,45 @@ const DEFAULT_SERVER = 'tcp://127.0.0.1:5556';
 const MAX_VALUE_BYTES = 256 * 1024 * 1024;
 
 class UsageError extends Error {}
+
+/** What a client's peer is given for CURVE and sealed subtrees. */
+type Security = Pick<PeerOptions, 'curve' | 'sealed'>;
+
+/** The --sealed flag (or CLONEKV_SEALED), a usage problem reported as one. */
+function sealedArgsOrUsage(flag: string | undefined): PeerOptions['sealed'] {
+  try {
+    return sealedArgs(flag);
+  } catch (err) {
+    throw err instanceof CurveUsageError ? new UsageError(err.message) : err;
+  }
+}
+
+/** The peer's CURVE flags, a usage problem reported as one. */
+function clientCurveArgs(values: Parameters<typeof curveArgs>[0]): PeerOptions['curve'] {
+  try {
+    return curveArgs(values);
+  } catch (err) {
+    throw err instanceof CurveUsageError ? new UsageError(err.message) : err;
+  }
+}
+
+/** `clonekv keygen --curve`: a z85 CURVE keypair. */
+function keygenCurveCommand(args: string[], io: Io): number {
+  // Parsed here, not by parse(): --curve is a bare switch for keygen but takes a file for serve.
+  let values: { curve?: boolean; out?: string };
+  try {
+    values = parseArgs({ args, options: { curve: { type: 'boolean' }, out: { type: 'string' } }, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new UsageError(`${oneLine((err as Error).message)}; try clonekv keygen --help`);
+  }
+  if (values.curve !== true) throw new UsageError('keygen needs --curve (a CURVE keypair for serve --curve and --curve-key)');
+  try {
+    for (const line of keygenCurve(values.out)) io.out(line);
+  } catch (err) {
+    throw err instanceof CurveUsageError ? new UsageError(err.message) : err;
+  }
+  return Exit.Ok;
+}
 
 /**
  * Writers need no snapshot: they hold a subtree no key uses and rely on the forwarder's
@@ -69,11 +109,16 @@ const FLAGS = {
   'partner-timeout': { type: 'string' },
   identity: { type: 'string' },
   policy: { type: 'string' },
+  curve: { type: 'string' },
+  'curve-key': { type: 'string' },
+  'curve-server-key': { type: 'string' },
+  'curve-allow': { type: 'string' },
+  sealed: { type: 'string' },
   out: { type: 'string' },
 } as const;
 type Flag = keyof typeof FLAGS;
 
-const CLIENT = ['server', 'timeout'] as const satisfies readonly Flag[];
+const CLIENT = ['server', 'timeout', 'curve-server-key', 'curve-key', 'sealed'] as const satisfies readonly Flag[];
 
 /** Where `clonekv serve` keeps its data unless told otherwise (relative to the working directory). */
 const DEFAULT_DATA_DIR = './clonekv-data';
@@ -102,6 +147,8 @@ const TAKES = {
     'state-port',
     'partner-timeout',
     'policy',
+    'curve',
+    'curve-allow',
   ],
   get: [...CLIENT, 'json'],
   set: [...CLIENT, 'json', 'ttl', 'if-version', 'file', 'identity'],
@@ -117,7 +164,14 @@ const TAKES = {
 type Command = keyof typeof TAKES;
 
 const CLIENT_HELP = `  --server tcp://HOST:PORT   the forwarder (env CLONEKV_SERVER; default ${DEFAULT_SERVER}); for a
-                             failover pair, both, separated by a comma: tcp://a:5556,tcp://b:5566`;
+                             failover pair, both, separated by a comma: tcp://a:5556,tcp://b:5566
+  --curve-server-key KEY     the forwarder's CURVE public key, if it runs with --curve (env
+                             CLONEKV_CURVE_SERVER_KEY)
+  --curve-key FILE           this client's CURVE key file (clonekv keygen --curve --out FILE;
+                             env CLONEKV_CURVE_KEY); needed when the forwarder has --curve-allow
+  --sealed PREFIX=FILE       values under PREFIX are sealed with the 32-byte secret in FILE
+                             (base64; head -c 32 /dev/urandom | base64 > FILE); several:
+                             comma-separated (env CLONEKV_SEALED)`;
 
 const HELP: Record<Command | 'main', string> = {
   main: `clonekv: a distributed key-value cache over ZeroMQ (Clustered Hashmap Protocol)
@@ -137,6 +191,7 @@ Commands:
   peers                 list the live peers (presence)
   stats                 print the forwarder's counters
   keygen                create an Ed25519 identity for signed writes (--out FILE)
+  keygen --curve        create a CURVE keypair (serve --curve, --curve-key, --curve-allow)
 
 Common options:
 ${CLIENT_HELP}
@@ -157,6 +212,7 @@ Exit codes: 0 ok, 1 forwarder unreachable or refused, 2 bad usage, 3 key not fou
                     [--heartbeat MS] [--max-value-bytes N] [--history-max N] [--history-bytes N]
                     [--dedup-ttl MS] [--dedup-max N] [--no-check-values] [--json]
                     [--primary | --backup --partner tcp://HOST:PORT [--state-port N] [--partner-timeout MS]]
+                    [--curve SERVER_KEY_FILE [--curve-allow FILE]]
 
 Runs a forwarder: ROUTER on P (snapshots, acknowledged writes), PUB on P+1 (updates),
 SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
@@ -186,14 +242,25 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
   --partner-timeout MS  partner silence after which it is taken as gone (default 2000)
   --policy FILE         write policy (YAML or JSON: which identities may write which
                         prefixes); every write must then be signed (--identity). SIGHUP
-                        reloads it; a bad file on reload keeps the old policy (said on stderr)`,
+                        reloads it; a bad file on reload keeps the old policy (said on stderr)
+  --curve FILE          encrypt all three ports with CURVE, with the server keypair in FILE
+                        (clonekv keygen --curve --out FILE); peers then need its public key
+                        (--curve-server-key). Give both members of a pair the same FILE:
+                        their state port is then CURVE too, admitting only that key.
+  --curve-allow FILE    admit only the client public keys listed in FILE (one a line, # for
+                        comments); without it any client that knows the server key connects`,
   keygen: `Usage: clonekv keygen [--out FILE] [--json]
+       clonekv keygen --curve [--out FILE]
 
-Creates an Ed25519 identity for signed writes. The secret key goes to FILE (default
-./clonekv-identity.json), created with mode 0600 and never overwritten; the public key is
-printed (ed25519:<base64url>): put it in the forwarder's and peers' policy file.
+Without --curve: creates an Ed25519 identity for signed writes. The secret key goes to FILE
+(default ./clonekv-identity.json), created with mode 0600 and never overwritten; the public key
+is printed (ed25519:<base64url>): put it in the forwarder's and peers' policy file.
   --out FILE   where to write the secret key
-  --json       print {"publicKey": …, "file": …} as one JSON line`,
+  --json       print {"publicKey": …, "file": …} as one JSON line
+
+With --curve: creates a CURVE keypair (z85) and prints the public key. With --out, the keypair
+is written to FILE (mode 0600; an existing file is never overwritten), the file that serve
+--curve and --curve-key read; without it, the key file's JSON is printed after the public key.`,
   get: `Usage: clonekv get KEY [--json] [--server URL] [--timeout MS]
 
 Prints the value of KEY (strings as they are, other values as JSON; --json: always JSON).
@@ -285,6 +352,8 @@ export interface Io {
 /** What a command has learnt so far, so an error can name the forwarder it concerns. */
 interface Context {
   server?: string;
+  /** CURVE (--curve-server-key…) and sealed subtrees (--sealed…) of the client's peer, set by {@link server}. */
+  security?: Security;
 }
 
 /** The version in package.json (next to both src/ and dist/). */
@@ -325,6 +394,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
     switch (cmd) {
       case 'serve':
         return await serve(rest, io);
+      case 'keygen':
+        return keygen(rest, io);
       case 'get':
         return await get(rest, io, ctx);
       case 'set':
@@ -343,8 +414,6 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await stats(rest, io, ctx);
       case 'peers':
         return await peers(rest, io, ctx);
-      case 'keygen':
-        return keygen(rest, io);
     }
   } catch (err) {
     return report(err, command ?? '', ctx, io);
@@ -498,7 +567,10 @@ function prefixArg(prefix: string | undefined): string {
  * members of a failover pair, tried in turn). Checked here so a bad one is named as the flag or
  * variable it came from, and which entry.
  */
-function server(values: { server?: string | undefined }, ctx: Context): string {
+function server(values: { server?: string | undefined; 'curve-server-key'?: string | undefined; 'curve-key'?: string | undefined; sealed?: string | undefined }, ctx: Context): string {
+  const curve = clientCurveArgs(values);
+  const sealed = sealedArgsOrUsage(values.sealed);
+  ctx.security = { ...(curve ? { curve } : {}), ...(sealed ? { sealed } : {}) };
   const env = process.env.CLONEKV_SERVER === '' ? undefined : process.env.CLONEKV_SERVER;
   const url = values.server ?? env ?? DEFAULT_SERVER;
   const source = values.server !== undefined ? '--server' : env !== undefined ? 'CLONEKV_SERVER' : 'the default server';
@@ -524,8 +596,8 @@ function server(values: { server?: string | undefined }, ctx: Context): string {
 
 /** Opens a peer and waits for its snapshot, with a clear error if the forwarder is not there. */
 /** Runs `use` with a peer joined as {@link joinedPeer} does, and closes the peer afterwards. */
-async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, use: (peer: Peer) => Promise<number>): Promise<number> {
-  const peer = await joinedPeer(url, subtree, timeoutMs, io);
+async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, use: (peer: Peer) => Promise<number>, security?: Security): Promise<number> {
+  const peer = await joinedPeer(url, subtree, timeoutMs, io, security);
   try {
     return await use(peer);
   } finally {
@@ -533,8 +605,8 @@ async function withJoinedPeer(url: string, subtree: string, timeoutMs: number, i
   }
 }
 
-async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io): Promise<Peer> {
-  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false });
+async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: Io, security?: Security): Promise<Peer> {
+  const peer = new Peer({ server: url, subtree, name: 'clonekv-cli', writeTimeout: timeoutMs, presence: false, ...security });
   if (io.progress) peer.on('progress', ({ received }) => io.err(`receiving snapshot: ${received} keys…`));
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -564,8 +636,9 @@ async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: I
 }
 
 /** A writer: no snapshot, and no local value limit (the forwarder's limit is the one that counts). */
-function writerPeer(url: string, timeoutMs: number, identity?: string): Peer {
+function writerPeer(url: string, timeoutMs: number, identity: string | undefined, security: Security | undefined): Peer {
   return new Peer({
+    ...security,
     ...(identity !== undefined ? { identity } : {}),
     server: url,
     subtree: WRITE_ONLY_SUBTREE,
@@ -636,6 +709,9 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (values['dedup-max'] !== undefined) options.dedupMax = intArg('dedup-max', values['dedup-max'], 0, ...OPTION_BOUNDS.dedupMax);
   if (values['no-check-values'] === true) options.checkValues = false;
   if (values.policy !== undefined) options.policy = values.policy;
+  if (values['curve-allow'] !== undefined && values.curve === undefined) throw new UsageError('--curve-allow applies only with --curve SERVER_KEY_FILE');
+  if (values.curve !== undefined) options.curve = values.curve;
+  if (values['curve-allow'] !== undefined) options.curveAllow = values['curve-allow'];
   const fwd = await Forwarder.start(options);
   if (fwd.policy !== undefined) io.err(`clonekv: policy ${fwd.policy.source} in force (${fwd.policy.writers.length} writers); SIGHUP reloads it`);
   // Role changes, one line each (the contract: `now active`, `now passive`, `backup absent`, `backup connected`).
@@ -656,11 +732,14 @@ async function serve(args: string[], io: Io): Promise<number> {
         role: fwd.role,
         term: fwd.term,
         stateEndpoint: fwd.stateEndpoint ?? null,
+        curvePublicKey: fwd.stats().curve?.publicKey ?? null,
       }),
     );
   } else {
     io.out(`clonekv forwarder listening on ${fwd.endpoint} (epoch ${fwd.epoch})`);
     if (role !== undefined) io.out(`  ${role} of a pair: state channel ${fwd.stateEndpoint}, partner ${options.partner}; ${fwd.role} for now`);
+    const curve = fwd.stats().curve;
+    if (curve) io.out(`  CURVE on all ports, server key ${curve.publicKey} (peers: --curve-server-key); ${curve.allowList === null ? 'any client key admitted' : `${curve.allowList} client keys admitted`}`);
     if (recovery === undefined) io.out('  in memory only (--memory): a restart starts empty');
     else if (recovery.newDirectory) io.out(`  data in ${fwd.dataDir} (new; durability ${options.durability ?? 'sync'})`);
     else {
@@ -697,8 +776,12 @@ function reloadPolicy(fwd: Forwarder, io: Io): void {
   }
 }
 
-/** `clonekv keygen`: a new identity, its secret key in a 0600 file, its public key printed. */
+/**
+ * `clonekv keygen`: a new identity, its secret key in a 0600 file, its public key printed; with
+ * `--curve`, a CURVE keypair instead (parsed apart: `--curve` is a switch here, a file for serve).
+ */
 function keygen(args: string[], io: Io): number {
+  if (args.includes('--curve')) return keygenCurveCommand(args, io);
   const { values } = parse('keygen', args, [0, 0]);
   const file = values.out ?? DEFAULT_IDENTITY_FILE;
   const identity = generateIdentity();
@@ -723,7 +806,7 @@ async function get(args: string[], io: Io, ctx: Context): Promise<number> {
     }
     io.out(formatValue(peer.get(key), values.json === true));
     return Exit.Ok;
-  });
+  }, ctx.security);
 }
 
 /** Reads all of `source` as bytes, refusing more than `max`. */
@@ -803,7 +886,7 @@ async function write(args: string[], io: Io, ctx: Context, op: 'set' | 'del'): P
   const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0, 0, Number.MAX_SAFE_INTEGER);
   const url = server(values, ctx);
   const value = op === 'set' ? await setValue(key, positionals[1], set.file, set.json === true, io) : undefined;
-  const peer = writerPeer(url, timeout, values.identity);
+  const peer = writerPeer(url, timeout, values.identity, ctx.security);
   try {
     const seq =
       op === 'set'
@@ -832,7 +915,7 @@ async function dump(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  });
+  }, ctx.security);
 }
 
 async function load(args: string[], io: Io, ctx: Context): Promise<number> {
@@ -860,7 +943,7 @@ async function load(args: string[], io: Io, ctx: Context): Promise<number> {
     const bytes = Buffer.byteLength(prefix + k);
     if (bytes === 0 || bytes > MAX_KEY_BYTES) throw new UsageError(`${file}: key ${showKey(prefix + k)} must be 1 to ${MAX_KEY_BYTES} bytes; nothing was written`);
   }
-  const peer = writerPeer(url, timeout, values.identity);
+  const peer = writerPeer(url, timeout, values.identity, ctx.security);
   try {
     const window = 256;
     let done = 0;
@@ -916,7 +999,7 @@ async function watch(args: string[], io: Io, ctx: Context): Promise<number> {
   const since = values.since === undefined ? undefined : intArg('since', values.since, 0, 0, Number.MAX_SAFE_INTEGER);
   if (since !== undefined && values['updates-only']) throw new UsageError('--since and --updates-only cannot be combined (--since prints only changes already)');
   const url = server(values, ctx);
-  const peer = await joinedPeer(url, prefix, timeout, io);
+  const peer = await joinedPeer(url, prefix, timeout, io, ctx.security);
   const ac = new AbortController();
   const stop = (): void => ac.abort();
   process.once('SIGINT', stop);
@@ -979,7 +1062,7 @@ async function history(args: string[], io: Io, ctx: Context): Promise<number> {
       }
     }
     return Exit.Ok;
-  });
+  }, ctx.security);
 }
 
 /** What one server of the list answered to a stats request (or why it did not). */
@@ -994,11 +1077,11 @@ interface ServerAnswer {
  * and all at once: a passive member of a pair answers a stats request but serves no snapshot,
  * so it could not be joined to ask.
  */
-async function askEach(url: string, timeoutMs: number): Promise<ServerAnswer[]> {
+async function askEach(url: string, timeoutMs: number, security?: Security): Promise<ServerAnswer[]> {
   return Promise.all(
     url.split(',').map(async (server): Promise<ServerAnswer> => {
       try {
-        return { server, stats: await askServerStats(server, timeoutMs) };
+        return { server, stats: await askServerStats(server, timeoutMs, security?.curve) };
       } catch (err) {
         if (!(err instanceof ClonekvError)) throw err;
         return { server, error: err };
@@ -1027,7 +1110,7 @@ function replicationText(pair: NonNullable<ServerStats['pair']>): string {
 async function stats(args: string[], io: Io, ctx: Context): Promise<number> {
   const { values } = parse('stats', args, [0, 0]);
   const timeout = durationArg('timeout', values.timeout, 5000);
-  const answers = await askEach(server(values, ctx), timeout);
+  const answers = await askEach(server(values, ctx), timeout, ctx.security);
   // One server: its failure is the command's error, said as every command says it.
   if (answers.length === 1 && answers[0]!.error) throw answers[0]!.error;
   let first = true;
@@ -1057,7 +1140,7 @@ async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
   const url = server(values, ctx);
   // With several servers, each one's role and replication lag first (asked directly), then the
   // presence table of the one that serves (the peer joins whichever is active).
-  const answers = url.includes(',') ? await askEach(url, timeout) : undefined;
+  const answers = url.includes(',') ? await askEach(url, timeout, ctx.security) : undefined;
   const serverLine = ({ server: at, stats: s, error }: ServerAnswer): string =>
     s ? `server ${at}\t${roleText(s)}${s.pair ? `\t${replicationText(s.pair)}` : ''}` : `server ${at}\tunreachable: ${oneLine(error!.message)}`;
   const serverJson = ({ server: at, stats: s, error }: ServerAnswer): object =>
@@ -1073,7 +1156,7 @@ async function peers(args: string[], io: Io, ctx: Context): Promise<number> {
     for (const a of answers ?? []) if (io.out(serverLine(a)) === false) return Exit.Ok;
     for (const v of list) if (io.out(`${v.id}\t${v.name}\t${v.subtree === '' ? '(all)' : v.subtree}\t${v.since}`) === false) break;
     return Exit.Ok;
-  });
+  }, ctx.security);
 }
 
 /**

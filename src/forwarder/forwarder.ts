@@ -44,6 +44,7 @@ import { UpdateLog, type StoreFailure } from './update-log.ts';
 import { Pair, type PairEvent } from './pair/pair.ts';
 import { checkFreshness, checkWrite } from '../security/signature.ts';
 import { policyOption, type Policy } from '../security/policy.ts';
+import { CurveGuard } from './curve-guard.ts';
 
 const KVSTATS = Buffer.from(Command.Stats);
 const KVPASSIVE = Buffer.from(Command.Passive);
@@ -109,14 +110,17 @@ export class Forwarder implements AsyncDisposable {
   /** A member of a primary/backup pair; `undefined` standalone. */
   readonly #pair: Pair | undefined;
   readonly #stateSockets: StateSockets | undefined;
+  /** CURVE on the three sockets (and the allow-list's ZAP handler); `undefined` without. */
+  readonly #curve: CurveGuard | undefined;
   /** Snapshot requests held while passive: [routing id, frames after it]. */
   #held: Array<[Buffer, Buffer[]]> = [];
   readonly #pairListeners = new Set<(event: PairEvent) => void>();
   /** The write policy in force (`undefined`: every write allowed); replaced whole by a reload. */
   #policy: Policy | undefined;
 
-  private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined, stateSockets: StateSockets | undefined) {
+  private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined, stateSockets: StateSockets | undefined, curve: CurveGuard | undefined) {
     this.#settings = settings;
+    this.#curve = curve;
     this.#sockets = sockets;
     this.#durable = durable;
     this.#epoch = chooseEpoch(durable, settings.durability);
@@ -238,30 +242,35 @@ export class Forwarder implements AsyncDisposable {
     const settings = forwarderSettings(options);
     const durable = settings.dataDir === undefined ? undefined : DurableStore.open(settings.dataDir, { ...settings, recentSince: Date.now() - settings.dedupTtl });
     let sockets: ForwarderSockets;
+    let curve: CurveGuard | undefined;
     try {
-      sockets = await bindForwarderSockets(settings.bind, settings.port, {
-        router: settings.snapshotHwm,
-        publisher: settings.publisherHwm,
-        collector: settings.collectorHwm,
-      });
+      curve = settings.curve === undefined ? undefined : await CurveGuard.start(settings.curve, settings.curveAllow);
+      sockets = await bindForwarderSockets(
+        settings.bind,
+        settings.port,
+        { router: settings.snapshotHwm, publisher: settings.publisherHwm, collector: settings.collectorHwm },
+        curve?.server,
+      );
     } catch (err) {
       // Not started: the directory is left as the last run left it.
+      curve?.close();
       durable?.close(false);
       throw err;
     }
     let stateSockets: StateSockets | undefined;
     if (settings.pair) {
       try {
-        stateSockets = await bindStateSockets(settings.bind, settings.pair.statePort, settings.pair.partner);
+        stateSockets = await bindStateSockets(settings.bind, settings.pair.statePort, settings.pair.partner, curve?.server);
       } catch (err) {
         await releaseForwarderSockets(sockets);
+        curve?.close();
         durable?.close(false);
         throw err;
       }
     }
     let fwd: Forwarder | undefined;
     try {
-      fwd = new Forwarder(settings, sockets, durable, stateSockets);
+      fwd = new Forwarder(settings, sockets, durable, stateSockets, curve);
       durable?.begin(fwd.#epoch, settings.durability);
       return fwd;
     } catch (err) {
@@ -271,6 +280,7 @@ export class Forwarder implements AsyncDisposable {
         sockets.publisher.close();
         sockets.collector.close();
         if (stateSockets) void releaseStateSockets(stateSockets);
+        curve?.close();
         durable?.close(false);
       }
       throw err;
@@ -363,6 +373,7 @@ export class Forwarder implements AsyncDisposable {
       historySize: this.#log.history.size,
     });
     if (pair !== undefined) stats.pair = pair;
+    if (this.#curve !== undefined) stats.curve = this.#curve.stats();
     return stats;
   }
 
@@ -456,6 +467,7 @@ export class Forwarder implements AsyncDisposable {
       // thread while this thread may still be reading the socket, and zeromq sockets are not
       // thread-safe (libzmq asserted in the XPUB's subscription trie and in its pipes).
       await releaseForwarderSockets(this.#sockets);
+      this.#curve?.close();
       await Promise.allSettled(this.#loops);
       this.#durable?.close(flushed);
     });

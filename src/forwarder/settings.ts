@@ -6,6 +6,7 @@
 import { InvalidOptionError } from '../errors.ts';
 import { policyOption, type Policy } from '../security/policy.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, stringOption } from '../options.ts';
+import { allowListOption, serverCurveOption, type CurveKeyPair } from '../security/curve.ts';
 import type { Durability, ForwarderOptions, HighWaterMarks } from '../types.ts';
 
 /** Longest `dedupTtl`: an hour, far beyond any sensible write timeout. */
@@ -46,6 +47,10 @@ export interface Settings {
   readonly pair: PairSettings | undefined;
   /** The write policy at start (`undefined`: every write allowed, as before). */
   readonly policy: Policy | undefined;
+  /** The server's CURVE keypair; `undefined`: no CURVE. */
+  readonly curve: CurveKeyPair | undefined;
+  /** Client keys admitted (z85); `undefined`: any client that knows the server key. */
+  readonly curveAllow: ReadonlySet<string> | undefined;
 }
 
 /** A member of a primary/backup pair. */
@@ -82,6 +87,8 @@ const KNOWN_OPTIONS: ReadonlyArray<keyof ForwarderOptions> = [
   'statePort',
   'partnerTimeout',
   'policy',
+  'curve',
+  'curveAllow',
 ];
 
 function hwmOption(name: string, value: HighWaterMarks | undefined, send: number, receive: number) {
@@ -116,7 +123,13 @@ export function forwarderSettings(options: ForwarderOptions = {}): Settings {
     historyBytes: intOption('historyBytes', options.historyBytes, 256 * 1024 * 1024, ...OPTION_BOUNDS.historyBytes),
     pair: pairSettings(options),
     policy: policyOption(options.policy),
+    ...curveSettings(options),
   };
+}
+
+function curveSettings(options: ForwarderOptions): Pick<Settings, 'curve' | 'curveAllow'> {
+  const curve = serverCurveOption(options.curve);
+  return { curve, curveAllow: allowListOption(options.curveAllow, curve) };
 }
 
 /** The pair options: all or none (a partner without a role, or a role without a partner, is named). */

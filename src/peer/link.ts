@@ -24,7 +24,7 @@ import { EMPTY_FRAME } from '../protocol/message.ts';
 import { encodeProperties } from '../protocol/properties.ts';
 import { ZERO_SEQUENCE } from '../protocol/sequence.ts';
 import { SendQueue } from '../transport/send-queue.ts';
-import { connectCollector, connectDealer, connectSubscriber, receiveLoop, subscriptionChanges, type Hwm, type zmq } from '../transport/sockets.ts';
+import { connectCollector, connectDealer, connectSubscriber, receiveLoop, subscriptionChanges, type ClientCurve, type Hwm, type zmq } from '../transport/sockets.ts';
 import type { Endpoints } from '../types.ts';
 
 /** Settings of a {@link Link}. */
@@ -40,6 +40,8 @@ export interface LinkSettings {
   readonly subscriberHwm: Hwm;
   readonly requestHwm: Hwm;
   readonly publisherHwm: Hwm;
+  /** CURVE on every socket; `undefined`: none. */
+  readonly curve: ClientCurve | undefined;
 }
 
 /** Where a {@link Link} delivers what it receives. */
@@ -114,7 +116,7 @@ export class Link {
     const current = (): boolean => this.#sub === sub;
     const sub: zmq.Subscriber = connectSubscriber(endpoints.publisher, s.subscriberHwm, () => {
       if (current()) h.onSubscriberDown();
-    });
+    }, s.curve);
     // Order matters: the join topic (subscribed in openDealer) goes last, so once the forwarder
     // sees it, these are live too.
     sub.subscribe(s.subtree);
@@ -147,7 +149,7 @@ export class Link {
     if (this.#closed) return;
     this.closeDealer();
     const id = PEER_ID_PREFIX + randomBytes(12).toString('hex');
-    const socket = connectDealer(this.#s.servers[this.#server]!.snapshot, id, this.#s.requestHwm);
+    const socket = connectDealer(this.#s.servers[this.#server]!.snapshot, id, this.#s.requestHwm, this.#s.curve);
     const sends = new SendQueue(socket, 100_000, () => {}, (e) => this.#h.onError('snapshot socket', e));
     this.#sub.subscribe(JOIN_TOPIC_PREFIX + id);
     this.#dealer = { socket, sends, id };
@@ -179,7 +181,7 @@ export class Link {
   openCollectors(): void {
     if (this.#pubs || this.#closed) return;
     this.#pubs = this.#s.servers.map((endpoints, i) => {
-      const socket = connectCollector(endpoints.collector, this.#s.publisherHwm);
+      const socket = connectCollector(endpoints.collector, this.#s.publisherHwm, this.#s.curve);
       this.#track(subscriptionChanges(socket, (up) => this.#h.onCollector(i, up), (e) => this.#h.onError('publisher', e)));
       return { socket, sends: new SendQueue(socket, 10_000, () => {}, (e) => this.#h.onError('publisher', e)) };
     });

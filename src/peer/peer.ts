@@ -14,9 +14,12 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ClonekvError, ClosedError, CompactedError, ErrorCode, InvalidOptionError } from '../errors.ts';
 import { Lifecycle } from '../lifecycle.ts';
+import { clientCurveOption } from '../security/curve.ts';
+import { Sealer, sealedOption } from '../security/sealed.ts';
+import { curveKeyPair, type ClientCurve } from '../transport/sockets.ts';
 import { booleanOption, durationOption, intOption, rejectUnknown, MAX_DURATION_MS, stringOption } from '../options.ts';
 import { BatchError, scanBatch } from '../protocol/batch.ts';
-import { Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
+import { bodyEncoding, Command, MAX_KEY_BYTES, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop, SEALED_ENCODING, type BodyEncoding } from '../protocol/commands.ts';
 import { decodeMessage, EMPTY_FRAME, snapshotRequestFrames, type ChpMessage } from '../protocol/message.ts';
 import { encodeProperties, PropertyView, type PropertyReader } from '../protocol/properties.ts';
 import { readSequence, ZERO_SEQUENCE } from '../protocol/sequence.ts';
@@ -117,6 +120,10 @@ interface Settings {
   identity: Identity | undefined;
   /** Verifies every update end to end, when given. */
   policy: Policy | undefined;
+  /** CURVE towards the server (with this peer's keypair); `undefined`: none. */
+  curve: ClientCurve | undefined;
+  /** The sealed subtrees' secrets (none given: every sealed value is a `SealedValue`). */
+  sealer: Sealer;
 }
 
 const KNOWN_OPTIONS = [
@@ -139,12 +146,22 @@ const KNOWN_OPTIONS = [
   'presence',
   'identity',
   'policy',
+  'curve',
+  'sealed',
 ] as const;
 
 /** Largest `maxSnapshotBytes` accepted (1 TiB). */
 const MAX_SNAPSHOT_BYTES = 2 ** 40;
 
 export { resolveEndpoints } from './servers.ts';
+
+/** The `curve` option checked, with a keypair generated for this peer if none was given. */
+function peerCurve(value: unknown): ClientCurve | undefined {
+  const c = clientCurveOption(value);
+  if (c === undefined) return undefined;
+  const pair = c.publicKey !== undefined && c.secretKey !== undefined ? { publicKey: c.publicKey, secretKey: c.secretKey } : curveKeyPair();
+  return { serverKey: c.serverKey, ...pair };
+}
 
 function peerSettings(options: PeerOptions): Settings {
   rejectUnknown(options, KNOWN_OPTIONS);
@@ -180,6 +197,8 @@ function peerSettings(options: PeerOptions): Settings {
     presence: booleanOption('presence', options.presence, true),
     identity: identityOption(options.identity),
     policy: policyOption(options.policy),
+    curve: peerCurve(options.curve),
+    sealer: sealedOption(options.sealed) ?? new Sealer([]),
   };
 }
 
@@ -267,6 +286,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         maxSnapshotBytes: this.#s.maxSnapshotBytes,
         servers: this.#s.servers.length,
         ...(this.#s.policy ? { verify: (m: ChpMessage) => this.#verify(m.key, m.uuid, m.body, m.properties) } : {}),
+        unseal: (key, body) => this.#unseal(key, body),
       },
       (c) => this.#execute(c),
       this.#stats,
@@ -282,6 +302,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         subscriberHwm: this.#s.subscriberHwm,
         requestHwm: this.#s.requestHwm,
         publisherHwm: this.#s.publisherHwm,
+        curve: this.#s.curve,
       },
       {
         onPublished: (f) => this.#onPublished(f),
@@ -480,12 +501,15 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     } catch (err) {
       return Promise.reject(new ClonekvError(ErrorCode.InvalidValue, `value for "${key}" cannot be encoded: ${(err as Error).message}`, { cause: err }));
     }
+    // A value under a sealed subtree goes out sealed (README, "Sealed subtrees").
+    const secret = this.#s.sealer.secretFor(key);
+    if (secret !== undefined) body = Sealer.seal(body, secret);
     if (body.length > this.#s.maxValueBytes) {
       return Promise.reject(
         new ClonekvError(ErrorCode.InvalidValue, `value for "${key}" is ${body.length} bytes, over the limit of ${this.#s.maxValueBytes}`),
       );
     }
-    const props: Array<[string, string]> = [[Prop.Encoding, MSGPACK_ENCODING]];
+    const props: Array<[string, string]> = [[Prop.Encoding, secret === undefined ? MSGPACK_ENCODING : SEALED_ENCODING]];
     if (options.ephemeral) {
       if (!this.#s.presence) {
         return Promise.reject(new InvalidOptionError('ephemeral', 'a peer created with presence: false cannot own keys'));
@@ -571,7 +595,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     const frames = await this.#controlRequest(HISTORY, [[Prop.Limit, String(limit)]], keyBytes, options.timeout, `history of "${key}"`, 'which keeps no history');
     const { records, status, oldest } = readHistoryAnswer(frames);
     if (status === 'compacted') throw new CompactedError(`history of "${key}"`, oldest, this.server);
-    return records.map((r) => historyEntry<V>(r));
+    return records.map((r) => historyEntry<V>(r, (k, b) => this.#unseal(k, b)));
   }
 
   /**
@@ -639,7 +663,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
           }
           from = r.version;
           if (hidePresence && r.key.startsWith(PRESENCE_PREFIX)) continue;
-          const e = historyEntry<V>(r);
+          const e = historyEntry<V>(r, (k, b) => this.#unseal(k, b));
           yield {
             key: e.key,
             operation: e.operation,
@@ -943,20 +967,20 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     return this.#verify(key, uuid, body, props);
   }
 
-  #lastProps: { raw: Buffer; msgpack: boolean } = { raw: EMPTY_FRAME, msgpack: false };
+  #lastProps: { raw: Buffer; msgpack: BodyEncoding } = { raw: EMPTY_FRAME, msgpack: false };
 
   /**
    * Whether properties `buf[start, start + length)` mark a msgpack body; snapshots repeat the
    * same few frames, so the last answer is remembered.
    */
-  #isMsgpack(buf: Buffer, start: number, length: number): boolean {
+  #isMsgpack(buf: Buffer, start: number, length: number): BodyEncoding {
     if (length === 0) return false;
     const last = this.#lastProps;
     if (length === last.raw.length && buf.compare(last.raw, 0, length, start, start + length) === 0) return last.msgpack;
     const raw = Buffer.from(buf.subarray(start, start + length));
-    let msgpack = false;
+    let msgpack: BodyEncoding = false;
     try {
-      msgpack = new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING;
+      msgpack = bodyEncoding(new PropertyView(raw).get(Prop.Encoding));
     } catch {
       // Unreadable properties: the body is given as raw bytes.
     }
@@ -983,6 +1007,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     return p.length === 0 || (key.length >= p.length && key.compare(p, 0, p.length, 0, p.length) === 0);
   }
 
+  /** A sealed body's value, or a `SealedValue` (counted when a secret was there but it did not open). */
+  #unseal(key: string, body: Buffer): unknown {
+    const { value, failed } = this.#s.sealer.open(key, body);
+    if (failed) this.#stats.sealedUnopened++;
+    return value;
+  }
+
   #report(code: ErrorCode, what: string, cause?: unknown): void {
     if (this.listenerCount('error') === 0) return;
     const detail = cause instanceof Error ? `: ${cause.message}` : '';
@@ -998,7 +1029,7 @@ interface HistoryRecord {
   readonly key: string;
   readonly version: number;
   readonly body: Buffer;
-  readonly msgpack: boolean;
+  readonly msgpack: BodyEncoding;
   readonly reason: DeleteReason;
 }
 
@@ -1013,7 +1044,7 @@ function readHistoryAnswer(frames: Buffer[]): { records: HistoryRecord[]; status
         key: b.toString('utf8', e.keyStart, e.keyStart + e.keyLength),
         version: e.sequence,
         body: b.subarray(e.bodyStart, e.bodyStart + e.bodyLength),
-        msgpack: e.propertiesLength > 0 && new PropertyView(raw).get(Prop.Encoding) === MSGPACK_ENCODING,
+        msgpack: e.propertiesLength > 0 && bodyEncoding(new PropertyView(raw).get(Prop.Encoding)),
         reason: e.bodyLength === 0 ? deleteReason(raw) : 'deleted',
       });
     });
@@ -1025,8 +1056,9 @@ function readHistoryAnswer(frames: Buffer[]): { records: HistoryRecord[]; status
 }
 
 /** A history record as returned to the caller; a value marked msgpack that does not decode is given as raw bytes. */
-function historyEntry<V>(r: HistoryRecord): HistoryEntry<V> {
+function historyEntry<V>(r: HistoryRecord, unseal: (key: string, body: Buffer) => unknown): HistoryEntry<V> {
   if (r.body.length === 0) return { key: r.key, operation: 'delete', value: undefined, version: r.version, reason: r.reason };
+  if (r.msgpack === 'sealed') return { key: r.key, operation: 'put', value: unseal(r.key, r.body) as V, version: r.version };
   let value: unknown;
   try {
     value = decodeBody(r.body, r.msgpack);

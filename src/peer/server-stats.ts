@@ -10,7 +10,7 @@ import { ClonekvError, ErrorCode } from '../errors.ts';
 import { Command } from '../protocol/commands.ts';
 import { EMPTY_FRAME } from '../protocol/message.ts';
 import { ZERO_SEQUENCE } from '../protocol/sequence.ts';
-import { connectDealer } from '../transport/sockets.ts';
+import { connectDealer, curveKeyPair } from '../transport/sockets.ts';
 import type { ServerStats } from '../types.ts';
 
 const STATS = Buffer.from(Command.Stats);
@@ -23,10 +23,10 @@ const STATS = Buffer.from(Command.Stats);
  *   down, paused, or a plain CHP server, which has no counters), `CLONEKV_MALFORMED` for an
  *   unreadable answer, `CLONEKV_TRANSPORT` for an endpoint that cannot be connected
  */
-export async function askServerStats(server: string, timeoutMs: number): Promise<ServerStats> {
+export async function askServerStats(server: string, timeoutMs: number, curve?: { serverKey: string; publicKey?: string; secretKey?: string }): Promise<ServerStats> {
   // Not a peer id (no "ckv1" prefix): the server takes this socket for a plain client, which is
   // all a stats request needs.
-  const socket = connectDealer(server, `stats-${randomBytes(8).toString('hex')}`, { send: 16, receive: 16 });
+  const socket = connectDealer(server, `stats-${randomBytes(8).toString('hex')}`, { send: 16, receive: 16 }, curve && { serverKey: curve.serverKey, ...(curve.publicKey && curve.secretKey ? { publicKey: curve.publicKey, secretKey: curve.secretKey } : curveKeyPair()) });
   const uuid = randomBytes(16);
   let timer: NodeJS.Timeout | undefined;
   try {

@@ -16,6 +16,7 @@ export function emptyPeerStats(): PeerStats {
     gaps: 0,
     malformed: 0,
     undecodable: 0,
+    sealedUnopened: 0,
     snapshotAborted: 0,
     snapshotEntries: 0,
     duplicates: 0,

@@ -30,7 +30,7 @@
  *
  * @module
  */
-import { Command, MSGPACK_ENCODING, PRESENCE_PREFIX, Prop } from '../protocol/commands.ts';
+import { bodyEncoding, Command, PRESENCE_PREFIX, Prop, type BodyEncoding } from '../protocol/commands.ts';
 import { SnapshotDigest } from '../protocol/digest.ts';
 import { headFor, previousFor } from '../protocol/gaps.ts';
 import type { ChpMessage, ResumeRequest } from '../protocol/message.ts';
@@ -57,6 +57,8 @@ export interface SyncSettings {
    * no resync) but changes nothing in the map; it is counted (`unauthorized`) and reported.
    */
   readonly verify?: (m: ChpMessage) => string | undefined;
+  /** The value of a body marked sealed (a `SealedValue` when it cannot be opened). */
+  readonly unseal?: (key: string, body: Buffer) => unknown;
 }
 
 
@@ -448,7 +450,7 @@ export class SyncMachine {
    * must not stop anyone from syncing. While the answer may be a delta
    * ({@link wantsDeltaDetail}), `uuid` and `reason` (of a delete) are kept with it.
    */
-  snapshotEntry(attempt: number, key: Buffer, seq: number, msgpack: boolean, body: Buffer, uuid?: Buffer, reason?: DeleteReason): void {
+  snapshotEntry(attempt: number, key: Buffer, seq: number, msgpack: BodyEncoding, body: Buffer, uuid?: Buffer, reason?: DeleteReason): void {
     const a = this.#attempt;
     if (a?.n !== attempt) return;
     a.digest.addRange(key, 0, key.length, seq);
@@ -468,7 +470,7 @@ export class SyncMachine {
    * Keeps an entry of an answer that may be a delta (see {@link Attempt.log}); returns the value
    * it decoded, or {@link NOT_DECODED}.
    */
-  #logDeltaEntry(a: Attempt, key: Buffer, seq: number, msgpack: boolean, body: Buffer, uuid: Buffer | undefined, reason: DeleteReason | undefined): unknown {
+  #logDeltaEntry(a: Attempt, key: Buffer, seq: number, msgpack: BodyEncoding, body: Buffer, uuid: Buffer | undefined, reason: DeleteReason | undefined): unknown {
     const log = a.log!;
     if (seq <= a.resume!.since || log.length >= this.#s.maxSnapshotEntries) {
       // A delta holds only updates after `since`: this is a full snapshot (or one too large to
@@ -671,7 +673,7 @@ export class SyncMachine {
       this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value: undefined, reason, fromResync: false });
       return;
     }
-    const value = this.#decode(key, u.sequence, u.properties.get(Prop.Encoding) === MSGPACK_ENCODING, u.body);
+    const value = this.#decode(key, u.sequence, bodyEncoding(u.properties.get(Prop.Encoding)), u.body);
     this.#out({ type: 'apply', seq: u.sequence, uuid: u.uuid, key, value, reason: undefined, fromResync: false });
   }
 
@@ -689,7 +691,8 @@ export class SyncMachine {
   }
 
   /** A body's value; one marked msgpack that does not decode is given as raw bytes, and reported. */
-  #decode(key: string, seq: number, msgpack: boolean, body: Buffer): unknown {
+  #decode(key: string, seq: number, msgpack: BodyEncoding, body: Buffer): unknown {
+    if (msgpack === 'sealed') return this.#s.unseal ? this.#s.unseal(key, body) : decodeBody(body, false);
     try {
       return decodeBody(body, msgpack);
     } catch (err) {

@@ -155,6 +155,23 @@ export const Prop = {
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */
 export const MSGPACK_ENCODING = 'msgpack';
 
+/**
+ * The value of {@link Prop.Encoding} for a sealed value (src/security/sealed.ts): a nonce and a
+ * secretbox of the msgpack body. The forwarder stores it as it is (it checks only msgpack ones).
+ */
+export const SEALED_ENCODING = 'sealed';
+
+/**
+ * How a body is to be read, from its {@link Prop.Encoding}: `true` msgpack, `'sealed'` sealed,
+ * `false` raw bytes (unmarked, or a mark clonekv does not know).
+ */
+export type BodyEncoding = boolean | 'sealed';
+
+/** The {@link BodyEncoding} of a body whose `enc` property is `enc`. */
+export function bodyEncoding(enc: string | undefined): BodyEncoding {
+  return enc === MSGPACK_ENCODING ? true : enc === SEALED_ENCODING ? 'sealed' : false;
+}
+
 /** The clonekv protocol version announced in {@link Prop.Version}. */
 export const PROTOCOL_VERSION = '1';
 

@@ -11,6 +11,50 @@ import { ClonekvError, ErrorCode } from '../errors.ts';
 
 export { zmq };
 
+/** CURVE server settings of the forwarder's sockets (z85 keys). */
+export interface ServerCurve {
+  readonly publicKey: string;
+  readonly secretKey: string;
+  /**
+   * The zeromq context the sockets are made in: a forwarder with an allow-list has its own, so
+   * that the ZAP handler bound in it (see zap.ts) checks this forwarder's clients only.
+   */
+  readonly context?: zmq.Context;
+}
+
+/** CURVE client settings of a peer's sockets (z85 keys). */
+export interface ClientCurve {
+  readonly serverKey: string;
+  readonly publicKey: string;
+  readonly secretKey: string;
+}
+
+/** A fresh z85 CURVE keypair. */
+export function curveKeyPair(): { publicKey: string; secretKey: string } {
+  return zmq.curveKeyPair();
+}
+
+/** Whether this zeromq build has CURVE. */
+export function curveAvailable(): boolean {
+  return zmq.capability.curve === true;
+}
+
+/** The ZAP domain the forwarder's CURVE sockets announce. */
+export const ZAP_DOMAIN = 'clonekv';
+
+/** The ZAP domain of a pair member's state port: only the pair's own key is admitted there. */
+export const STATE_ZAP_DOMAIN = 'clonekv-state';
+
+/** Socket options that make a socket a CURVE server (set before it binds). */
+function serverCurveOptions(curve: ServerCurve | undefined, zapDomain = ZAP_DOMAIN): Record<string, unknown> {
+  return curve === undefined ? {} : { zapDomain, curveServer: true, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey };
+}
+
+/** Socket options that make a socket a CURVE client of the server with `serverKey` (set before it connects). */
+function clientCurveOptions(curve: ClientCurve | undefined): Record<string, unknown> {
+  return curve === undefined ? {} : { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey };
+}
+
 /** High-water marks applied to one socket. */
 export interface Hwm {
   send: number;
@@ -104,10 +148,16 @@ export function releaseForwarderSockets(s: ForwarderSockets): Promise<void> {
  * so the socket is made bare, the options are set here, and on a refusal it is closed and the
  * option named. `linger` should come first, so that closing a refused socket never waits.
  */
-function createSocket<T extends Closable>(kind: string, endpoint: string, Make: new () => T, options: Partial<T>): T {
+function createSocket<T extends Closable>(
+  kind: string,
+  endpoint: string,
+  Make: new (options?: { context?: zmq.Context }) => T,
+  options: Partial<T> | Record<string, unknown>,
+  context?: zmq.Context,
+): T {
   let socket: T;
   try {
-    socket = new Make();
+    socket = context === undefined ? new Make() : new Make({ context });
   } catch (err) {
     throw new ClonekvError(ErrorCode.Transport, `cannot create the ${kind} socket for ${endpoint}: ${reasonOf(err)}`, { cause: err });
   }
@@ -116,7 +166,7 @@ function createSocket<T extends Closable>(kind: string, endpoint: string, Make: 
       Reflect.set(socket, name, value);
     } catch (err) {
       closeAll([socket]);
-      const shown = typeof value === 'string' && value.length > 40 ? `a ${Buffer.byteLength(value)}-byte string` : JSON.stringify(value);
+      const shown = /^curve/.test(name) ? 'a key' : typeof value === 'string' && value.length > 40 ? `a ${Buffer.byteLength(value)}-byte string` : JSON.stringify(value);
       throw new ClonekvError(
         ErrorCode.Transport,
         `cannot create the ${kind} socket for ${endpoint}: zeromq refused ${name} = ${shown}: ${reasonOf(err)}; ` +
@@ -155,7 +205,7 @@ function connectSocket<T extends Closable & { connect(endpoint: string): void }>
   kind: string,
   endpoint: string,
   Make: new () => T,
-  options: Partial<T>,
+  options: Partial<T> | Record<string, unknown>,
 ): T {
   const bad = badConnectEndpoint(endpoint);
   if (bad !== undefined) throw connectError(kind, endpoint, bad, undefined);
@@ -189,7 +239,10 @@ export async function bindForwarderSockets(
   address: string,
   port: number,
   hwm: { router: Hwm; publisher: Hwm; collector: Hwm },
+  curve?: ServerCurve,
 ): Promise<ForwarderSockets> {
+  const secure = serverCurveOptions(curve);
+  const ctx = curve?.context;
   const attempts = port === 0 ? 50 : 1;
   const where = `tcp://${address}:${port === 0 ? '*' : `${port}-${port + 2}`}`;
   let lastErr: unknown;
@@ -204,13 +257,15 @@ export async function bindForwarderSockets(
         sendTimeout: 0,
         sendHighWaterMark: hwm.router.send,
         receiveHighWaterMark: hwm.router.receive,
-      });
+        ...secure,
+      }, ctx);
       publisher = createSocket('publisher (XPUB)', where, zmq.XPublisher, {
         linger: 0,
         sendHighWaterMark: hwm.publisher.send,
         receiveHighWaterMark: hwm.publisher.receive,
-      });
-      collector = createSocket('collector (SUB)', where, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.collector.receive });
+        ...secure,
+      }, ctx);
+      collector = createSocket('collector (SUB)', where, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.collector.receive, ...secure }, ctx);
     } catch (err) {
       closeAll([router, publisher, collector]);
       throw err;
@@ -259,8 +314,8 @@ const ZMQ_SNDHWM = 23;
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
-export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void): zmq.Subscriber {
-  const sub = connectSocket('update (SUB)', endpoint, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.receive });
+export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void, curve?: ClientCurve): zmq.Subscriber {
+  const sub = connectSocket('update (SUB)', endpoint, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.receive, ...clientCurveOptions(curve) });
   // zeromq.js exposes no send mark on a SUB (it sends no messages of its own), so the option is
   // set by number: ZMQ_SNDHWM, before any subscription is queued.
   (sub as unknown as { setInt32Option(option: number, value: number): void }).setInt32Option(ZMQ_SNDHWM, 0);
@@ -273,12 +328,13 @@ export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () 
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
-export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zmq.Dealer {
+export function connectDealer(endpoint: string, routingId: string, hwm: Hwm, curve?: ClientCurve): zmq.Dealer {
   return connectSocket('snapshot (DEALER)', endpoint, zmq.Dealer, {
     linger: 0,
     routingId,
     receiveHighWaterMark: hwm.receive,
     sendHighWaterMark: hwm.send,
+    ...clientCurveOptions(curve),
   });
 }
 
@@ -290,8 +346,8 @@ export function connectDealer(endpoint: string, routingId: string, hwm: Hwm): zm
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
-export function connectCollector(endpoint: string, hwm: Hwm): zmq.XPublisher {
-  return connectSocket('collector (PUB)', endpoint, zmq.XPublisher, { linger: 0, sendHighWaterMark: hwm.send });
+export function connectCollector(endpoint: string, hwm: Hwm, curve?: ClientCurve): zmq.XPublisher {
+  return connectSocket('collector (PUB)', endpoint, zmq.XPublisher, { linger: 0, sendHighWaterMark: hwm.send, ...clientCurveOptions(curve) });
 }
 
 /**
@@ -376,13 +432,15 @@ const STATE_HWM = 100_000;
  * Binds the state ROUTER on `address:port` (0: ephemeral) and connects the DEALER to `partner`.
  * The DEALER is `immediate`: nothing is queued for a partner that is not connected, so a
  * restarted partner never receives what was meant for its previous run; a send that finds no
- * connection fails at once (`sendTimeout` 0) and is dropped.
+ * connection fails at once (`sendTimeout` 0) and is dropped. With `curve` (the pair's one
+ * server keypair) both are CURVE: the ROUTER as a server in the ZAP domain
+ * {@link STATE_ZAP_DOMAIN}, the DEALER as a client showing that same keypair.
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` naming the port or endpoint (nothing left open)
  */
-export async function bindStateSockets(address: string, port: number, partner: string): Promise<StateSockets> {
+export async function bindStateSockets(address: string, port: number, partner: string, curve?: ServerCurve): Promise<StateSockets> {
   const where = `tcp://${address}:${port === 0 ? '*' : port}`;
-  const inbox = createSocket('state (ROUTER)', where, zmq.Router, { linger: 0, receiveHighWaterMark: STATE_HWM });
+  const inbox = createSocket('state (ROUTER)', where, zmq.Router, { linger: 0, receiveHighWaterMark: STATE_HWM, ...serverCurveOptions(curve, STATE_ZAP_DOMAIN) }, curve?.context);
   try {
     await inbox.bind(where);
   } catch (err) {
@@ -392,7 +450,10 @@ export async function bindStateSockets(address: string, port: number, partner: s
   }
   let outbox: zmq.Dealer;
   try {
-    outbox = connectSocket('state (DEALER)', partner, zmq.Dealer, { linger: 0, immediate: true, sendTimeout: 0, sendHighWaterMark: STATE_HWM });
+    // With CURVE, both members hold the same server keypair: the partner is the server it
+    // connects to, and it shows the same keypair as its own client key.
+    const client = curve && { serverKey: curve.publicKey, publicKey: curve.publicKey, secretKey: curve.secretKey };
+    outbox = connectSocket('state (DEALER)', partner, zmq.Dealer, { linger: 0, immediate: true, sendTimeout: 0, sendHighWaterMark: STATE_HWM, ...clientCurveOptions(client) });
   } catch (err) {
     await releaseAll([inbox]);
     throw err;
