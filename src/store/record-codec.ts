@@ -32,6 +32,17 @@ export interface TimedRecord {
   readonly record: UpdateRecord;
   /** When it was sequenced (ms, Date.now clock). */
   readonly at: number;
+  /**
+   * The record already encoded ({@link encodeRecord} of `record` and `at`), when it was: the
+   * bytes a pair member sends its partner are the bytes its disk stores, encoded once
+   * ({@link encodedOf}).
+   */
+  encoded?: Buffer;
+}
+
+/** The encoded form of `t`, encoded at most once (kept on `t`). */
+export function encodedOf(t: TimedRecord): Buffer {
+  return (t.encoded ??= encodeRecord(t.record, t.at));
 }
 
 /** Encodes a record with its checksum. */

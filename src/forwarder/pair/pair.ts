@@ -87,7 +87,6 @@ interface Follow {
   /** The next SYNC asks for a full copy (the disk holds updates this member undid). */
   needFull: boolean;
   copy: { id: string; next: number; records: TimedRecord[]; outcomes: CarriedOutcome[] } | undefined;
-  ackScheduled: boolean;
   /** When an update last arrived (a live stream that stalls is asked again). */
   lastUpdate: number;
 }
@@ -120,7 +119,7 @@ export class Pair {
   #partner: { session: string | undefined; lastHeard: number; beat: Beat | undefined } = { session: undefined, lastHeard: 0, beat: undefined };
   /** This member has seen its partner active (only then may it take over). */
   #heardActive = false;
-  #follow: Follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, ackScheduled: false, lastUpdate: 0 };
+  #follow: Follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, lastUpdate: 0 };
   #replica: Replica | undefined;
   #out: { records: TimedRecord[]; outcomes: CarriedOutcome[]; scheduled: boolean } = { records: [], outcomes: [], scheduled: false };
   #absentSaid = false;
@@ -157,7 +156,8 @@ export class Pair {
   }
 
   /** Called by the log for each update held locally for good: streamed to a following backup. */
-  onLocal(record: UpdateRecord, at: number): void {
+  onLocal(timed: TimedRecord): void {
+    const { record } = timed;
     const r = this.#replica;
     if (r === undefined || this.#role !== 'active' || record.seq <= r.cursor) return;
     if (record.seq !== r.cursor + 1) {
@@ -166,7 +166,7 @@ export class Pair {
       return;
     }
     r.cursor = record.seq;
-    this.#out.records.push({ record, at });
+    this.#out.records.push(timed);
     this.#scheduleFlush();
   }
 
@@ -318,7 +318,7 @@ export class Pair {
     this.#lineage = extendLineage(this.#lineage, this.#term, this.#h.log.store.sequence + 1);
     this.#persist();
     this.#role = 'active';
-    this.#follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, ackScheduled: false, lastUpdate: 0 };
+    this.#follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, lastUpdate: 0 };
     this.#replica = undefined;
     this.#absentSaid = false;
     this.#h.emit({ kind: 'active', term: this.#term, message: `now active (term ${this.#term}, sequence ${this.#h.log.store.sequence}): ${why}` });
@@ -333,7 +333,7 @@ export class Pair {
     this.#replica = undefined;
     this.#out = { records: [], outcomes: [], scheduled: false };
     const diskAhead = wasActive ? this.#h.log.fence() : false;
-    this.#follow = { state: 'idle', requestedAt: 0, needFull: diskAhead, copy: undefined, ackScheduled: false, lastUpdate: 0 };
+    this.#follow = { state: 'idle', requestedAt: 0, needFull: diskAhead, copy: undefined, lastUpdate: 0 };
     this.#h.emit({ kind: 'passive', term: this.#term, message: `now passive (term ${this.#term}): ${why}` });
     this.#beat();
     if (this.#partner.beat?.role === 'active') this.#requestSync();
@@ -671,14 +671,15 @@ export class Pair {
     }
     const { log, sequencer, dedupTtl } = this.#h;
     f.lastUpdate = now;
-    for (const { record, at } of m.records) {
+    for (const t of m.records) {
+      const { record, at } = t;
       if (record.seq <= log.store.sequence) continue;
       if (record.seq !== log.store.sequence + 1) {
         // A gap: something was lost on the way; start over from what is held.
         this.#requestSync();
         return;
       }
-      log.applyReplicated(record, at);
+      log.applyReplicated(t);
       if (record.uuid.length === 16) sequencer.remember(record.uuid.toString('latin1'), { status: 'ok', seq: record.seq }, Math.max(0, now - at));
     }
     for (const [hex, outcome, left] of m.outcomes) {
@@ -686,7 +687,7 @@ export class Pair {
       sequencer.remember(uuid, outcome, dedupTtl - left);
       if (outcome.status !== 'ok') log.rememberOutcome(uuid, outcome, now);
     }
-    this.#scheduleAck();
+    this.#ack();
   }
 
   #adoptTerm(term: number, lineage: Lineage): void {
@@ -696,18 +697,19 @@ export class Pair {
     this.#persist();
   }
 
-  /** Acknowledges what is applied (on disk when durable), once per turn. */
-  #scheduleAck(): void {
-    const f = this.#follow;
-    if (f.ackScheduled) return;
-    f.ackScheduled = true;
-    this.#h.log.whenPublished(() => {
-      f.ackScheduled = false;
-      const p = this.#partner;
-      if (this.#role !== 'passive' || p.session === undefined || this.#follow !== f) return;
-      this.#sendTo(p.session, { kind: 'ack', applied: this.#h.log.publishedSequence });
-      if (this.#h.log.store.sequence > this.#h.log.publishedSequence) this.#scheduleAck();
-    });
+  /**
+   * Acknowledges what is applied in memory, at once: before this member's own disk write (the
+   * log commits at the end of the turn, synchronously), so that write overlaps the active's
+   * instead of adding to the round trip. This keeps the guarantee that an acknowledged write
+   * survives the loss of either server: the active publishes it only once it is on its own disk
+   * too (durable, sync) and held here; losing the active leaves it here (written to this disk at
+   * the end of this turn, before it is published here), and losing this member leaves it on the
+   * active's disk. Only both lost within those milliseconds, the active's disk with it, lose it.
+   */
+  #ack(): void {
+    const p = this.#partner;
+    if (this.#role !== 'passive' || p.session === undefined || this.#follow.state !== 'live') return;
+    this.#sendTo(p.session, { kind: 'ack', applied: this.#h.log.store.sequence });
   }
 
   // ---- output -------------------------------------------------------------------------------
