@@ -123,6 +123,8 @@ export class Pair {
   #replica: Replica | undefined;
   #out: { records: TimedRecord[]; outcomes: CarriedOutcome[]; scheduled: boolean } = { records: [], outcomes: [], scheduled: false };
   #absentSaid = false;
+  /** A follower applied updates not yet acknowledged. */
+  #ackDue = false;
   #refused = 0;
   #takeoverCheck: NodeJS.Timeout | undefined;
   readonly #syncs = { delta: 0, full: 0 };
@@ -591,9 +593,13 @@ export class Pair {
     });
   }
 
-  /** Sends what collected for the backup now (the log is about to commit: both disks then write at once). */
+  /**
+   * The log is about to commit: what collected for the backup goes now (both disks then write
+   * at once), and a backup acknowledges what it applied now (not after its own disk write).
+   */
   flush(): void {
     if (this.#out.records.length > 0 || this.#out.outcomes.length > 0) this.#flush();
+    if (this.#ackDue) this.#sendAck();
   }
 
   #flush(): void {
@@ -687,7 +693,7 @@ export class Pair {
       sequencer.remember(uuid, outcome, dedupTtl - left);
       if (outcome.status !== 'ok') log.rememberOutcome(uuid, outcome, now);
     }
-    this.#ack();
+    this.#scheduleAck();
   }
 
   #adoptTerm(term: number, lineage: Lineage): void {
@@ -698,15 +704,25 @@ export class Pair {
   }
 
   /**
-   * Acknowledges what is applied in memory, at once: before this member's own disk write (the
-   * log commits at the end of the turn, synchronously), so that write overlaps the active's
-   * instead of adding to the round trip. This keeps the guarantee that an acknowledged write
-   * survives the loss of either server: the active publishes it only once it is on its own disk
-   * too (durable, sync) and held here; losing the active leaves it here (written to this disk at
-   * the end of this turn, before it is published here), and losing this member leaves it on the
-   * active's disk. Only both lost within those milliseconds, the active's disk with it, lose it.
+   * Acknowledges what is applied in memory, once per event-loop turn (every REPL message of the
+   * turn applied), and before this member's own disk write: the log commits at the end of the
+   * turn, synchronously, and sends the acknowledgement first ({@link flush}), so that write
+   * overlaps the active's instead of adding to the round trip. This keeps the guarantee that an
+   * acknowledged write survives the loss of either server: the active publishes it only once it
+   * is on its own disk too (durable, sync) and held here; losing the active leaves it here
+   * (written to this disk in this same turn, before it is published here), and losing this
+   * member leaves it on the active's disk. Only both lost within those milliseconds, the
+   * active's disk with it, lose it.
    */
-  #ack(): void {
+  #scheduleAck(): void {
+    if (this.#ackDue) return;
+    this.#ackDue = true;
+    setImmediate(() => this.#sendAck());
+  }
+
+  #sendAck(): void {
+    if (!this.#ackDue) return;
+    this.#ackDue = false;
     const p = this.#partner;
     if (this.#role !== 'passive' || p.session === undefined || this.#follow.state !== 'live') return;
     this.#sendTo(p.session, { kind: 'ack', applied: this.#h.log.store.sequence });
