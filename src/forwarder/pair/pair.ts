@@ -19,11 +19,14 @@
  * lineage). The active answers with the updates after it from its retained history when the two
  * logs provably agree (same epoch, {@link followerAgrees}), else with a full copy (entries with
  * owners and absolute expiry, and the write outcomes still within `dedupTtl`), after which the
- * passive asks again. Then updates stream in order; the passive applies each at exactly its
- * sequence (a gap: it asks again), stores it (on disk first when durable), publishes it, and
- * acknowledges. While a backup follows, the active publishes an update (and answers its
- * writer) only once the backup acknowledged it. A backup silent for `partnerTimeout` is declared
- * absent, and the active goes on alone.
+ * passive asks again. Then updates stream in order, one message per event-loop turn, never
+ * waiting for the previous one to be acknowledged; the passive applies each at exactly its
+ * sequence (a gap: it asks again), acknowledges what it applied in memory once per turn, then
+ * writes it to its disk (when durable) and publishes it, in the same turn. While a backup
+ * follows, the active publishes an update (and answers its writer) only once it is on its own
+ * disk (durable, sync) and the backup acknowledged it (see {@link Pair.flush} for why that
+ * keeps an acknowledged write through the loss of either server). A backup silent for
+ * `partnerTimeout` is declared absent, and the active goes on alone.
  *
  * Silence is measured from when this process last ran normally: after a pause (SIGSTOP, a
  * stall), a member gives its partner a full `partnerTimeout` again before concluding anything,
