@@ -22,6 +22,11 @@ test('garbage, forged and stale state messages are refused and counted; roles, t
   const record = encodeRecord({ seq: 1, key: 'evil', uuid: Buffer.alloc(0), properties: Buffer.alloc(0), body: Buffer.from('x'), expiresAt: 0 }, Date.now());
   const broken = Buffer.from(record);
   broken.writeUInt8(broken.readUInt8(broken.length - 1) ^ 0xff, broken.length - 1);
+  // A REPL/COPY carries its records in one frame, each after its u32 length.
+  const packed = (...records: Buffer[]): Buffer => Buffer.concat(records.flatMap((r) => [Buffer.from(Uint32Array.of(r.length).buffer), r]));
+  const overrun = packed(record);
+  overrun.writeUInt32LE(record.length + 1, 0);
+  const replHeader = (): Buffer => json({ session: session(), to: '', start: true, epoch, term: 99, lineage: [], first: 1, outcomes: [] });
   const messages: Buffer[][] = [
     [Buffer.from('x')],
     [Buffer.alloc(0), Buffer.alloc(0)],
@@ -35,11 +40,14 @@ test('garbage, forged and stale state messages are refused and counted; roles, t
     [Buffer.from('CKPAIR-SYNC'), json({ session: session(), to: '', since: 0, epoch, lineage: [], full: true })],
     [Buffer.from('CKPAIR-SYNC'), json({ session: session(), to: '', since: 0, epoch, lineage: [[2, 1], [1, 5]], full: false })],
     [Buffer.from('CKPAIR-ACK'), json({ session: session(), to: session(), applied: 10 ** 9 })],
-    [Buffer.from('CKPAIR-REPL'), json({ session: session(), to: '', start: true, epoch, term: 99, lineage: [], first: 1, outcomes: [] }), record],
-    [Buffer.from('CKPAIR-REPL'), json({ session: session(), to: '', start: false, epoch, term: 99, lineage: [], first: 7, outcomes: [] }), record],
-    [Buffer.from('CKPAIR-REPL'), json({ session: session(), to: '', start: true, epoch, term: 99, lineage: [], first: 1, outcomes: [] }), broken],
-    [Buffer.from('CKPAIR-COPY'), json({ session: session(), to: '', copy: 'x', part: 0, done: true, epoch, term: 99, lineage: [], sequence: 0, outcomes: [['nothex', {}, 1]] }), record],
-    [Buffer.from('CKPAIR-COPY'), json({ session: session(), to: '', copy: 'x', part: 0, done: true, epoch, term: 99, lineage: [], sequence: 5, outcomes: [] }), record],
+    [Buffer.from('CKPAIR-REPL'), json({ session: session(), to: '', start: true, epoch, term: 99, lineage: [], first: 1, outcomes: [] }), packed(record)],
+    [Buffer.from('CKPAIR-REPL'), json({ session: session(), to: '', start: false, epoch, term: 99, lineage: [], first: 7, outcomes: [] }), packed(record)],
+    [Buffer.from('CKPAIR-REPL'), json({ session: session(), to: '', start: true, epoch, term: 99, lineage: [], first: 1, outcomes: [] }), packed(broken)],
+    [Buffer.from('CKPAIR-REPL'), replHeader(), overrun],
+    [Buffer.from('CKPAIR-REPL'), replHeader(), Buffer.concat([packed(record), Buffer.from([1, 0])])],
+    [Buffer.from('CKPAIR-REPL'), replHeader(), packed(record), packed(record)],
+    [Buffer.from('CKPAIR-COPY'), json({ session: session(), to: '', copy: 'x', part: 0, done: true, epoch, term: 99, lineage: [], sequence: 0, outcomes: [['nothex', {}, 1]] }), packed(record)],
+    [Buffer.from('CKPAIR-COPY'), json({ session: session(), to: '', copy: 'x', part: 0, done: true, epoch, term: 99, lineage: [], sequence: 5, outcomes: [] }), packed(record)],
   ];
   for (let i = 0; i < 50; i++) messages.push([randomBytes(1 + (i % 20)), randomBytes(i * 3)]);
   for (const target of [primary, backup]) {

@@ -138,7 +138,7 @@ export class Forwarder implements AsyncDisposable {
       ownerOf: (key) => this.#presence.ownerOf(key),
       restoreOwner: (key, owner) => this.#presence.recover(key, owner),
       onUndone: (record) => this.#sequencer.forget(record.uuid),
-      onLocal: (record, at) => this.#pair?.onLocal(record, at),
+      onLocal: (timed) => this.#pair?.onLocal(timed),
       onReplicaBroken: () => this.#pair?.onReplicaBroken(),
       beforeCommit: () => this.#pair?.flush(),
       counters,

@@ -89,7 +89,7 @@ export interface UpdateLogHooks {
    * sent to a following backup, in sequence order. The backup writes it to its own disk while
    * this one commits, and the update is published once both hold it.
    */
-  readonly onLocal?: (record: UpdateRecord, at: number) => void;
+  readonly onLocal?: (timed: TimedRecord) => void;
   /**
    * Updates already sent to the backup were undone (the disk refused them): the backup must
    * start over (it then holds more than this log, and gets a full copy).
@@ -245,12 +245,14 @@ export class UpdateLog {
    * checks it is the next one), with the active's absolute expiry and owner, then on disk and
    * published as any update.
    */
-  applyReplicated(record: UpdateRecord, at: number): void {
+  applyReplicated(t: TimedRecord): void {
+    const { record, at } = t;
     if (record.seq !== this.store.sequence + 1) throw new RangeError(`replicated update ${record.seq} is not the next one (${this.store.sequence + 1})`);
-    this.#append(Buffer.from(record.key, 'latin1'), record.key, record.uuid, record.properties, record.body, record.expiresAt, at, record.owner, true);
+    this.#append(Buffer.from(record.key, 'latin1'), record.key, record.uuid, record.properties, record.body, record.expiresAt, at, record.owner, true, t.encoded);
   }
 
-  #append(keyBytes: Buffer, key: string, uuid: Buffer, props: Buffer, body: Buffer, expiresAt: number, now: number, owner: string | undefined, replicated: boolean): number {
+  /** `encoded`: the record's bytes as the active encoded them (stored on disk as they are). */
+  #append(keyBytes: Buffer, key: string, uuid: Buffer, props: Buffer, body: Buffer, expiresAt: number, now: number, owner: string | undefined, replicated: boolean, encoded?: Buffer): number {
     const hooks = this.#hooks;
     const journal = hooks.journal;
     const gated = journal !== undefined || this.#replica !== undefined;
@@ -266,14 +268,16 @@ export class UpdateLog {
     const recordOwner = body.length > 0 ? owner : undefined;
     const record: UpdateRecord = recordOwner === undefined ? { seq, key, uuid, properties: props, body, expiresAt: recordExpiry } : { seq, key, uuid, properties: props, body, expiresAt: recordExpiry, owner: recordOwner };
     if (!journal) {
-      hooks.onLocal?.(record, now);
+      hooks.onLocal?.({ record, at: now });
       if (this.#replica === undefined && this.#unpublished.length === 0) this.#publish(record, keyBytes);
       else this.#unpublished.push({ record, keyBytes, prev, prevOwner, at: now, needsDisk: false });
       return seq;
     }
-    this.#toCommit.push({ record, at: now });
+    // One object for the disk and the backup: the record is encoded once for both.
+    const timed: TimedRecord = encoded === undefined ? { record, at: now } : { record, at: now, encoded };
+    this.#toCommit.push(timed);
     this.#schedule();
-    hooks.onLocal?.(record, now);
+    hooks.onLocal?.(timed);
     const needsDisk = this.#sync || this.#failure !== undefined || this.#toCommit.length > ASYNC_WINDOW;
     if (needsDisk || this.#replica !== undefined || this.#unpublished.length > 0) {
       this.#unpublished.push({ record, keyBytes, prev, prevOwner, at: now, needsDisk });

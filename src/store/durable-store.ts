@@ -24,7 +24,7 @@ import { crc32 } from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { StorageError } from '../errors.ts';
 import type { Durability } from '../types.ts';
-import { decodeRecord, encodeRecord, isSound, recordLayout, type TimedRecord } from './record-codec.ts';
+import { decodeRecord, encodedOf, encodeRecord, isSound, recordLayout, type TimedRecord } from './record-codec.ts';
 import { StoredEntry } from './sequenced-map.ts';
 import type { UpdateRecord } from './update-record.ts';
 
@@ -317,8 +317,9 @@ export class DurableStore {
     try {
       this.#root.transactionSync(
         () => {
-          for (const { record, at } of records) {
-            const encoded = encodeRecord(record, at);
+          for (const t of records) {
+            const { record } = t;
+            const encoded = encodedOf(t);
             bytes += encoded.length;
             const key = Buffer.from(record.key, 'latin1');
             if (record.body.length === 0) this.#map.removeSync(key);
@@ -383,7 +384,7 @@ export class DurableStore {
         this.#map.clearSync();
         this.#log.clearSync();
         this.#outcomes.clearSync();
-        for (const { record, at } of entries) this.#map.putSync(Buffer.from(record.key, 'latin1'), encodeRecord(record, at));
+        for (const t of entries) this.#map.putSync(Buffer.from(t.record.key, 'latin1'), encodedOf(t));
         for (const [uuid, at, outcome] of outcomes) this.#outcomes.putSync(Buffer.from(uuid, 'latin1'), writeChecked({ at, outcome }));
         this.#state = { ...this.#state, sequence, firstSeq: sequence + 1 };
         this.#writeMeta();

@@ -32,6 +32,17 @@ export interface TimedRecord {
   readonly record: UpdateRecord;
   /** When it was sequenced (ms, Date.now clock). */
   readonly at: number;
+  /**
+   * The record already encoded ({@link encodeRecord} of `record` and `at`), when it was: the
+   * bytes a pair member sends its partner are the bytes its disk stores, encoded once
+   * ({@link encodedOf}).
+   */
+  encoded?: Buffer;
+}
+
+/** The encoded form of `t`, encoded at most once (kept on `t`). */
+export function encodedOf(t: TimedRecord): Buffer {
+  return (t.encoded ??= encodeRecord(t.record, t.at));
 }
 
 /** Encodes a record with its checksum. */
@@ -105,11 +116,12 @@ export function decodeRecord(b: Buffer): TimedRecord | undefined {
   // One copy of uuid, properties and body; the fields are views of it.
   const data = Buffer.allocUnsafe(l.end - l.uuidStart);
   b.copy(data, 0, l.uuidStart, l.end);
-  const from = (offset: number): number => offset - l.uuidStart;
   const key = b.toString('latin1', l.keyStart, l.ownerStart);
-  const uuid = data.subarray(0, from(l.propertiesStart));
-  const properties = data.subarray(from(l.propertiesStart), from(l.bodyStart));
-  const body = data.subarray(from(l.bodyStart));
+  const propertiesAt = l.propertiesStart - l.uuidStart;
+  const bodyAt = l.bodyStart - l.uuidStart;
+  const uuid = data.subarray(0, propertiesAt);
+  const properties = data.subarray(propertiesAt, bodyAt);
+  const body = data.subarray(bodyAt);
   const { seq, expiresAt } = l;
   const record: UpdateRecord =
     l.uuidStart > l.ownerStart

@@ -19,11 +19,14 @@
  * lineage). The active answers with the updates after it from its retained history when the two
  * logs provably agree (same epoch, {@link followerAgrees}), else with a full copy (entries with
  * owners and absolute expiry, and the write outcomes still within `dedupTtl`), after which the
- * passive asks again. Then updates stream in order; the passive applies each at exactly its
- * sequence (a gap: it asks again), stores it (on disk first when durable), publishes it, and
- * acknowledges. While a backup follows, the active publishes an update (and answers its
- * writer) only once the backup acknowledged it. A backup silent for `partnerTimeout` is declared
- * absent, and the active goes on alone.
+ * passive asks again. Then updates stream in order, one message per event-loop turn, never
+ * waiting for the previous one to be acknowledged; the passive applies each at exactly its
+ * sequence (a gap: it asks again), acknowledges what it applied in memory once per turn, then
+ * writes it to its disk (when durable) and publishes it, in the same turn. While a backup
+ * follows, the active publishes an update (and answers its writer) only once it is on its own
+ * disk (durable, sync) and the backup acknowledged it (see {@link Pair.flush} for why that
+ * keeps an acknowledged write through the loss of either server). A backup silent for
+ * `partnerTimeout` is declared absent, and the active goes on alone.
  *
  * Silence is measured from when this process last ran normally: after a pause (SIGSTOP, a
  * stall), a member gives its partner a full `partnerTimeout` again before concluding anything,
@@ -87,7 +90,6 @@ interface Follow {
   /** The next SYNC asks for a full copy (the disk holds updates this member undid). */
   needFull: boolean;
   copy: { id: string; next: number; records: TimedRecord[]; outcomes: CarriedOutcome[] } | undefined;
-  ackScheduled: boolean;
   /** When an update last arrived (a live stream that stalls is asked again). */
   lastUpdate: number;
 }
@@ -120,10 +122,12 @@ export class Pair {
   #partner: { session: string | undefined; lastHeard: number; beat: Beat | undefined } = { session: undefined, lastHeard: 0, beat: undefined };
   /** This member has seen its partner active (only then may it take over). */
   #heardActive = false;
-  #follow: Follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, ackScheduled: false, lastUpdate: 0 };
+  #follow: Follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, lastUpdate: 0 };
   #replica: Replica | undefined;
   #out: { records: TimedRecord[]; outcomes: CarriedOutcome[]; scheduled: boolean } = { records: [], outcomes: [], scheduled: false };
   #absentSaid = false;
+  /** A follower applied updates not yet acknowledged. */
+  #ackDue = false;
   #refused = 0;
   #takeoverCheck: NodeJS.Timeout | undefined;
   readonly #syncs = { delta: 0, full: 0 };
@@ -157,7 +161,8 @@ export class Pair {
   }
 
   /** Called by the log for each update held locally for good: streamed to a following backup. */
-  onLocal(record: UpdateRecord, at: number): void {
+  onLocal(timed: TimedRecord): void {
+    const { record } = timed;
     const r = this.#replica;
     if (r === undefined || this.#role !== 'active' || record.seq <= r.cursor) return;
     if (record.seq !== r.cursor + 1) {
@@ -166,7 +171,7 @@ export class Pair {
       return;
     }
     r.cursor = record.seq;
-    this.#out.records.push({ record, at });
+    this.#out.records.push(timed);
     this.#scheduleFlush();
   }
 
@@ -328,7 +333,7 @@ export class Pair {
     this.#lineage = extendLineage(this.#lineage, this.#term, this.#h.log.store.sequence + 1);
     this.#persist();
     this.#role = 'active';
-    this.#follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, ackScheduled: false, lastUpdate: 0 };
+    this.#follow = { state: 'idle', requestedAt: 0, needFull: false, copy: undefined, lastUpdate: 0 };
     this.#replica = undefined;
     this.#absentSaid = false;
     this.#h.emit({ kind: 'active', term: this.#term, message: `now active (term ${this.#term}, sequence ${this.#h.log.store.sequence}): ${why}` });
@@ -343,7 +348,7 @@ export class Pair {
     this.#replica = undefined;
     this.#out = { records: [], outcomes: [], scheduled: false };
     const diskAhead = wasActive ? this.#h.log.fence() : false;
-    this.#follow = { state: 'idle', requestedAt: 0, needFull: diskAhead, copy: undefined, ackScheduled: false, lastUpdate: 0 };
+    this.#follow = { state: 'idle', requestedAt: 0, needFull: diskAhead, copy: undefined, lastUpdate: 0 };
     this.#h.emit({ kind: 'passive', term: this.#term, message: `now passive (term ${this.#term}): ${why}` });
     this.#beat();
     if (this.#partner.beat?.role === 'active') this.#requestSync();
@@ -601,9 +606,13 @@ export class Pair {
     });
   }
 
-  /** Sends what collected for the backup now (the log is about to commit: both disks then write at once). */
+  /**
+   * The log is about to commit: what collected for the backup goes now (both disks then write
+   * at once), and a backup acknowledges what it applied now (not after its own disk write).
+   */
   flush(): void {
     if (this.#out.records.length > 0 || this.#out.outcomes.length > 0) this.#flush();
+    if (this.#ackDue) this.#sendAck();
   }
 
   #flush(): void {
@@ -681,14 +690,15 @@ export class Pair {
     }
     const { log, sequencer, dedupTtl } = this.#h;
     f.lastUpdate = now;
-    for (const { record, at } of m.records) {
+    for (const t of m.records) {
+      const { record, at } = t;
       if (record.seq <= log.store.sequence) continue;
       if (record.seq !== log.store.sequence + 1) {
         // A gap: something was lost on the way; start over from what is held.
         this.#requestSync();
         return;
       }
-      log.applyReplicated(record, at);
+      log.applyReplicated(t);
       if (record.uuid.length === 16) sequencer.remember(record.uuid.toString('latin1'), { status: 'ok', seq: record.seq }, Math.max(0, now - at));
     }
     for (const [hex, outcome, left] of m.outcomes) {
@@ -706,18 +716,29 @@ export class Pair {
     this.#persist();
   }
 
-  /** Acknowledges what is applied (on disk when durable), once per turn. */
+  /**
+   * Acknowledges what is applied in memory, once per event-loop turn (every REPL message of the
+   * turn applied), and before this member's own disk write: the log commits at the end of the
+   * turn, synchronously, and sends the acknowledgement first ({@link flush}), so that write
+   * overlaps the active's instead of adding to the round trip. This keeps the guarantee that an
+   * acknowledged write survives the loss of either server: the active publishes it only once it
+   * is on its own disk too (durable, sync) and held here; losing the active leaves it here
+   * (written to this disk in this same turn, before it is published here), and losing this
+   * member leaves it on the active's disk. Only both lost within those milliseconds, the
+   * active's disk with it, lose it.
+   */
   #scheduleAck(): void {
-    const f = this.#follow;
-    if (f.ackScheduled) return;
-    f.ackScheduled = true;
-    this.#h.log.whenPublished(() => {
-      f.ackScheduled = false;
-      const p = this.#partner;
-      if (this.#role !== 'passive' || p.session === undefined || this.#follow !== f) return;
-      this.#sendTo(p.session, { kind: 'ack', applied: this.#h.log.publishedSequence });
-      if (this.#h.log.store.sequence > this.#h.log.publishedSequence) this.#scheduleAck();
-    });
+    if (this.#ackDue) return;
+    this.#ackDue = true;
+    setImmediate(() => this.#sendAck());
+  }
+
+  #sendAck(): void {
+    if (!this.#ackDue) return;
+    this.#ackDue = false;
+    const p = this.#partner;
+    if (this.#role !== 'passive' || p.session === undefined || this.#follow.state !== 'live') return;
+    this.#sendTo(p.session, { kind: 'ack', applied: this.#h.log.store.sequence });
   }
 
   // ---- output -------------------------------------------------------------------------------

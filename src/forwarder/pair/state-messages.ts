@@ -3,15 +3,18 @@
  * checking: anything that does not read exactly as one of them is refused (`undefined`), never
  * thrown, so bytes from a stranger on the state port can neither crash nor corrupt a member.
  *
- * Every message: frame 0 is its kind, frame 1 a small JSON header, and (COPY and REPL) one frame
- * per update, each an encoded {@link UpdateRecord} with its own CRC-32 (store/record-codec.ts).
+ * Every message: frame 0 is its kind, frame 1 a small JSON header, and (COPY and REPL) frame 2
+ * holding every update of the message back to back, each a u32 (little-endian) length and an
+ * encoded {@link UpdateRecord} with its own CRC-32 (store/record-codec.ts): the very bytes the
+ * sender's disk stores (encoded once for both), and the bytes the receiver's disk stores in
+ * turn. One frame, not one per update: a ZeroMQ frame costs far more than a few bytes.
  * Every header names the sender's session (a random id per run) and the receiver's session as
  * the sender knows it (`to`, empty until known), so a message meant for an earlier run of the
  * partner is never taken for one meant for this run.
  *
  * @module
  */
-import { decodeRecord, encodeRecord, type TimedRecord } from '../../store/record-codec.ts';
+import { decodeRecord, encodedOf, type TimedRecord } from '../../store/record-codec.ts';
 import type { WriteOutcome } from '../dedup.ts';
 import type { Lineage } from './lineage.ts';
 
@@ -109,8 +112,41 @@ const MAX_HEADER = 4 * 1024 * 1024;
 export function encodeState(m: StateMessage): Buffer[] {
   const { kind, records, ...rest } = m as StateMessage & { records?: TimedRecord[] };
   const frames: Buffer[] = [Buffer.from(KIND_OF[kind]), Buffer.from(JSON.stringify(rest))];
-  if (records) for (const r of records) frames.push(encodeRecord(r.record, r.at));
+  if (records) frames.push(packRecords(records));
   return frames;
+}
+
+/** The records back to back, each after its u32 length. */
+function packRecords(records: readonly TimedRecord[]): Buffer {
+  let size = 0;
+  const encoded: Buffer[] = new Array(records.length);
+  for (let i = 0; i < records.length; i++) size += 4 + (encoded[i] = encodedOf(records[i]!)).length;
+  const b = Buffer.allocUnsafe(size);
+  let o = 0;
+  for (const e of encoded) {
+    b.writeUInt32LE(e.length, o);
+    o += 4 + e.copy(b, o + 4);
+  }
+  return b;
+}
+
+/** The records of a packed frame (each keeps its checked bytes), or `undefined` if any is damaged. */
+function unpackRecords(b: Buffer): TimedRecord[] | undefined {
+  const records: TimedRecord[] = [];
+  let o = 0;
+  while (o < b.length) {
+    if (o + 4 > b.length) return undefined;
+    const end = o + 4 + b.readUInt32LE(o);
+    if (end > b.length) return undefined;
+    const bytes = b.subarray(o + 4, end);
+    const t = decodeRecord(bytes);
+    if (t === undefined) return undefined;
+    // Checked: the receiver's disk stores these bytes as they are (a view, let go once stored).
+    t.encoded = bytes;
+    records.push(t);
+    o = end;
+  }
+  return records;
 }
 
 const KIND_OF = { beat: StateKind.Beat, sync: StateKind.Sync, copy: StateKind.Copy, repl: StateKind.Repl, ack: StateKind.Ack, reset: StateKind.Reset } as const;
@@ -155,12 +191,9 @@ export function decodeState(frames: Buffer[]): StateMessage | undefined {
       const lineage = readLineage(h.lineage);
       const outcomes = readOutcomes(h.outcomes);
       if (lineage === undefined || outcomes === undefined || !isEpoch(h.epoch) || !isCount(h.term)) return undefined;
-      const records: TimedRecord[] = [];
-      for (let i = 2; i < frames.length; i++) {
-        const t = decodeRecord(frames[i]!);
-        if (t === undefined) return undefined;
-        records.push(t);
-      }
+      if (frames.length !== 3) return undefined;
+      const records = unpackRecords(frames[2]!);
+      if (records === undefined) return undefined;
       if (kind === StateKind.Repl) {
         if (typeof h.start !== 'boolean' || !isCount(h.first)) return undefined;
         // The records must follow one another from `first`.
