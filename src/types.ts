@@ -401,7 +401,12 @@ export type FailoverReason =
   /** The subscriber connection dropped (the server died or was cut off). */
   | 'disconnected'
   /** A snapshot request got no answer within the attempt timeout. */
-  | 'no-answer';
+  | 'no-answer'
+  /**
+   * Nothing listens at the server's address (its connections are refused) and the attempt there
+   * went unanswered for `snapshotRetryDelay`: no need to wait `silenceTimeout` for a dead server.
+   */
+  | 'refused';
 
 /** What a peer's `failover` event tells: it left server `from` for server `to` (base endpoints). */
 export interface FailoverInfo {

@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ClonekvError, Peer, resolveServers, type PeerOptions } from '../src/index.ts';
-import { forwarder, runCli, spawnCli, waitFor } from './helpers.ts';
+import { ClonekvError, Peer, resolveServers, type FailoverInfo, type PeerOptions } from '../src/index.ts';
+import { forwarder, peer, runCli, spawnCli, waitFor, within } from './helpers.ts';
 
 const A = { snapshot: 'tcp://a:5556', publisher: 'tcp://a:5557', collector: 'tcp://a:5558' };
 const B = { snapshot: 'tcp://b:5566', publisher: 'tcp://b:5567', collector: 'tcp://b:5568' };
@@ -80,4 +80,23 @@ test('CLI: watch says in one line when it leaves a forwarder for the other, and 
   );
   await w.line(/^put w\/second there$/);
   await waitFor('back in sync', () => w.stderr().includes(`back in sync with the forwarder at ${second.endpoint}`), 15_000);
+});
+
+test('a dead first server (its address refuses connections) is left after snapshotRetryDelay, not silenceTimeout', async (t) => {
+  const fwd = await forwarder(t);
+  const gone = await forwarder(t);
+  const dead = gone.endpoint;
+  await gone.close();
+  await fwd.load([['k', 1]]);
+  const moves: string[] = [];
+  // The defaults: snapshotRetryDelay 1 s, silenceTimeout 3 s.
+  const p = peer(t, [dead, fwd.endpoint]);
+  p.on('failover', (f: FailoverInfo) => moves.push(f.reason));
+  const started = Date.now();
+  await within('ready through the live server', p.ready(), 10_000);
+  const took = Date.now() - started;
+  assert.deepEqual(moves, ['refused']);
+  assert.ok(took < 2500, `ready after ${took} ms (a dead server must not cost silenceTimeout, 3000 ms)`);
+  assert.equal(p.get('k'), 1);
+  t.diagnostic(`ready after ${took} ms`);
 });

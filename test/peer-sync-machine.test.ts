@@ -526,3 +526,17 @@ test('failover: a passive member that says its partner serves is left at once, t
   one.start(0);
   assert.deepEqual(one.passive(10, 1), [], 'one server: wait for it');
 });
+
+test('failover: a server whose address refuses connections is left at the first unanswered attempt after snapshotRetryDelay; a live stream clears it', () => {
+  const h = harness({ servers: 2, silenceTimeout: 3000, snapshotRetryDelay: 1000, maxRetryDelay: 8000 });
+  assert.deepEqual(h.start(0), ['request 1', 'resendWrites']);
+  h.m.subscriberRefused();
+  assert.deepEqual(h.tick(1000), ['failover 0>1 refused', 'request 2', 'resendWrites']);
+  // At the new server, nothing refused: the usual wait (silenceTimeout) before moving on.
+  assert.deepEqual(h.tick(3000), ['request 3', 'resendWrites']);
+  assert.deepEqual(h.tick(7000).filter((x) => x.startsWith('failover')), ['failover 1>0 no-answer']);
+  // Refused, then the server delivers (it came up): an unanswered attempt is not 'refused'.
+  h.m.subscriberRefused();
+  h.hugz(7100, 0);
+  assert.deepEqual(h.tick(15_000).filter((x) => x.startsWith('failover')), ['failover 0>1 no-answer']);
+});

@@ -970,6 +970,7 @@ const FAILOVER_CAUSE: Record<FailoverReason, string> = {
   passive: 'passive, its partner is active',
   disconnected: 'connection dropped',
   'no-answer': 'no answer',
+  refused: 'connection refused',
 };
 
 /** What a resync means for someone watching, in a few words naming the forwarder. */

@@ -50,6 +50,8 @@ export interface LinkHandlers {
   onPublished(frames: Buffer[]): void;
   /** The subscriber's connection dropped (the server went away or restarted). */
   onSubscriberDown(): void;
+  /** A connection attempt of the subscriber failed (nothing listens at the server's address). */
+  onSubscriberRefused(): void;
   /** A message from the DEALER opened with `tag` (see {@link Link.openDealer}). */
   onReply(tag: number, frames: Buffer[]): void;
   /**
@@ -114,9 +116,17 @@ export class Link {
     const endpoints = s.servers[this.#server]!;
     // Events of a SUB the peer has switched away from are not this stream's: dropped.
     const current = (): boolean => this.#sub === sub;
-    const sub: zmq.Subscriber = connectSubscriber(endpoints.publisher, s.subscriberHwm, () => {
-      if (current()) h.onSubscriberDown();
-    }, s.curve);
+    const sub: zmq.Subscriber = connectSubscriber(
+      endpoints.publisher,
+      s.subscriberHwm,
+      () => {
+        if (current()) h.onSubscriberDown();
+      },
+      s.curve,
+      () => {
+        if (current()) h.onSubscriberRefused();
+      },
+    );
     // Order matters: the join topic (subscribed in openDealer) goes last, so once the forwarder
     // sees it, these are live too.
     sub.subscribe(s.subtree);

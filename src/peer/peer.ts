@@ -311,6 +311,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
           this.#sync.subscriberDown(Date.now());
           this.#armWake();
         },
+        onSubscriberRefused: () => {
+          if (this.#life.closing) return;
+          this.#sync.subscriberRefused();
+        },
         onReply: (attempt, f) => this.#onReply(attempt, f),
         onCollector: (server, up) => this.#onCollector(server, up),
         onError: (what, e) => this.#report(ErrorCode.Transport, what, e),

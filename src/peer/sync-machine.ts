@@ -207,6 +207,8 @@ export class SyncMachine {
   #serverSince: number;
   /** Per server: whether its last KTHXBAI announced `resume=1` (`undefined`: never heard from it). */
   readonly #announcedResume: Array<boolean | undefined> = [];
+  /** Whether a connection attempt to the server in use was refused since the peer moved there. */
+  #refused = false;
   /** The last term a pair member announced (KTHXBAI, HUGZ), sent back in resume requests. */
   #term: number | undefined;
 
@@ -296,11 +298,14 @@ export class SyncMachine {
         // trigger), then the next one is.
         this.#attemptTimeout = Math.min(this.#attemptTimeout * 2, this.#s.maxRetryDelay);
         const reason = a.reason ?? (this.#status === 'syncing' ? undefined : 'silence');
-        if (this.#failsOver && now - this.#serverSince >= this.#s.silenceTimeout) {
+        // A server whose address refuses connections is dead (or not started): it gets
+        // snapshotRetryDelay, not silenceTimeout — the wait is for a backup about to take over.
+        const refused = this.#refused && now - this.#serverSince >= this.#s.snapshotRetryDelay;
+        if (this.#failsOver && (refused || now - this.#serverSince >= this.#s.silenceTimeout)) {
           // A server that never announced what it answers, and left a resume request
           // unanswered, may be a plain server that ignores three-frame requests: ask it plainly.
-          if (a.resume && this.#announcedResume[this.#server] === undefined) this.#announcedResume[this.#server] = false;
-          this.#failover(now, 'no-answer');
+          if (!refused && a.resume && this.#announcedResume[this.#server] === undefined) this.#announcedResume[this.#server] = false;
+          this.#failover(now, refused ? 'refused' : 'no-answer');
         }
         if (reason !== undefined) this.#announce(reason);
         this.#request(now, reason);
@@ -346,6 +351,15 @@ export class SyncMachine {
     this.#request(now, a.reason);
   }
 
+  /**
+   * A connection attempt of the subscriber to the server in use failed: nothing listens there.
+   * With several servers, an attempt there that goes unanswered then moves on after
+   * `snapshotRetryDelay` instead of `silenceTimeout` (see {@link tick}).
+   */
+  subscriberRefused(): void {
+    this.#refused = true;
+  }
+
   /** Whether the peer has more than one server to move between. */
   get #failsOver(): boolean {
     return (this.#s.servers ?? 1) > 1;
@@ -361,6 +375,7 @@ export class SyncMachine {
     const to = (from + 1) % (this.#s.servers ?? 1);
     this.#server = to;
     this.#serverSince = now;
+    this.#refused = false;
     this.#attempt = undefined;
     this.#waiting = undefined;
     this.#lastFromSub = 0;
@@ -377,6 +392,7 @@ export class SyncMachine {
   published(now: number, m: ChpMessage | undefined): void {
     this.#lastHeard = now;
     this.#subLive = true;
+    this.#refused = false;
     if (!m) {
       this.#stats.malformed++;
       return;

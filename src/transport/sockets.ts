@@ -305,7 +305,8 @@ const ZMQ_SNDHWM = 23;
 
 /**
  * Creates the subscriber (not yet subscribed) and connects it. `onDisconnect` is called each
- * time its connection drops (the server went away or restarted).
+ * time its connection drops (the server went away or restarted); `onRefused` each time a
+ * connection attempt failed and will be retried (nothing listens there: a dead server).
  *
  * Its send side carries only subscriptions and has no high-water mark: libzmq drops what is over
  * a SUB's send mark, and a subscribe dropped while its unsubscribe gets through trips an assertion
@@ -314,12 +315,13 @@ const ZMQ_SNDHWM = 23;
  *
  * @throws {@link ClonekvError} `CLONEKV_TRANSPORT` for a bad endpoint or option (nothing left open)
  */
-export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void, curve?: ClientCurve): zmq.Subscriber {
+export function connectSubscriber(endpoint: string, hwm: Hwm, onDisconnect?: () => void, curve?: ClientCurve, onRefused?: () => void): zmq.Subscriber {
   const sub = connectSocket('update (SUB)', endpoint, zmq.Subscriber, { linger: 0, receiveHighWaterMark: hwm.receive, ...clientCurveOptions(curve) });
   // zeromq.js exposes no send mark on a SUB (it sends no messages of its own), so the option is
   // set by number: ZMQ_SNDHWM, before any subscription is queued.
   (sub as unknown as { setInt32Option(option: number, value: number): void }).setInt32Option(ZMQ_SNDHWM, 0);
   if (onDisconnect) sub.events.on('disconnect', onDisconnect);
+  if (onRefused) sub.events.on('connect:retry', onRefused);
   return sub;
 }
 
