@@ -251,6 +251,10 @@ export class Presence {
   recover(key: string, owner: string | undefined, now = Date.now(), known?: Registration): void {
     if (owner !== undefined) this.#table.provisional(owner, now, known);
     this.#table.written(key, owner);
+    // The presence key deleted (the active purged the peer, or it said bye): the peer is gone
+    // here too. Its other keys' deletes follow from the active; without this a passive member's
+    // table would only ever grow, one member per id any sender beat with.
+    if (owner === undefined && key.startsWith(PRESENCE_PREFIX)) this.#table.remove(key.slice(PRESENCE_PREFIX.length));
   }
 
   /**
