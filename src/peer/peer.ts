@@ -553,7 +553,11 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
     if (this.#life.closing) return Promise.reject(new ClosedError('peer'));
     const writer = this.#s.identity!.signer;
-    this.#receiptInbox ??= Promise.resolve(this.#openReceiptInbox(writer));
+    // A peer that cannot be made (zeromq refuses) rejects this write, and the next one tries again.
+    this.#receiptInbox ??= new Promise<ReceiptSource>((resolve) => resolve(this.#openReceiptInbox(writer))).catch((err: unknown) => {
+      this.#receiptInbox = undefined;
+      throw err;
+    });
     props.push([Prop.Confirm, confirmProperty(recipients)]);
     return confirmWrite(this.#receiptInbox, {
       key,
@@ -812,7 +816,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#writes.close(new ClosedError('peer'));
       for (const c of [...this.#control.values()]) c.fail(new ClosedError('peer'));
       this.#watchers.endAll();
-      await Promise.all([this.#link.close(), this.#receiptInbox?.then((inbox) => inbox.close())]);
+      await Promise.all([this.#link.close(), this.#receiptInbox?.then((inbox) => inbox.close(), () => {})]);
     });
   }
 

@@ -59,7 +59,7 @@ export class ReceiptSender {
     if (!confirmList(confirm).includes(this.#identity.signer)) return;
     const writer = props.get(Prop.Signer);
     const ts = Number(props.get(Prop.SignedAt));
-    if (writer === undefined || !(Date.now() - ts < MAX_AGE_MS)) return;
+    if (writer === undefined || confirmList(writer).length !== 1 || !(Date.now() - ts < MAX_AGE_MS)) return;
     const id = `${uuid.toString('hex')}/${seq}`;
     if (this.#answered.has(id)) return;
     const k = key.toString('utf8');
