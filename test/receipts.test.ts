@@ -53,6 +53,9 @@ test('two named recipients confirm: set resolves, through a forwarder enforcing 
     assert.equal(writer.get('config/a'), i);
     assert.ok(seq > 0);
   }
+  // Many at once, to different keys: each waits for its own receipts.
+  const seqs = await within('concurrent confirmed writes', Promise.all(Array.from({ length: 30 }, (_, i) => writer.set(`config/m${i}`, i, { confirmBy: ['billing', 'auth'], timeout: 8000 }))));
+  assert.equal(new Set(seqs).size, 30);
   assert.equal(fwd.stats().unauthorized, 0, 'receipts are writes the policy allows');
 });
 

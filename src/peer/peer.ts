@@ -573,7 +573,9 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   /** A peer of the same server holding only this writer's receipts (no presence, no identity). */
   #openReceiptInbox(writer: string): ReceiptSource {
     const { identity: _i, policy: _p, sealed: _s, receipts: _r, ...rest } = this.#options;
-    return new Peer({ ...rest, subtree: receiptSubtree(writer), presence: false, receipts: false, name: `${this.#s.name}-receipts` });
+    const inbox = new Peer({ ...rest, subtree: receiptSubtree(writer), presence: false, receipts: false, name: `${this.#s.name}-receipts` });
+    inbox.setMaxListeners(0); // one `update` listener per confirmed write in flight
+    return inbox;
   }
 
   /**
