@@ -81,6 +81,14 @@ test('a named recipient that is absent: rejects within the timeout naming it, an
   assert.ok(elapsed >= 1400 && elapsed < 4000, `rejected after ${elapsed} ms`);
   // Bad names are refused at once.
   await assert.rejects(writer.set('config/b', 1, { confirmBy: ['nobody'] }), { code: ErrorCode.InvalidOption, message: /nobody/ });
+  // Closing the writer ends a wait for receipts at once.
+  const closing = await readyPeer(t, fwd.endpoint, { identity: op, policy: POLICY });
+  const waiting = closing.set('config/b', 2, { confirmBy: ['ghost'], timeout: 20_000 });
+  await waitFor('sequenced', () => writer.get('config/b') === 2 || fwd.stats().sequence > 0);
+  const closedAt = Date.now();
+  void closing.close();
+  await assert.rejects(within('rejected at close', waiting, 5000), { code: ErrorCode.Closed });
+  assert.ok(Date.now() - closedAt < 3000);
   const plain = peer(t, fwd.endpoint, { identity: op });
   await assert.rejects(plain.set('config/b', 1, { confirmBy: ['billing'] }), { code: ErrorCode.InvalidOption, message: /policy/ });
 });
@@ -156,6 +164,7 @@ test('a receipt that arrives before the acknowledgement, or is already held, is 
     on: (_e, l) => listeners.add(l),
     off: (_e, l) => listeners.delete(l),
     close: async () => {},
+    closed: () => new Promise<void>(() => {}),
   };
   const recipients = ['billing', 'auth'].map((n) => POLICY.named(n)!);
   const push = (id: Identity, seq: number): void => {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ClonekvError, ErrorCode, InvalidOptionError, UnconfirmedError } from '../errors.ts';
+import { ClonekvError, ClosedError, ErrorCode, InvalidOptionError, UnconfirmedError } from '../errors.ts';
 import { Prop } from '../protocol/commands.ts';
 import type { PropertyReader } from '../protocol/properties.ts';
 import type { Identity } from '../security/identity.ts';
@@ -91,6 +91,8 @@ export interface ReceiptSource {
   on(event: 'update', listener: (e: WatchEntry) => void): unknown;
   off(event: 'update', listener: (e: WatchEntry) => void): unknown;
   close(): Promise<void>;
+  /** Resolves once closed (the writer's peer closes it when it closes). */
+  closed(): Promise<void>;
 }
 
 /** The recipients `confirmBy` names, found by name in the policy. @throws `CLONEKV_INVALID_OPTION` */
@@ -146,6 +148,11 @@ export async function confirmWrite(source: Promise<ReceiptSource>, w: ConfirmedW
   let listener: ((e: WatchEntry) => void) | undefined;
   try {
     inbox = await Promise.race([source.then(async (s) => (await s.ready(), s)), expired]);
+    // The peer closing ends the wait at once (its pending write settles on its own).
+    const closed = inbox.closed().then(() => {
+      throw new ClosedError('peer');
+    });
+    closed.catch(() => {});
     let uuid: Buffer | undefined;
     let seq: number | undefined;
     const confirmed = new Set<Writer>();
@@ -166,7 +173,7 @@ export async function confirmWrite(source: Promise<ReceiptSource>, w: ConfirmedW
       else for (const [k, r] of keys()) if (k === e.key) check(r, e.value);
     };
     inbox.on('update', listener);
-    seq = await Promise.race([w.send(Math.max(1, deadline - Date.now()), (u) => (uuid = Buffer.from(u))), expired]);
+    seq = await Promise.race([w.send(Math.max(1, deadline - Date.now()), (u) => (uuid = Buffer.from(u))), expired, closed]);
     if (uuid === undefined) throw new ClonekvError(ErrorCode.Unsupported, `write to "${w.key}" was not signed, so it cannot be confirmed`);
     const all = keys();
     for (const [k, r] of all) check(r, inbox.get(k));
@@ -176,6 +183,7 @@ export async function confirmWrite(source: Promise<ReceiptSource>, w: ConfirmedW
       const v = seq;
       await Promise.race([
         got,
+        closed,
         expired.catch(() => {
           throw new UnconfirmedError(w.key, names(w.recipients.filter((r) => !confirmed.has(r))), v, w.timeout);
         }),
