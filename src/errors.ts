@@ -43,6 +43,11 @@ export const ErrorCode = {
    * in counters and error events for updates a peer refused to apply.
    */
   Unauthorized: 'CLONEKV_UNAUTHORIZED',
+  /**
+   * A write asked for signed receipts (`confirmBy`) and not every named recipient sent a valid
+   * one in time; the message and `unconfirmed` name those that did not.
+   */
+  Unconfirmed: 'CLONEKV_UNCONFIRMED',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */
@@ -154,5 +159,25 @@ export class StorageError extends ClonekvError {
   constructor(path: string, message: string, options?: { cause?: unknown }) {
     super(ErrorCode.Storage, message, options);
     this.path = path;
+  }
+}
+
+/**
+ * A write with `confirmBy` that was not confirmed by every named recipient in time. The write
+ * itself may well have been applied (`version` says so when it was sequenced).
+ */
+export class UnconfirmedError extends ClonekvError {
+  /** The recipients (names from the policy) that sent no valid receipt. */
+  readonly unconfirmed: string[];
+  /** The sequence the forwarder gave the write, if it was sequenced. */
+  readonly version: number | undefined;
+
+  constructor(key: string, unconfirmed: string[], version: number | undefined, timeout: number) {
+    super(
+      ErrorCode.Unconfirmed,
+      `write to "${key}"${version === undefined ? '' : ` (version ${version})`} not confirmed within ${timeout} ms by: ${unconfirmed.join(', ')}`,
+    );
+    this.unconfirmed = unconfirmed;
+    this.version = version;
   }
 }

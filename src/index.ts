@@ -44,6 +44,7 @@ export {
   InvalidOptionError,
   StorageError,
   TimeoutError,
+  UnconfirmedError,
 } from './errors.ts';
 export { Forwarder } from './forwarder/forwarder.ts';
 export { generateIdentity, loadIdentity, saveIdentity, parsePublicKey, PUBLIC_KEY_PREFIX, type Identity } from './security/identity.ts';

@@ -105,6 +105,13 @@ export interface SetOptions {
    * ends the ownership. Needs a clonekv forwarder.
    */
   ephemeral?: boolean;
+  /**
+   * Signed receipts (README, "Signed receipts"): resolve only once each identity named here (by
+   * its `name` in this peer's policy) has applied this exact write and sent back a receipt it
+   * signed. Needs `identity` and `policy`. `timeout` then bounds the whole wait (default
+   * `writeTimeout`); a recipient missing at its end rejects with `CLONEKV_UNCONFIRMED` naming it.
+   */
+  confirmBy?: readonly string[];
 }
 
 /** Options of {@link Peer.delete}. */
@@ -298,6 +305,11 @@ export interface PeerOptions {
   sealed?: ReadonlyArray<{ prefix: string; secret: string | Uint8Array }>;
   /** A name for this peer, shown in logs and presence. Default `peer`. */
   name?: string;
+  /**
+   * With an `identity`: answer writes that ask this identity for a receipt (`confirmBy` naming
+   * it) with a signed receipt once the write is in this peer's map. Default `true`.
+   */
+  receipts?: boolean;
   /**
    * Time without any message on the subscriber (updates, heartbeats) before the peer resyncs,
    * ms. Replies on the request socket (acknowledgements) do not count. Default 3000.

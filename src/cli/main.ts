@@ -109,6 +109,7 @@ const FLAGS = {
   'partner-timeout': { type: 'string' },
   identity: { type: 'string' },
   policy: { type: 'string' },
+  'confirm-by': { type: 'string' },
   curve: { type: 'string' },
   'curve-key': { type: 'string' },
   'curve-server-key': { type: 'string' },
@@ -151,7 +152,7 @@ const TAKES = {
     'curve-allow',
   ],
   get: [...CLIENT, 'json'],
-  set: [...CLIENT, 'json', 'ttl', 'if-version', 'file', 'identity'],
+  set: [...CLIENT, 'json', 'ttl', 'if-version', 'file', 'identity', 'policy', 'confirm-by'],
   del: [...CLIENT, 'if-version', 'identity'],
   dump: [...CLIENT, 'json'],
   load: [...CLIENT, 'prefix', 'identity'],
@@ -279,6 +280,11 @@ as large as the forwarder takes (clonekv serve --max-value-bytes, default 1 MiB)
   --file FILE       read the value from FILE
   --identity FILE   sign the write with this identity (clonekv keygen); needed by a
                     forwarder run with --policy (exits 1 with CLONEKV_UNAUTHORIZED if refused)
+  --confirm-by NAMES  wait for a signed receipt from each of these identities (names in
+                    --policy, separated by commas) saying it applied this write; exits 1
+                    with CLONEKV_UNCONFIRMED naming those that did not confirm within
+                    --timeout (which then bounds the whole wait). Needs --identity and --policy
+  --policy FILE     the policy that names the recipients and their keys
 ${CLIENT_HELP}`,
   del: `Usage: clonekv del KEY [--if-version N] [--identity FILE] [--server URL] [--timeout MS]
 
@@ -636,10 +642,11 @@ async function joinedPeer(url: string, subtree: string, timeoutMs: number, io: I
 }
 
 /** A writer: no snapshot, and no local value limit (the forwarder's limit is the one that counts). */
-function writerPeer(url: string, timeoutMs: number, identity: string | undefined, security: Security | undefined): Peer {
+function writerPeer(url: string, timeoutMs: number, identity: string | undefined, security: Security | undefined, policy?: string): Peer {
   return new Peer({
     ...security,
     ...(identity !== undefined ? { identity } : {}),
+    ...(policy !== undefined ? { policy } : {}),
     server: url,
     subtree: WRITE_ONLY_SUBTREE,
     name: 'clonekv-cli',
@@ -886,11 +893,19 @@ async function write(args: string[], io: Io, ctx: Context, op: 'set' | 'del'): P
   const ifVersion = values['if-version'] === undefined ? undefined : intArg('if-version', values['if-version'], 0, 0, Number.MAX_SAFE_INTEGER);
   const url = server(values, ctx);
   const value = op === 'set' ? await setValue(key, positionals[1], set.file, set.json === true, io) : undefined;
-  const peer = writerPeer(url, timeout, values.identity, ctx.security);
+  const confirmBy = values['confirm-by']?.split(',').map((n) => n.trim()).filter((n) => n.length > 0);
+  if (confirmBy !== undefined && (values.identity === undefined || values.policy === undefined)) {
+    throw new UsageError('--confirm-by needs --identity FILE (the writer) and --policy FILE (which names the recipients)');
+  }
+  const peer = writerPeer(url, timeout, values.identity, ctx.security, confirmBy === undefined ? undefined : values.policy);
   try {
     const seq =
       op === 'set'
-        ? await peer.set(key, value, { ...(ttl !== undefined ? { ttl } : {}), ...(ifVersion !== undefined ? { ifVersion } : {}) })
+        ? await peer.set(key, value, {
+            ...(ttl !== undefined ? { ttl } : {}),
+            ...(ifVersion !== undefined ? { ifVersion } : {}),
+            ...(confirmBy !== undefined ? { confirmBy, timeout } : {}),
+          })
         : await peer.delete(key, ifVersion !== undefined ? { ifVersion } : {});
     io.out(String(seq));
     return Exit.Ok;

@@ -54,6 +54,8 @@ import { Watchers } from './watchers.ts';
 import { loadIdentity, type Identity } from '../security/identity.ts';
 import { policyOption, type Policy } from '../security/policy.ts';
 import { checkUpdate, signWrite } from '../security/signature.ts';
+import { receiptSubtree, RECEIPT_TTL_SECONDS } from '../security/receipt.ts';
+import { confirmProperty, confirmWrite, recipientsOf, ReceiptSender, type ReceiptSource } from './receipts.ts';
 
 /** Events of a {@link Peer}. */
 export interface PeerEvents {
@@ -116,6 +118,8 @@ interface Settings {
   maxSnapshotBytes: number;
   heartbeatInterval: number;
   presence: boolean;
+  /** Answers receipt requests (with an identity). */
+  receipts: boolean;
   /** Signs every write, when given. */
   identity: Identity | undefined;
   /** Verifies every update end to end, when given. */
@@ -144,6 +148,7 @@ const KNOWN_OPTIONS = [
   'maxSnapshotBytes',
   'heartbeatInterval',
   'presence',
+  'receipts',
   'identity',
   'policy',
   'curve',
@@ -195,6 +200,7 @@ function peerSettings(options: PeerOptions): Settings {
     maxSnapshotBytes: intOption('maxSnapshotBytes', options.maxSnapshotBytes, 2 ** 30, 1, MAX_SNAPSHOT_BYTES),
     heartbeatInterval: durationOption('heartbeatInterval', options.heartbeatInterval, 1000, 10),
     presence: booleanOption('presence', options.presence, true),
+    receipts: booleanOption('receipts', options.receipts, true),
     identity: identityOption(options.identity),
     policy: policyOption(options.policy),
     curve: peerCurve(options.curve),
@@ -254,6 +260,12 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #stats: PeerStats = emptyPeerStats();
   /** The policy updates are verified with (a peer given one); replaced whole by {@link reloadPolicy}. */
   #policy: Policy | undefined;
+  /** The options as given (the peer that holds this writer's receipts is made from them). */
+  readonly #options: PeerOptions;
+  /** Sends the receipts this peer owes (a peer with an identity that answers receipts). */
+  readonly #receipts: ReceiptSender | undefined;
+  /** The peer holding `$receipts/<this writer>/`, made at the first `confirmBy`. */
+  #receiptInbox: Promise<ReceiptSource> | undefined;
 
   /**
    * Creates a peer and starts joining at once. Options are checked here.
@@ -264,7 +276,17 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   constructor(options: PeerOptions = {}) {
     super();
     this.#s = peerSettings(options);
+    this.#options = options;
     this.#policy = this.#s.policy;
+    const identity = this.#s.identity;
+    this.#receipts =
+      identity === undefined || !this.#s.receipts
+        ? undefined
+        : new ReceiptSender(identity, (key, value) => {
+            this.set(key, value, { ttl: RECEIPT_TTL_SECONDS }).catch((err: unknown) => {
+              if (!this.#life.closing) this.#report(ErrorCode.Rejected, `receipt ${key} not written: ${(err as Error).message}`, err);
+            });
+          });
     this.#subtreeBytes = Buffer.from(this.#s.subtree, 'utf8');
     this.#readyPromise = new Promise<void>((resolve, reject) => {
       this.#readyResolve = resolve;
@@ -521,7 +543,43 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       props.push([Prop.Owner, this.#id]);
     }
     if (options.ttl !== undefined) props.push([Prop.Ttl, String(options.ttl)]);
+    if (options.confirmBy !== undefined) return this.#confirmedWrite(key, keyBytes, body, props, options.ifVersion, timeout, options.confirmBy);
     return this.#write(key, keyBytes, body, props, options.ifVersion, timeout);
+  }
+
+  /** A write with `confirmBy`: see {@link confirmWrite}. */
+  #confirmedWrite(key: string, keyBytes: Buffer, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number, confirmBy: readonly string[]): Promise<number> {
+    let recipients;
+    try {
+      recipients = recipientsOf(confirmBy, this.#policy, this.#s.identity);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    if (this.#life.closing) return Promise.reject(new ClosedError('peer'));
+    const writer = this.#s.identity!.signer;
+    // A peer that cannot be made (zeromq refuses) rejects this write, and the next one tries again.
+    this.#receiptInbox ??= new Promise<ReceiptSource>((resolve) => resolve(this.#openReceiptInbox(writer))).catch((err: unknown) => {
+      this.#receiptInbox = undefined;
+      throw err;
+    });
+    props.push([Prop.Confirm, confirmProperty(recipients)]);
+    return confirmWrite(this.#receiptInbox, {
+      key,
+      keyBytes,
+      body,
+      writer,
+      recipients,
+      timeout,
+      send: (remaining, onUuid) => this.#write(key, keyBytes, body, props, ifVersion, remaining, onUuid),
+    });
+  }
+
+  /** A peer of the same server holding only this writer's receipts (no presence, no identity). */
+  #openReceiptInbox(writer: string): ReceiptSource {
+    const { identity: _i, policy: _p, sealed: _s, receipts: _r, ...rest } = this.#options;
+    const inbox = new Peer({ ...rest, subtree: receiptSubtree(writer), presence: false, receipts: false, name: `${this.#s.name}-receipts` });
+    inbox.setMaxListeners(0); // one `update` listener per confirmed write in flight
+    return inbox;
   }
 
   /**
@@ -545,7 +603,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
     }
   }
 
-  #write(key: string, keyBytes: Buffer, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number): Promise<number> {
+  #write(key: string, keyBytes: Buffer, body: Buffer, props: Array<[string, string]>, ifVersion: number | undefined, timeout: number, onUuid?: (uuid: Buffer) => void): Promise<number> {
     if (this.#life.closing) return Promise.reject(new ClosedError('peer'));
     if (ifVersion !== undefined) {
       if (!Number.isSafeInteger(ifVersion) || ifVersion < 0) {
@@ -554,7 +612,13 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       props.push([Prop.IfVersion, String(ifVersion)]);
     }
     const identity = this.#s.identity;
-    const sign = identity === undefined ? undefined : (uuid: Buffer): void => signWrite(identity, keyBytes, uuid, body, props);
+    const sign =
+      identity === undefined
+        ? undefined
+        : (uuid: Buffer): void => {
+            onUuid?.(uuid);
+            signWrite(identity, keyBytes, uuid, body, props);
+          };
     return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout, sign);
   }
 
@@ -758,7 +822,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       this.#writes.close(new ClosedError('peer'));
       for (const c of [...this.#control.values()]) c.fail(new ClosedError('peer'));
       this.#watchers.endAll();
-      await this.#link.close();
+      await Promise.all([this.#link.close(), this.#receiptInbox?.then((inbox) => inbox.close(), () => {})]);
     });
   }
 
@@ -872,7 +936,10 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   #onPublished(frames: Buffer[]): void {
     const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
+    const receipts = this.#receipts;
+    if (receipts !== undefined && d.ok) receipts.observe(d.message.key, d.message.uuid, d.message.body, d.message.properties, d.message.sequence);
     this.#sync.published(Date.now(), d.ok ? d.message : undefined);
+    receipts?.flush((k) => this.#map.get(k)?.version);
     this.#armWake();
   }
 
@@ -908,7 +975,19 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         // A delta's entries (deletes among them) need their uuid and delete reason too.
         const detail = sync.wantsDeltaDetail(attempt);
         const policy = this.#policy;
+        const receipts = this.#receipts;
         scanBatch(frames[4]!, (b, s) => {
+          if (receipts !== undefined) {
+            const raw = b.subarray(s.propertiesStart, s.propertiesStart + s.propertiesLength);
+            if (ReceiptSender.mayAsk(raw)) {
+              try {
+                const key = b.subarray(s.keyStart, s.keyStart + s.keyLength);
+                receipts.observe(key, b.subarray(s.uuidStart, s.uuidStart + s.uuidLength), b.subarray(s.bodyStart, s.bodyStart + s.bodyLength), new PropertyView(raw), s.sequence);
+              } catch {
+                // Unreadable properties ask for nothing.
+              }
+            }
+          }
           if (policy !== undefined) {
             const key = b.subarray(s.keyStart, s.keyStart + s.keyLength);
             const refused = this.#verifyRaw(
@@ -946,12 +1025,14 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         else {
           // A plain server's snapshot may hold a write of ours whose fate was in doubt.
           if (this.#writes.unechoed) this.#writes.seenInSnapshot(m.uuid, m.sequence);
+          this.#receipts?.observe(m.key, m.uuid, m.body, m.properties, m.sequence);
           const refused = this.#policy === undefined ? undefined : this.#verify(m.key, m.uuid, m.body, m.properties);
           if (refused !== undefined) sync.snapshotRefused(attempt, m.key, m.sequence, refused);
           else sync.snapshotEntry(attempt, m.key, m.sequence, this.#isMsgpack(m.rawProperties, 0, m.rawProperties.length), m.body);
         }
       }
     }
+    this.#receipts?.flush((k) => this.#map.get(k)?.version);
     this.#armWake();
   }
 

@@ -150,6 +150,11 @@ export const Prop = {
   Signature: 'sig',
   /** A signed write: when it was signed, ms since the Unix epoch (covered by the signature). */
   SignedAt: 'ts',
+  /**
+   * A write that asks for signed receipts: the recipients' public keys (base64url), separated
+   * by commas (see security/receipt.ts). Plain CHP peers ignore it.
+   */
+  Confirm: 'confirm',
 } as const;
 
 /** The value of {@link Prop.Encoding} for msgpackr-encoded values. */

@@ -8,7 +8,12 @@
  *   - name: deploy                # optional: named in refusals and logs
  *     key: ed25519:Gx3…           # the public key clonekv keygen printed
  *     prefixes: [config/, flags/] # keys it may write; "" = every key
+ *   - name: billing               # a recipient of signed receipts that writes nothing else
+ *     key: ed25519:Qm9…
+ *     prefixes: []
  * ```
+ * Every identity named may also write its own signed receipts,
+ * `$receipts/<writer>/<uuid>/<its own key>` (security/receipt.ts), and no other identity's.
  *
  * @module
  */
@@ -17,6 +22,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ClonekvError, ErrorCode } from '../errors.ts';
 import { parsePublicKey, publicKeyObject, PUBLIC_KEY_PREFIX, signerOf } from './identity.ts';
+import { receiptKeyRecipient } from './receipt.ts';
 
 /** One identity the policy names. */
 export interface Writer {
@@ -55,6 +61,12 @@ export class Policy {
     return this.#writers.get(signer);
   }
 
+  /** The identity named `name` in the policy, if any (how `confirmBy` names recipients). */
+  named(name: string): Writer | undefined {
+    for (const w of this.#writers.values()) if (w.name === name) return w;
+    return undefined;
+  }
+
   /** Every writer named. */
   get writers(): Writer[] {
     return [...this.#writers.values()];
@@ -85,6 +97,7 @@ export class Policy {
       if (!Array.isArray(e.prefixes) || e.prefixes.some((p) => typeof p !== 'string')) fail(`${at}: "prefixes" must be a list of strings ("" = every key)`);
       const prefixes = e.prefixes as string[];
       const signer = signerOf(bytes);
+      if (e.name !== undefined && [...writers.values()].some((w) => w.name === e.name)) fail(`${at}: name ${JSON.stringify(e.name)} is given twice`);
       if (writers.has(signer)) fail(`${at}: key ${PUBLIC_KEY_PREFIX}${signer} is named twice (list all its prefixes in one entry)`);
       const id = PUBLIC_KEY_PREFIX + signer;
       const name = e.name as string | undefined;
@@ -95,7 +108,8 @@ export class Policy {
         label: name === undefined ? id : `${name} (${id})`,
         prefixes,
         keyObject: publicKeyObject(bytes),
-        mayWrite: (key) => prefixBytes.some((p) => key.length >= p.length && Buffer.compare(p, key.subarray(0, p.length)) === 0),
+        mayWrite: (key) =>
+          prefixBytes.some((p) => key.length >= p.length && Buffer.compare(p, key.subarray(0, p.length)) === 0) || receiptKeyRecipient(key) === signer,
       });
     });
     return new Policy(writers, source, file);
