@@ -60,6 +60,14 @@ export function signWrite(identity: Identity, key: Uint8Array, uuid: Uint8Array,
   props.push([Prop.Signer, identity.signer], [Prop.Signature, sig.toString('base64url')]);
 }
 
+/**
+ * Verdicts reached ahead of the decision (verify-ahead.ts): the verdict on `sig` by `signer`
+ * over exactly `payload`, or `undefined` when there is none (then the check verifies itself).
+ */
+export interface KnownVerdicts {
+  verdict(signer: string, sig: string, payload: Buffer): boolean | undefined;
+}
+
 /** Why a write is refused: the text says which key and which identity. */
 export interface Refusal {
   readonly reason: 'unsigned' | 'not-allowed' | 'bad-signature' | 'stale' | 'future';
@@ -76,7 +84,7 @@ export function showKey(key: Uint8Array): string {
  * valid signature. The policy is consulted first, so a signer it does not know costs no
  * signature check. Returns `undefined` when the write passes, else why not.
  */
-export function checkWrite(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader): Refusal | undefined {
+export function checkWrite(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader, known?: KnownVerdicts): Refusal | undefined {
   const signer = props.get(Prop.Signer);
   if (signer === undefined) return { reason: 'unsigned', message: `unsigned write to ${showKey(key)} refused: the policy allows signed writes only` };
   const writer = policy.writer(signer);
@@ -87,7 +95,8 @@ export function checkWrite(policy: Policy, key: Uint8Array, uuid: Uint8Array, bo
   if (sig === undefined || ts === undefined || !SIG_TEXT.test(sig) || !TS_TEXT.test(ts)) {
     return { reason: 'bad-signature', message: `write to ${showKey(key)} by ${who} has a missing or malformed signature` };
   }
-  const ok = cryptoVerify(null, signedPayload(key, uuid, body, (n) => props.get(n)), writer.keyObject, Buffer.from(sig, 'base64url'));
+  const payload = signedPayload(key, uuid, body, (n) => props.get(n));
+  const ok = known?.verdict(signer, sig, payload) ?? cryptoVerify(null, payload, writer.keyObject, Buffer.from(sig, 'base64url'));
   return ok ? undefined : { reason: 'bad-signature', message: `write to ${showKey(key)} by ${who} has a bad signature` };
 }
 
@@ -116,11 +125,11 @@ const PRESENCE = Buffer.from(PRESENCE_PREFIX, 'latin1');
  * `reason=purged` that carry no signature. (The README's threat model says what that leaves
  * to a compromised forwarder.) No timestamp bound: a snapshot rightly holds old values.
  */
-export function checkUpdate(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader): Refusal | undefined {
+export function checkUpdate(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader, known?: KnownVerdicts): Refusal | undefined {
   if (key.length >= PRESENCE.length && Buffer.compare(PRESENCE, key.subarray(0, PRESENCE.length)) === 0) return undefined;
   if (body.length === 0 && !props.has(Prop.Signer)) {
     const why = props.get(Prop.Reason);
     if (why === 'expired' || why === 'purged') return undefined;
   }
-  return checkWrite(policy, key, uuid, body, props);
+  return checkWrite(policy, key, uuid, body, props, known);
 }
