@@ -53,7 +53,8 @@ import { SyncMachine, type SyncCommand } from './sync-machine.ts';
 import { Watchers } from './watchers.ts';
 import { loadIdentity, type Identity } from '../security/identity.ts';
 import { policyOption, type Policy } from '../security/policy.ts';
-import { checkUpdate, signWrite } from '../security/signature.ts';
+import { addSignature, checkUpdate, payloadToSign } from '../security/signature.ts';
+import { sign as cryptoSign } from 'node:crypto';
 import { VerifyAhead, type AddCheck } from '../security/verify-ahead.ts';
 
 /** Events of a {@link Peer}. */
@@ -255,6 +256,8 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #stats: PeerStats = emptyPeerStats();
   /** The policy updates are verified with (a peer given one); replaced whole by {@link reloadPolicy}. */
   #policy: Policy | undefined;
+  /** Settles once the last signed write made so far has been handed on (writes keep their order). */
+  #signedTail: Promise<void> = Promise.resolve();
   /**
    * What the forwarder sends waits here, in arrival order, while the signatures in it are
    * checked on the threadpool (a peer given a policy); each message is then handled as before,
@@ -562,8 +565,29 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
       props.push([Prop.IfVersion, String(ifVersion)]);
     }
     const identity = this.#s.identity;
-    const sign = identity === undefined ? undefined : (uuid: Buffer): void => signWrite(identity, keyBytes, uuid, body, props);
-    return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout, sign);
+    if (identity === undefined) return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout);
+    // Signed on the threadpool, so the event loop goes on meanwhile; the writes are handed on
+    // (and sent) in the order they were made, each once the one before it has been.
+    const uuid = this.#writes.newUuid();
+    const payload = payloadToSign(keyBytes, uuid, body, props);
+    const signature = new Promise<Buffer>((resolve, reject) => cryptoSign(null, payload, identity.privateKeyObject, (err, sig) => (err ? reject(err) : resolve(sig))));
+    signature.catch(() => {}); // handled below, in its turn (an early rejection is not unhandled)
+    const before = this.#signedTail;
+    let handedOn!: () => void;
+    this.#signedTail = new Promise<void>((resolve) => (handedOn = resolve));
+    // After the write before it (never overtaking it, even when signing fails).
+    return before.then(() => signature).then(
+      (sig) => {
+        handedOn();
+        if (this.#life.closing) throw new ClosedError('peer');
+        addSignature(identity, props, sig);
+        return this.#writes.add(key, keyBytes, this.#inSubtree(keyBytes), props, body, ifVersion, timeout, undefined, uuid);
+      },
+      (err: unknown) => {
+        handedOn();
+        throw err;
+      },
+    );
   }
 
   /**

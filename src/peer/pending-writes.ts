@@ -250,9 +250,9 @@ export class PendingWrites {
    *
    * @param props - the write's properties (encoding, owner, ttl, ifVersion)
    * @param sign - adds a signature to `props` for this uuid (a peer given an identity)
+   * @param uuid - the write's uuid, when it was taken earlier ({@link newUuid}: signed already)
    */
-  add(key: string, keyBytes: Buffer, inSubtree: boolean, props: Array<[string, string]>, body: Buffer, ifVersion: number | undefined, timeout: number, sign?: (uuid: Buffer) => void): Promise<number> {
-    const uuid = this.#nextUuid();
+  add(key: string, keyBytes: Buffer, inSubtree: boolean, props: Array<[string, string]>, body: Buffer, ifVersion: number | undefined, timeout: number, sign?: (uuid: Buffer) => void, uuid = this.#nextUuid()): Promise<number> {
     sign?.(uuid);
     const uuidKey = uuid.toString('latin1');
     return new Promise<number>((resolve, reject) => {
@@ -445,6 +445,11 @@ export class PendingWrites {
    * A write's uuid: this peer's random 64-bit prefix and a counter. Unique across peers (random
    * prefix) and within one (counter), at a fraction of the cost of 16 fresh random bytes.
    */
+  /** A new uuid for a write (given to {@link add} later, once the write is signed). */
+  newUuid(): Buffer {
+    return this.#nextUuid();
+  }
+
   #nextUuid(): Buffer {
     const uuid = Buffer.allocUnsafe(16);
     this.#uuidPrefix.copy(uuid, 0);

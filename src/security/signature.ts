@@ -54,9 +54,22 @@ export function signedPayload(key: Uint8Array, uuid: Uint8Array, body: Uint8Arra
  * `owner` as they will be sent).
  */
 export function signWrite(identity: Identity, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: Array<[string, string]>, now = Date.now()): void {
+  const payload = payloadToSign(key, uuid, body, props, now);
+  addSignature(identity, props, cryptoSign(null, payload, identity.privateKeyObject));
+}
+
+/**
+ * The first half of {@link signWrite}, for signing elsewhere (on the threadpool): appends `ts`
+ * to `props` and returns the bytes to sign. {@link addSignature} is the second half.
+ */
+export function payloadToSign(key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: Array<[string, string]>, now = Date.now()): Buffer {
   props.push([Prop.SignedAt, String(now)]);
   const get = (name: string): string | undefined => props.find(([n]) => n === name)?.[1];
-  const sig = cryptoSign(null, signedPayload(key, uuid, body, get), identity.privateKeyObject);
+  return signedPayload(key, uuid, body, get);
+}
+
+/** The second half of {@link signWrite}: appends `signer` and `sig` (the signature of {@link payloadToSign}'s bytes). */
+export function addSignature(identity: Identity, props: Array<[string, string]>, sig: Buffer): void {
   props.push([Prop.Signer, identity.signer], [Prop.Signature, sig.toString('base64url')]);
 }
 
