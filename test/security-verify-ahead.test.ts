@@ -18,7 +18,7 @@ import { entrySize, packBatch, unpackBatch, type WireEntry } from '../src/protoc
 import { encodeProperties, PropertyView } from '../src/protocol/properties.ts';
 import { encodeValue } from '../src/protocol/values.ts';
 import { checkWrite, signedPayload, signWrite } from '../src/security/signature.ts';
-import { VerifyAhead } from '../src/security/verify-ahead.ts';
+import { MAX_WAITING, VerifyAhead } from '../src/security/verify-ahead.ts';
 import { forwarder, readyPeer, waitFor, within } from './helpers.ts';
 import { rawDealer, ZERO_SEQ } from './raw-sockets.ts';
 
@@ -39,7 +39,7 @@ function signed(identity: Identity, key: string, value: unknown, uuid = randomBy
 const keyOf = (signer: string) => POLICY.writer(signer)?.keyObject;
 
 test('the FIFO handles messages in arrival order, whatever order their checks finish in', async () => {
-  const ahead = new VerifyAhead(keyOf);
+  const ahead = new VerifyAhead(keyOf, (err) => assert.fail(`a handler threw: ${String(err)}`));
   const handled: number[] = [];
   const N = 400;
   let queuedSeen = 0;
@@ -65,8 +65,36 @@ test('the FIFO handles messages in arrival order, whatever order their checks fi
   assert.equal(ahead.waiting, 0);
 });
 
+test('a full queue asks the receive loop to wait; a handler that throws is reported and the queue goes on', async () => {
+  const errors: unknown[] = [];
+  const ahead = new VerifyAhead(keyOf, (err) => errors.push(err));
+  const w = signed(alice, 'config/x', 1);
+  const handled: number[] = [];
+  let busy: Promise<void> | undefined;
+  let i = 0;
+  // As a receive loop does: schedule until told to wait.
+  while (busy === undefined) {
+    const n = i++;
+    busy = ahead.schedule(
+      () => {
+        handled.push(n);
+        if (n === 1) throw new Error('handler bug');
+      },
+      // The first message waits for its check; all the others wait behind it.
+      n === 0 ? (add) => add(w.key, w.uuid, w.body, w.props) : undefined,
+    );
+    assert.ok(i <= MAX_WAITING + 1, 'told to wait once the queue is full');
+  }
+  assert.equal(ahead.waiting, MAX_WAITING);
+  await within('the queue to drain enough', busy);
+  assert.ok(ahead.waiting <= MAX_WAITING / 2);
+  await waitFor('all handled', () => handled.length === i);
+  assert.deepEqual(handled, Array.from({ length: i }, (_, n) => n));
+  assert.equal(errors.length, 1);
+});
+
 test('a verdict is never borrowed: the same signature over other bytes, or by another signer, is checked on its own', async () => {
-  const ahead = new VerifyAhead(keyOf);
+  const ahead = new VerifyAhead(keyOf, (err) => assert.fail(`a handler threw: ${String(err)}`));
   const good = signed(alice, 'config/a', 'the real value');
   const forgedBody = encodeValue('a forged value');
   const results: Array<string | undefined> = [];

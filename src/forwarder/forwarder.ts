@@ -128,7 +128,7 @@ export class Forwarder implements AsyncDisposable {
   readonly #ahead = new VerifyAhead((signer, key) => {
     const writer = this.#policy?.writer(signer);
     return writer !== undefined && writer.mayWrite(key) ? writer.keyObject : undefined;
-  });
+  }, () => {});
 
   private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined, stateSockets: StateSockets | undefined, curve: CurveGuard | undefined) {
     this.#settings = settings;
@@ -640,13 +640,13 @@ export class Forwarder implements AsyncDisposable {
   // ---- input ------------------------------------------------------------------------------
 
   /** A plain CHP writer's KVSET, in arrival order after its signature is checked ahead. */
-  #onCollector(frames: Buffer[]): void {
-    this.#ahead.schedule(() => this.#collectorWrite(frames), this.#policy === undefined ? undefined : (add) => this.#checkAheadMessage(frames, add));
+  #onCollector(frames: Buffer[]): Promise<void> | undefined {
+    return this.#ahead.schedule(() => this.#collectorWrite(frames), this.#policy === undefined ? undefined : (add) => this.#checkAheadMessage(frames, add));
   }
 
   /** ROUTER traffic, in arrival order after the signatures of the writes in it are checked ahead. */
-  #onRouter(frames: Buffer[]): void {
-    this.#ahead.schedule(() => this.#routerMessage(frames), this.#policy === undefined ? undefined : (add) => {
+  #onRouter(frames: Buffer[]): Promise<void> | undefined {
+    return this.#ahead.schedule(() => this.#routerMessage(frames), this.#policy === undefined ? undefined : (add) => {
       const command = frames[1];
       if (frames.length === 6 && command !== undefined && command.equals(WRITE_BATCH)) return this.#checkAheadBatch(frames[5]!, add);
       if (frames.length === 6 && (command === undefined || command.length > this.#longestCommand || !this.#commands.has(command.toString('latin1')))) this.#checkAheadMessage(frames.slice(1), add);

@@ -266,7 +266,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #ahead = new VerifyAhead((signer, key) => {
     const writer = this.#policy?.writer(signer);
     return writer !== undefined && writer.mayWrite(key) ? writer.keyObject : undefined;
-  });
+  }, (err) => this.#report(ErrorCode.Transport, 'update handling', err));
 
   /**
    * Creates a peer and starts joining at once. Options are checked here.

@@ -39,9 +39,19 @@ interface Queued {
 /** Adds one signed write (or update) to be checked ahead: key, uuid, body, properties. */
 export type AddCheck = (key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader) => void;
 
+/**
+ * Messages waiting at most: past this, {@link VerifyAhead.schedule} returns a promise, and the
+ * receive loop reads nothing more until it settles (a flood waits in ZeroMQ's queue, as it did
+ * when every check ran on the event loop, instead of growing this one without bound).
+ */
+export const MAX_WAITING = 2048;
+
 /** The FIFO and the verdict cache (see the module text). */
 export class VerifyAhead {
   readonly #keyOf: (signer: string, key: Uint8Array) => KeyObject | undefined;
+  readonly #onError: (err: unknown) => void;
+  /** Settle the promises {@link schedule} returned when the queue was full (one per receive loop). */
+  #unblock: Array<() => void> = [];
   readonly #queue: Queued[] = [];
   #head = 0;
   readonly #cache = new Map<string, Verdict>();
@@ -52,9 +62,12 @@ export class VerifyAhead {
   /**
    * @param keyOf the key object to check `signer`'s signature on `key` with, or `undefined` when
    *   the policy would refuse the write before any signature check (no check is started then)
+   * @param onError a message handler that threw (reported, like a receive loop does, and the
+   *   queue goes on)
    */
-  constructor(keyOf: (signer: string, key: Uint8Array) => KeyObject | undefined) {
+  constructor(keyOf: (signer: string, key: Uint8Array) => KeyObject | undefined, onError: (err: unknown) => void) {
     this.#keyOf = keyOf;
+    this.#onError = onError;
   }
 
   /** Messages waiting for their checks (or for an earlier message's). */
@@ -65,10 +78,11 @@ export class VerifyAhead {
   /**
    * Runs `run` after every message scheduled before it, and after the checks `collect` adds
    * (through its `add` argument) have finished. With nothing ahead and nothing to check, `run`
-   * runs at once.
+   * runs at once. Returns a promise when {@link MAX_WAITING} messages wait: read nothing more
+   * until it settles (when half of them have been handled).
    */
-  schedule(run: () => void, collect?: (add: AddCheck) => void): void {
-    if (this.#closed) return;
+  schedule(run: () => void, collect?: (add: AddCheck) => void): Promise<void> | undefined {
+    if (this.#closed) return undefined;
     const item: Queued = { pending: 0, run, sigs: [] };
     if (collect !== undefined) {
       try {
@@ -77,8 +91,13 @@ export class VerifyAhead {
         // A message that cannot be read is left to the decision, which counts it (checked there).
       }
     }
-    if (item.pending === 0 && this.waiting === 0) return this.#run(item);
+    if (item.pending === 0 && this.waiting === 0) {
+      this.#run(item);
+      return undefined;
+    }
     this.#queue.push(item);
+    if (this.waiting < MAX_WAITING) return undefined;
+    return new Promise<void>((resolve) => void this.#unblock.push(resolve));
   }
 
   /**
@@ -97,6 +116,7 @@ export class VerifyAhead {
     this.#queue.length = 0;
     this.#head = 0;
     this.#cache.clear();
+    this.#release();
   }
 
   #start(item: Queued, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader): void {
@@ -141,11 +161,20 @@ export class VerifyAhead {
       this.#run(item);
       if (this.#closed) return;
     }
+    if (this.waiting <= MAX_WAITING / 2) this.#release();
+  }
+
+  #release(): void {
+    const waiters = this.#unblock;
+    this.#unblock = [];
+    for (const resolve of waiters) resolve();
   }
 
   #run(item: Queued): void {
     try {
       item.run();
+    } catch (err) {
+      this.#onError(err);
     } finally {
       for (const sig of item.sigs) this.#cache.delete(sig);
     }
