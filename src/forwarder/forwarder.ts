@@ -59,8 +59,9 @@ const MAX_QUEUED_REPLIES = 100_000;
 const MAX_QUEUED_PUBLISHED = 1_000_000;
 /** Most snapshot requests a passive pair member holds (answered if it takes over); the oldest go first. */
 const MAX_HELD_REQUESTS = 1000;
-/** ROUTER commands that write (or register a peer): a passive pair member drops them. */
+/** Frame 1 of a KVWRITE (a batch of writes whose signatures are checked ahead). */
 const WRITE_BATCH = Buffer.from(Command.WriteBatch);
+/** ROUTER commands that write (or register a peer): a passive pair member drops them. */
 const WRITE_COMMANDS: ReadonlySet<string> = new Set([Command.WriteBatch, Command.PeerBeat, Command.PeerBye]);
 
 /**
@@ -128,7 +129,7 @@ export class Forwarder implements AsyncDisposable {
   readonly #ahead = new VerifyAhead((signer, key) => {
     const writer = this.#policy?.writer(signer);
     return writer !== undefined && writer.mayWrite(key) ? writer.keyObject : undefined;
-  }, () => {});
+  }, () => {}); // as the receive loops do: a handler bug must not stop the forwarder
 
   private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined, stateSockets: StateSockets | undefined, curve: CurveGuard | undefined) {
     this.#settings = settings;
