@@ -5,15 +5,16 @@
  *    public key object made once per key (what clonekv uses), Node's verify building the key
  *    object every time, and tweetnacl's pure-JS `nacl.sign.detached.verify`; and signing with
  *    Node (what a peer with an identity uses) and with tweetnacl.
- * 2. Updates/s end to end, signed beside unsigned in the same run: a forwarder in its own
- *    process (bench/compare/forwarder-child.ts; with a policy file, so it verifies every write)
- *    and two peers in this process: a writer (with an identity, `IN_FLIGHT` writes in flight) and
- *    a reader (with the same policy, so it verifies every update again); from the first write to
- *    the reader having applied the last. Unsigned: the same without identity or policy. Rounds
- *    alternate, medians reported. The writer's signing and the reader's verification share this
- *    process's one thread.
+ * 2. Updates/s end to end, signed beside unsigned in the same run, laid out as deployed: a
+ *    forwarder, a writer and a reader, each in its own process (bench/signed-child.ts). Signed:
+ *    the writer has an identity (`IN_FLIGHT` writes in flight), the forwarder a policy file (it
+ *    verifies every write) and the reader the same policy (it verifies every update again);
+ *    from the first write to the reader having applied the last. Unsigned: the same without
+ *    identity or policy. Rounds alternate, medians reported. `--baseline DIR` also measures
+ *    signed with the library in DIR (a copy of another version's src/, e.g. made with
+ *    `git archive main src | tar -x -C .bench-base`), in the same rounds: before and after.
  *
- * Run: `npm run bench:signed` (about 30 s; `--quick`: one short round).
+ * Run: `npm run bench:signed` (about a minute; `--quick`: one short round; `--rounds N`).
  */
 import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -24,13 +25,14 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import nacl from 'tweetnacl';
-import { generateIdentity, Peer, Policy, type Identity } from '../src/index.ts';
+import { generateIdentity, saveIdentity } from '../src/index.ts';
 import { signedPayload, signWrite } from '../src/security/signature.ts';
 import { PropertyView, encodeProperties } from '../src/protocol/properties.ts';
 import { publicKeyObject } from '../src/security/identity.ts';
 
 const quick = process.argv.includes('--quick');
-const ROUNDS = quick ? 1 : 3;
+const roundsArg = process.argv.indexOf('--rounds');
+const ROUNDS = roundsArg > 0 ? Number(process.argv[roundsArg + 1]) : quick ? 1 : 3;
 const WRITES = quick ? 10_000 : 30_000;
 const IN_FLIGHT = 512;
 
@@ -72,47 +74,50 @@ function verifySpeed(): void {
   emit({ figure: 'sign/s', tweetnacl: rate((i) => nacl.sign.detached(s(i).payload, id.secretKey), ms) });
 }
 
-/** A forwarder child process (with `policyFile` if given): its endpoint, and a stop function. */
-async function forwarderChild(policyFile: string | undefined): Promise<{ endpoint: string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./compare/forwarder-child.ts', import.meta.url))], {
-    env: { ...process.env, CLONEKV_BENCH_FORWARDER: JSON.stringify(policyFile ? { policy: policyFile } : {}) },
+/** A child process of bench/signed-child.ts: its JSON lines, stdin, and a stop function. */
+function child(config: Record<string, unknown>): { next: () => Promise<Record<string, unknown>>; send: (o: unknown) => void; stop: () => Promise<void> } {
+  const proc = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./signed-child.ts', import.meta.url))], {
+    env: { ...process.env, CLONEKV_BENCH_SIGNED: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
-  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-  const { endpoint } = JSON.parse(line) as { endpoint: string };
+  const queue: Array<Record<string, unknown>> = [];
+  const waiting: Array<(o: Record<string, unknown>) => void> = [];
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    const o = JSON.parse(line) as Record<string, unknown>;
+    const w = waiting.shift();
+    if (w) w(o);
+    else queue.push(o);
+  });
   return {
-    endpoint,
+    next: () => (queue.length > 0 ? Promise.resolve(queue.shift()!) : new Promise((r) => waiting.push(r))),
+    send: (o) => void proc.stdin!.write(`${JSON.stringify(o)}\n`),
     stop: async () => {
-      child.kill('SIGTERM');
-      if (child.exitCode === null) await once(child, 'exit');
+      proc.kill('SIGTERM');
+      if (proc.exitCode === null && proc.signalCode === null) await once(proc, 'exit');
     },
   };
 }
 
-async function throughput(signed: boolean, identity: Identity, policy: Policy, policyFile: string): Promise<number> {
-  const fwd = await forwarderChild(signed ? policyFile : undefined);
-  const writer = new Peer({ server: fwd.endpoint, subtree: 'none/', presence: false, ...(signed ? { identity } : {}) });
-  const reader = new Peer({ server: fwd.endpoint, subtree: 'config/', presence: false, ...(signed ? { policy } : {}) });
+/**
+ * Updates/s through a forwarder, a writer and a reader, each in its own process (as deployed),
+ * importing `src`: from the writer's first write to the reader having applied the last. Signed:
+ * the writer has an identity, the forwarder and the reader the policy (both verify every update).
+ */
+async function throughput(signed: boolean, src: string, identityFile: string, policyFile: string): Promise<number> {
+  const fwd = child({ role: 'forwarder', src, ...(signed ? { policy: policyFile } : {}) });
+  const { endpoint } = (await fwd.next()) as { endpoint: string };
+  const reader = child({ role: 'reader', src, endpoint, writes: WRITES, ...(signed ? { policy: policyFile } : {}) });
+  const writer = child({ role: 'writer', src, endpoint, writes: WRITES, inFlight: IN_FLIGHT, ...(signed ? { identity: identityFile } : {}) });
   try {
-    await Promise.all([writer.ready(), reader.ready()]);
-    let applied = 0;
-    reader.on('update', () => void applied++);
+    await Promise.all([reader.next(), writer.next()]);
     const start = performance.now();
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < WRITES) {
-        const i = next++;
-        await writer.set(`config/k${i % 1000}`, `value ${i}`);
-      }
-    };
-    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-    while (applied < WRITES) await new Promise((r) => setImmediate(r));
+    writer.send({ go: true });
+    const done = (await reader.next()) as { applied: number; unauthorized: number };
     const elapsed = performance.now() - start;
-    if (reader.stats().unauthorized !== 0) throw new Error('a signed update was refused');
+    if (done.unauthorized !== 0) throw new Error('a signed update was refused');
     return Math.round((WRITES * 1000) / elapsed);
   } finally {
-    await writer.close();
-    await reader.close();
+    await Promise.all([writer.stop(), reader.stop()]);
     await fwd.stop();
   }
 }
@@ -120,20 +125,26 @@ async function throughput(signed: boolean, identity: Identity, policy: Policy, p
 verifySpeed();
 const identity = generateIdentity();
 const policyText = `writers:\n  - name: bench\n    key: ${identity.id}\n    prefixes: [config/]\n`;
-const policy = Policy.parse(policyText);
 const dir = mkdtempSync(join(tmpdir(), 'clonekv-bench-signed-'));
 const policyFile = join(dir, 'policy.yaml');
+const identityFile = join(dir, 'identity.json');
 writeFileSync(policyFile, policyText);
-const rounds: Array<{ unsigned: number; signed: number }> = [];
-await throughput(false, identity, policy, policyFile); // warm-up
+saveIdentity(identity, identityFile);
+const src = fileURLToPath(new URL('../src', import.meta.url));
+const baselineArg = process.argv.indexOf('--baseline');
+const baseline = baselineArg > 0 ? process.argv[baselineArg + 1] : undefined;
+const rounds: Array<{ unsigned: number; signed: number; baseline?: number }> = [];
+await throughput(false, src, identityFile, policyFile); // warm-up
 for (let r = 0; r < ROUNDS; r++) {
-  const unsigned = await throughput(false, identity, policy, policyFile);
-  const signed = await throughput(true, identity, policy, policyFile);
-  rounds.push({ unsigned, signed });
-  emit({ figure: 'updates/s', round: r + 1, unsigned, signed, ratio: Math.round((signed / unsigned) * 100) / 100 });
+  const unsigned = await throughput(false, src, identityFile, policyFile);
+  const before = baseline === undefined ? undefined : await throughput(true, baseline, identityFile, policyFile);
+  const signed = await throughput(true, src, identityFile, policyFile);
+  rounds.push({ unsigned, signed, ...(before === undefined ? {} : { baseline: before }) });
+  emit({ figure: 'updates/s', round: r + 1, unsigned, signed, ratio: Math.round((signed / unsigned) * 100) / 100, ...(before === undefined ? {} : { signedBaseline: before }) });
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const mu = median(rounds.map((r) => r.unsigned));
 const ms = median(rounds.map((r) => r.signed));
+const mb = baseline === undefined ? undefined : median(rounds.map((r) => r.baseline!));
 rmSync(dir, { recursive: true, force: true });
-emit({ figure: 'updates/s median', writes: WRITES, inFlight: IN_FLIGHT, unsigned: mu, signed: ms, ratio: Math.round((ms / mu) * 100) / 100 });
+emit({ figure: 'updates/s median', writes: WRITES, inFlight: IN_FLIGHT, rounds: ROUNDS, unsigned: mu, signed: ms, ratio: Math.round((ms / mu) * 100) / 100, ...(mb === undefined ? {} : { signedBaseline: mb, baselineRatio: Math.round((mb / mu) * 100) / 100 }) });

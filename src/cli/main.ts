@@ -10,7 +10,8 @@
  *
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, watch as watchFs } from 'node:fs';
+import { basename, dirname, resolve as resolvePath } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -242,8 +243,9 @@ SUB on P+2 (writes from plain CHP peers). Stops cleanly on Ctrl-C or SIGTERM.
   --state-port N        the state port this member binds (0 picks a free one)
   --partner-timeout MS  partner silence after which it is taken as gone (default 2000)
   --policy FILE         write policy (YAML or JSON: which identities may write which
-                        prefixes); every write must then be signed (--identity). SIGHUP
-                        reloads it; a bad file on reload keeps the old policy (said on stderr)
+                        prefixes); every write must then be signed (--identity). SIGHUP or
+                        a change to the file reloads it; a bad file on reload keeps the old
+                        policy (said on stderr)
   --curve FILE          encrypt all three ports with CURVE, with the server keypair in FILE
                         (clonekv keygen --curve --out FILE); peers then need its public key
                         (--curve-server-key). Give both members of a pair the same FILE:
@@ -720,7 +722,7 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (values.curve !== undefined) options.curve = values.curve;
   if (values['curve-allow'] !== undefined) options.curveAllow = values['curve-allow'];
   const fwd = await Forwarder.start(options);
-  if (fwd.policy !== undefined) io.err(`clonekv: policy ${fwd.policy.source} in force (${fwd.policy.writers.length} writers); SIGHUP reloads it`);
+  if (fwd.policy !== undefined) io.err(`clonekv: policy ${fwd.policy.source} in force (${fwd.policy.writers.length} writers); SIGHUP or a change to the file reloads it`);
   // Role changes, one line each (the contract: `now active`, `now passive`, `backup absent`, `backup connected`).
   fwd.onPairEvent((event) => io.err(`clonekv: ${role} ${event.message}`));
   const e = fwd.endpoints;
@@ -759,27 +761,64 @@ async function serve(args: string[], io: Io): Promise<number> {
     const at = connectAddress(fwd.endpoint);
     io.out(`peers connect with --server ${at} (or CLONEKV_SERVER=${at}); Ctrl-C stops`);
   }
-  const reload = (): void => reloadPolicy(fwd, io);
+  const reload = (): void => reloadPolicy(fwd, io, 'on SIGHUP');
   process.on('SIGHUP', reload);
+  const watcher = watchPolicy(fwd, io);
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
   process.off('SIGHUP', reload);
+  watcher?.close();
   await fwd.close();
   return Exit.Ok;
 }
 
-/** SIGHUP: reads the policy file again; a bad one keeps the policy in force. Logged either way. */
-function reloadPolicy(fwd: Forwarder, io: Io): void {
+/** SIGHUP or a file change: reads the policy file again; a bad one keeps the policy in force. Logged either way. */
+function reloadPolicy(fwd: Forwarder, io: Io, why: 'on SIGHUP' | 'after the file changed'): void {
   const file = fwd.policy?.file;
   if (file === undefined) return io.err('clonekv: SIGHUP ignored: no --policy file to reload');
   try {
     const policy = fwd.reloadPolicy();
-    io.err(`clonekv: policy ${file} reloaded (${policy.writers.length} writers)`);
+    io.err(`clonekv: policy ${file} reloaded (${policy.writers.length} writers) ${why}`);
   } catch (err) {
     io.err(`clonekv: policy ${file} NOT reloaded, the previous policy stays in force: ${oneLine((err as Error).message)}`);
+  }
+}
+
+/** Quiet time after the last change event before the policy file is read again. */
+const POLICY_WATCH_DEBOUNCE_MS = 250;
+
+/**
+ * Reloads the policy when its file changes: the directory is watched (an editor that saves by
+ * renaming a new file over the old one replaces the file a direct watch would follow), and a
+ * burst of events (truncate, write, rename) gives one reload, {@link POLICY_WATCH_DEBOUNCE_MS}
+ * after the last. Returns what stops it; `undefined` without a policy file or when the
+ * directory cannot be watched (said on stderr: SIGHUP still reloads).
+ */
+function watchPolicy(fwd: Forwarder, io: Io): { close(): void } | undefined {
+  const file = fwd.policy?.file;
+  if (file === undefined) return undefined;
+  const name = basename(file);
+  let timer: NodeJS.Timeout | undefined;
+  const changed = (_event: string, what: string | Buffer | null): void => {
+    if (what !== null && what.toString() !== name) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => reloadPolicy(fwd, io, 'after the file changed'), POLICY_WATCH_DEBOUNCE_MS);
+  };
+  try {
+    const watcher = watchFs(dirname(resolvePath(file)), { persistent: false }, changed);
+    watcher.on('error', (err) => io.err(`clonekv: policy ${file}: no longer watched (${oneLine(err.message)}); SIGHUP still reloads it`));
+    return {
+      close: () => {
+        clearTimeout(timer);
+        watcher.close();
+      },
+    };
+  } catch (err) {
+    io.err(`clonekv: policy ${file}: cannot be watched (${oneLine((err as Error).message)}); SIGHUP reloads it`);
+    return undefined;
   }
 }
 

@@ -43,6 +43,9 @@ import { SnapshotServer } from './snapshot-server.ts';
 import { UpdateLog, type StoreFailure } from './update-log.ts';
 import { Pair, type PairEvent } from './pair/pair.ts';
 import { checkFreshness, checkWrite } from '../security/signature.ts';
+import { VerifyAhead, type AddCheck } from '../security/verify-ahead.ts';
+import { BatchError, unpackBatch } from '../protocol/batch.ts';
+import { PropertiesError, PropertyView } from '../protocol/properties.ts';
 import { policyOption, type Policy } from '../security/policy.ts';
 import { CurveGuard } from './curve-guard.ts';
 
@@ -56,6 +59,8 @@ const MAX_QUEUED_REPLIES = 100_000;
 const MAX_QUEUED_PUBLISHED = 1_000_000;
 /** Most snapshot requests a passive pair member holds (answered if it takes over); the oldest go first. */
 const MAX_HELD_REQUESTS = 1000;
+/** Frame 1 of a KVWRITE (a batch of writes whose signatures are checked ahead). */
+const WRITE_BATCH = Buffer.from(Command.WriteBatch);
 /** ROUTER commands that write (or register a peer): a passive pair member drops them. */
 const WRITE_COMMANDS: ReadonlySet<string> = new Set([Command.WriteBatch, Command.PeerBeat, Command.PeerBye]);
 
@@ -117,6 +122,14 @@ export class Forwarder implements AsyncDisposable {
   readonly #pairListeners = new Set<(event: PairEvent) => void>();
   /** The write policy in force (`undefined`: every write allowed); replaced whole by a reload. */
   #policy: Policy | undefined;
+  /**
+   * Writes wait here, in arrival order, while their signatures are checked on the threadpool
+   * (with a policy); each is then decided as before (security/verify-ahead.ts).
+   */
+  readonly #ahead = new VerifyAhead((signer, key) => {
+    const writer = this.#policy?.writer(signer);
+    return writer !== undefined && writer.mayWrite(key) ? writer.keyObject : undefined;
+  }, () => {}); // as the receive loops do: a handler bug must not stop the forwarder
 
   private constructor(settings: Settings, sockets: ForwarderSockets, durable: DurableStore | undefined, stateSockets: StateSockets | undefined, curve: CurveGuard | undefined) {
     this.#settings = settings;
@@ -450,6 +463,7 @@ export class Forwarder implements AsyncDisposable {
   /** Stops serving and closes every socket and timer. Idempotent. */
   close(): Promise<void> {
     return this.#life.close(async () => {
+      this.#ahead.close();
       // What is appended goes to disk first (marked clean only if all of it did); writers
       // waiting for it are answered into the outbox, closed just below.
       const flushed = this.#log.flush();
@@ -585,7 +599,7 @@ export class Forwarder implements AsyncDisposable {
   #authorize(msg: ChpMessage): string | undefined {
     const policy = this.#policy;
     if (policy === undefined) return undefined;
-    const refusal = checkWrite(policy, msg.key, msg.uuid, msg.body, msg.properties);
+    const refusal = checkWrite(policy, msg.key, msg.uuid, msg.body, msg.properties, this.#ahead);
     if (refusal !== undefined) return refusal.message;
     // The uuid is what answers a replay within the window: a signed write without one is refused.
     if (msg.uuid.length !== 16) return `signed write to ${JSON.stringify(msg.key.toString('utf8'))} has no uuid: under a policy every write needs one (replay protection)`;
@@ -626,8 +640,45 @@ export class Forwarder implements AsyncDisposable {
 
   // ---- input ------------------------------------------------------------------------------
 
+  /** A plain CHP writer's KVSET, in arrival order after its signature is checked ahead. */
+  #onCollector(frames: Buffer[]): Promise<void> | undefined {
+    return this.#ahead.schedule(() => this.#collectorWrite(frames), this.#policy === undefined ? undefined : (add) => this.#checkAheadMessage(frames, add));
+  }
+
+  /** ROUTER traffic, in arrival order after the signatures of the writes in it are checked ahead. */
+  #onRouter(frames: Buffer[]): Promise<void> | undefined {
+    return this.#ahead.schedule(() => this.#routerMessage(frames), this.#policy === undefined ? undefined : (add) => {
+      const command = frames[1];
+      if (frames.length === 6 && command !== undefined && command.equals(WRITE_BATCH)) return this.#checkAheadBatch(frames[5]!, add);
+      if (frames.length === 6 && (command === undefined || command.length > this.#longestCommand || !this.#commands.has(command.toString('latin1')))) this.#checkAheadMessage(frames.slice(1), add);
+    });
+  }
+
+  /** Starts the signature check of one KVSET (unless its uuid already has an outcome: a retry). */
+  #checkAheadMessage(frames: Buffer[], add: AddCheck): void {
+    const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
+    if (!d.ok || this.#sequencer.remembers(d.message.uuid)) return;
+    add(d.message.key, d.message.uuid, d.message.body, d.message.properties);
+  }
+
+  /** Starts the signature checks of the writes in a KVWRITE body (those not already decided). */
+  #checkAheadBatch(body: Buffer, add: AddCheck): void {
+    try {
+      unpackBatch(body, (w) => {
+        if (w.key.length === 0 || w.uuid.length !== 16 || this.#sequencer.remembers(w.uuid)) return;
+        try {
+          add(w.key, w.uuid, w.body, new PropertyView(w.properties));
+        } catch (err) {
+          if (!(err instanceof PropertiesError)) throw err;
+        }
+      });
+    } catch (err) {
+      if (!(err instanceof BatchError)) throw err;
+    }
+  }
+
   /** A plain CHP writer's KVSET: decided like any write; a refusal is only counted. */
-  #onCollector(frames: Buffer[]): void {
+  #collectorWrite(frames: Buffer[]): void {
     if (!this.#isActive()) return this.#passiveDrop();
     const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
     if (!d.ok) return this.#counters.malformed(d.reason);
@@ -635,7 +686,7 @@ export class Forwarder implements AsyncDisposable {
   }
 
   /** ROUTER traffic: a command from the table, or else a KVSET answered with a KVACK. */
-  #onRouter(frames: Buffer[]): void {
+  #routerMessage(frames: Buffer[]): void {
     const from = frames[0]!;
     const command = frames[1];
     // Command names are short: only a short frame 1 needs a look-up (and a string).

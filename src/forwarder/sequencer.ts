@@ -68,6 +68,11 @@ export class Sequencer {
     return this.#dedup.evictions;
   }
 
+  /** Whether a write with this uuid already has an outcome (a retry is answered from it). */
+  remembers(uuid: Buffer): boolean {
+    return uuid.length === 16 && this.#dedup.get(uuid.toString('latin1')) !== undefined;
+  }
+
   /** Applies a write once per uuid: a retry gets the outcome of the first attempt. */
   write(msg: ChpMessage): WriteOutcome {
     const uuidKey = msg.uuid.length === 16 ? msg.uuid.toString('latin1') : undefined;

@@ -47,13 +47,13 @@ export interface LinkSettings {
 /** Where a {@link Link} delivers what it receives. */
 export interface LinkHandlers {
   /** A message from the SUB (an update or a heartbeat). */
-  onPublished(frames: Buffer[]): void;
+  onPublished(frames: Buffer[]): void | Promise<void>;
   /** The subscriber's connection dropped (the server went away or restarted). */
   onSubscriberDown(): void;
   /** A connection attempt of the subscriber failed (nothing listens at the server's address). */
   onSubscriberRefused(): void;
   /** A message from the DEALER opened with `tag` (see {@link Link.openDealer}). */
-  onReply(tag: number, frames: Buffer[]): void;
+  onReply(tag: number, frames: Buffer[]): void | Promise<void>;
   /**
    * The collector of plain server `server` (index in the settings' servers) subscribed to
    * (`true`) or left (`false`) our collector socket for it.
@@ -135,7 +135,7 @@ export class Link {
       receiveLoop(
         sub,
         (f) => {
-          if (current()) h.onPublished(f);
+          return current() ? h.onPublished(f) : undefined;
         },
         (e) => h.onError('subscriber', e),
       ),

@@ -56,6 +56,7 @@ import { policyOption, type Policy } from '../security/policy.ts';
 import { checkUpdate, signWrite } from '../security/signature.ts';
 import { receiptSubtree, RECEIPT_TTL_SECONDS } from '../security/receipt.ts';
 import { confirmProperty, confirmWrite, recipientsOf, ReceiptSender, type ReceiptSource } from './receipts.ts';
+import { VerifyAhead, type AddCheck } from '../security/verify-ahead.ts';
 
 /** Events of a {@link Peer}. */
 export interface PeerEvents {
@@ -266,6 +267,15 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
   readonly #receipts: ReceiptSender | undefined;
   /** The peer holding `$receipts/<this writer>/`, made at the first `confirmBy`. */
   #receiptInbox: Promise<ReceiptSource> | undefined;
+  /**
+   * What the forwarder sends waits here, in arrival order, while the signatures in it are
+   * checked on the threadpool (a peer given a policy); each message is then handled as before,
+   * so sequence order and gap detection are unchanged (security/verify-ahead.ts).
+   */
+  readonly #ahead = new VerifyAhead((signer, key) => {
+    const writer = this.#policy?.writer(signer);
+    return writer !== undefined && writer.mayWrite(key) ? writer.keyObject : undefined;
+  }, (err) => this.#report(ErrorCode.Transport, 'update handling', err));
 
   /**
    * Creates a peer and starts joining at once. Options are checked here.
@@ -327,17 +337,19 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         curve: this.#s.curve,
       },
       {
-        onPublished: (f) => this.#onPublished(f),
-        onSubscriberDown: () => {
-          if (this.#life.closing) return;
-          this.#sync.subscriberDown(Date.now());
-          this.#armWake();
-        },
-        onSubscriberRefused: () => {
-          if (this.#life.closing) return;
-          this.#sync.subscriberRefused();
-        },
-        onReply: (attempt, f) => this.#onReply(attempt, f),
+        onPublished: (f) => this.#ahead.schedule(() => this.#onPublished(f), this.#policy === undefined ? undefined : (add) => checkAheadMessage(f, add)),
+        onSubscriberDown: () =>
+          this.#ahead.schedule(() => {
+            if (this.#life.closing) return;
+            this.#sync.subscriberDown(Date.now());
+            this.#armWake();
+          }),
+        onSubscriberRefused: () =>
+          this.#ahead.schedule(() => {
+            if (this.#life.closing) return;
+            this.#sync.subscriberRefused();
+          }),
+        onReply: (attempt, f) => this.#ahead.schedule(() => this.#onReply(attempt, f), this.#policy === undefined ? undefined : (add) => checkAheadReply(f, add)),
         onCollector: (server, up) => this.#onCollector(server, up),
         onError: (what, e) => this.#report(ErrorCode.Transport, what, e),
       },
@@ -393,6 +405,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** Undoes a constructor that failed half-way. */
   #abort(): void {
+    this.#ahead.close();
     clearInterval(this.#beatTimer);
     this.#writes.close(new ClosedError('peer'));
     void this.#link.close();
@@ -818,6 +831,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
         // peer timeout.
         await this.#link.bye(this.#sync.applied);
       }
+      this.#ahead.close();
       this.#readyReject(new ClosedError('peer'));
       this.#writes.close(new ClosedError('peer'));
       for (const c of [...this.#control.values()]) c.fail(new ClosedError('peer'));
@@ -1038,7 +1052,7 @@ export class Peer extends EventEmitter<PeerEvents> implements AsyncDisposable {
 
   /** End-to-end verification of one update (a peer given a policy): why it is refused, or `undefined`. */
   #verify(key: Buffer, uuid: Buffer, body: Buffer, props: PropertyReader): string | undefined {
-    return checkUpdate(this.#policy!, key, uuid, body, props)?.message;
+    return checkUpdate(this.#policy!, key, uuid, body, props, this.#ahead)?.message;
   }
 
   /** {@link #verify} for an entry whose properties are still raw bytes (unreadable: refused). */
@@ -1175,3 +1189,28 @@ function deleteReason(props: Buffer): DeleteReason {
 const COMMANDS: ReadonlySet<string> = new Set(Object.values(Command));
 /** Why a snapshot entry may be bad without the snapshot being incomplete. */
 const SKIPPABLE: ReadonlySet<MalformedReason> = new Set<MalformedReason>(['empty-key', 'key-too-long', 'uuid-size', 'properties']);
+
+/** Starts the signature check of one published update or snapshot entry (five frames). */
+function checkAheadMessage(frames: Buffer[], add: AddCheck): void {
+  const d = decodeMessage(frames, Number.MAX_SAFE_INTEGER);
+  if (d.ok) add(d.message.key, d.message.uuid, d.message.body, d.message.properties);
+}
+
+/** Starts the signature checks of a snapshot or delta reply (a batch, or one entry). */
+function checkAheadReply(frames: Buffer[], add: AddCheck): void {
+  const command = frames[0]?.toString('latin1');
+  if (command === Command.SnapshotBatch && frames.length === 5) {
+    scanBatch(frames[4]!, (b, s) => {
+      let props: PropertyView;
+      try {
+        props = new PropertyView(b.subarray(s.propertiesStart, s.propertiesStart + s.propertiesLength));
+      } catch {
+        return; // refused at the decision, which says why
+      }
+      // Not kept: the check copies what it needs (the signed payload) at once.
+      add(b.subarray(s.keyStart, s.keyStart + s.keyLength), b.subarray(s.uuidStart, s.uuidStart + s.uuidLength), b.subarray(s.bodyStart, s.bodyStart + s.bodyLength), props);
+    });
+  } else if (command !== undefined && !COMMANDS.has(command) && frames.length === 5) {
+    checkAheadMessage(frames, add);
+  }
+}

@@ -54,10 +54,31 @@ export function signedPayload(key: Uint8Array, uuid: Uint8Array, body: Uint8Arra
  * `owner` as they will be sent).
  */
 export function signWrite(identity: Identity, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: Array<[string, string]>, now = Date.now()): void {
+  const payload = payloadToSign(key, uuid, body, props, now);
+  addSignature(identity, props, cryptoSign(null, payload, identity.privateKeyObject));
+}
+
+/**
+ * The first half of {@link signWrite}, for signing elsewhere (on the threadpool): appends `ts`
+ * to `props` and returns the bytes to sign. {@link addSignature} is the second half.
+ */
+export function payloadToSign(key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: Array<[string, string]>, now = Date.now()): Buffer {
   props.push([Prop.SignedAt, String(now)]);
   const get = (name: string): string | undefined => props.find(([n]) => n === name)?.[1];
-  const sig = cryptoSign(null, signedPayload(key, uuid, body, get), identity.privateKeyObject);
+  return signedPayload(key, uuid, body, get);
+}
+
+/** The second half of {@link signWrite}: appends `signer` and `sig` (the signature of {@link payloadToSign}'s bytes). */
+export function addSignature(identity: Identity, props: Array<[string, string]>, sig: Buffer): void {
   props.push([Prop.Signer, identity.signer], [Prop.Signature, sig.toString('base64url')]);
+}
+
+/**
+ * Verdicts reached ahead of the decision (verify-ahead.ts): the verdict on `sig` by `signer`
+ * over exactly `payload`, or `undefined` when there is none (then the check verifies itself).
+ */
+export interface KnownVerdicts {
+  verdict(signer: string, sig: string, payload: Buffer): boolean | undefined;
 }
 
 /** Why a write is refused: the text says which key and which identity. */
@@ -76,7 +97,7 @@ export function showKey(key: Uint8Array): string {
  * valid signature. The policy is consulted first, so a signer it does not know costs no
  * signature check. Returns `undefined` when the write passes, else why not.
  */
-export function checkWrite(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader): Refusal | undefined {
+export function checkWrite(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader, known?: KnownVerdicts): Refusal | undefined {
   const signer = props.get(Prop.Signer);
   if (signer === undefined) return { reason: 'unsigned', message: `unsigned write to ${showKey(key)} refused: the policy allows signed writes only` };
   const writer = policy.writer(signer);
@@ -87,7 +108,8 @@ export function checkWrite(policy: Policy, key: Uint8Array, uuid: Uint8Array, bo
   if (sig === undefined || ts === undefined || !SIG_TEXT.test(sig) || !TS_TEXT.test(ts)) {
     return { reason: 'bad-signature', message: `write to ${showKey(key)} by ${who} has a missing or malformed signature` };
   }
-  const ok = cryptoVerify(null, signedPayload(key, uuid, body, (n) => props.get(n)), writer.keyObject, Buffer.from(sig, 'base64url'));
+  const payload = signedPayload(key, uuid, body, (n) => props.get(n));
+  const ok = known?.verdict(signer, sig, payload) ?? cryptoVerify(null, payload, writer.keyObject, Buffer.from(sig, 'base64url'));
   return ok ? undefined : { reason: 'bad-signature', message: `write to ${showKey(key)} by ${who} has a bad signature` };
 }
 
@@ -116,11 +138,11 @@ const PRESENCE = Buffer.from(PRESENCE_PREFIX, 'latin1');
  * `reason=purged` that carry no signature. (The README's threat model says what that leaves
  * to a compromised forwarder.) No timestamp bound: a snapshot rightly holds old values.
  */
-export function checkUpdate(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader): Refusal | undefined {
+export function checkUpdate(policy: Policy, key: Uint8Array, uuid: Uint8Array, body: Uint8Array, props: PropertyReader, known?: KnownVerdicts): Refusal | undefined {
   if (key.length >= PRESENCE.length && Buffer.compare(PRESENCE, key.subarray(0, PRESENCE.length)) === 0) return undefined;
   if (body.length === 0 && !props.has(Prop.Signer)) {
     const why = props.get(Prop.Reason);
     if (why === 'expired' || why === 'purged') return undefined;
   }
-  return checkWrite(policy, key, uuid, body, props);
+  return checkWrite(policy, key, uuid, body, props, known);
 }

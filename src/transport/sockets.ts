@@ -397,7 +397,7 @@ export async function subscriptionChanges(socket: zmq.XPublisher, onChange: (sub
  */
 export async function receiveLoop(
   socket: zmq.Readable<Buffer[]> & { readonly closed: boolean },
-  onMessage: (frames: Buffer[]) => void,
+  onMessage: (frames: Buffer[]) => void | Promise<void>,
   onError: (err: unknown) => void,
 ): Promise<void> {
   for (;;) {
@@ -409,7 +409,10 @@ export async function receiveLoop(
       return;
     }
     try {
-      onMessage(frames);
+      // A handler that returns a promise holds the next read until it settles (backpressure:
+      // messages then wait in ZeroMQ's queue, bounded by its high-water mark).
+      const busy = onMessage(frames);
+      if (busy !== undefined) await busy;
     } catch (err) {
       // A handler bug must not stop the socket: report it and keep reading.
       onError(err);
