@@ -83,6 +83,16 @@ export class VerifyAhead {
    */
   schedule(run: () => void, collect?: (add: AddCheck) => void): Promise<void> | undefined {
     if (this.#closed) return undefined;
+    if (collect === undefined && this.waiting === 0) {
+      // Nothing to check and nothing ahead (every message without a policy): handled at once,
+      // with nothing allocated on this hot path.
+      try {
+        run();
+      } catch (err) {
+        this.#onError(err);
+      }
+      return undefined;
+    }
     const item: Queued = { pending: 0, run, sigs: [] };
     if (collect !== undefined) {
       try {
