@@ -26,6 +26,7 @@ import { encodeValue } from '../src/protocol/values.ts';
 import { encodeRecord } from '../src/store/record-codec.ts';
 import { signWrite } from '../src/security/signature.ts';
 import { freePort } from './pair-helpers.ts';
+import { waitFor } from './helpers.ts';
 
 /** A small fast PRNG (mulberry32): every choice of a run comes from it. */
 export class Rng {
@@ -181,13 +182,6 @@ function drain(socket: zmq.Readable): Promise<void> {
   })();
 }
 
-async function waitUntil(what: string, check: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** Contents of a peer under `prefix` as sorted JSON (the digest compared with the model). */
 function digest(entries: Iterable<{ key: string; value: unknown }>, prefix: string): string {
@@ -218,7 +212,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
     closers.push(() => primary.close());
     const backup = await Forwarder.start({ port: 0, role: 'backup', statePort: ports.backupState, partner: `tcp://127.0.0.1:${ports.primaryState}`, policy, ...hwm });
     closers.push(() => backup.close());
-    await waitUntil('the pair replicating', () => primary.role === 'active' && primary.stats().pair?.replication.state === 'replicating', 15_000);
+    await waitFor('the pair replicating', () => primary.role === 'active' && primary.stats().pair?.replication.state === 'replicating', 15_000);
     const ep = primary.endpoints;
 
     // ---- legitimate writes: captured ones first (replay material), then a writer peer -------
@@ -331,7 +325,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
     {
       const probe = signed(mallory, 'cfg/probe', 1, randomBytes(16));
       const before = primary.stats().unauthorized;
-      await waitUntil('the collector to hear the PUB', () => {
+      await waitFor('the collector to hear the PUB', () => {
         void pub.send(probe);
         return primary.stats().unauthorized > before;
       }, 10_000);
@@ -531,7 +525,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
       return routerCounted() >= mustRefuse.router + mustRefuse.collector && stateRefused() >= mustRefuse.state && v.malformed + v.unauthorized + v.updates >= sent.peer;
     };
     try {
-      await waitUntil('every hostile message counted', settled, 15_000);
+      await waitFor('every hostile message counted', settled, 15_000);
     } catch (err) {
       problems.push((err as Error).message);
     }
@@ -569,12 +563,12 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
     const presence = primary.stats().peers;
     if (nonCfg > presence + 10) problems.push(`the forwarder holds ${nonCfg} keys outside cfg/, for ${presence} live peers`);
     try {
-      await waitUntil('the backup caught up', () => backup.sequence === primary.sequence && backup.size === primary.size, 10_000);
+      await waitFor('the backup caught up', () => backup.sequence === primary.sequence && backup.size === primary.size, 10_000);
     } catch (err) {
       problems.push(`${(err as Error).message}: primary ${primary.sequence}, backup ${backup.sequence}`);
     }
     try {
-      await waitUntil('the backup to know the same peers', () => backup.stats().peers === primary.stats().peers, 10_000);
+      await waitFor('the backup to know the same peers', () => backup.stats().peers === primary.stats().peers, 10_000);
     } catch {
       problems.push(`the backup knows ${backup.stats().peers} peers, the primary ${primary.stats().peers}`);
     }

@@ -125,11 +125,15 @@ test('an active that learns of a higher term steps down at once: its unpublished
   await replicating(backup, primary);
   assert.equal(primary.sequence, backup.sequence, 'the undone write is gone from the old primary');
   assert.equal(primary.stats().published, backup.stats().published);
-  await new Promise((r) => setTimeout(r, 200));
-  assert.equal(d.inbox.all.filter((m) => m[0]!.toString() === 'KVACK').length, 0, 'the fenced write gets no answer');
   // Sent late to the fenced server again: dropped.
   await d.dealer.send(kvset('late', uuid, Buffer.from('w')));
   await waitFor('dropped', () => primary.stats().passiveDrops >= 1);
+  // Replies on one ROUTER → DEALER pipe keep their order: once a stats answer asked after both
+  // writes has come, an acknowledgement of either would have come before it.
+  const asked = randomBytes(16);
+  await d.dealer.send([Buffer.from('KVSTATS'), ZERO_SEQ, asked, EMPTY, EMPTY]);
+  await waitFor('the stats answer', () => d.inbox.all.some((m) => m[0]!.toString() === 'KVSTATS' && m[2]!.equals(asked)));
+  assert.equal(d.inbox.all.filter((m) => m[0]!.toString() === 'KVACK').length, 0, 'the fenced write gets no answer');
   // The writer retries at the new active: applied once.
   const e = rawDealer(t, backup.endpoint, { clonekv: true });
   const seqBefore = backup.sequence;

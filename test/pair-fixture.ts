@@ -72,6 +72,18 @@ export interface ServeInfo {
 export type PairStats = NonNullable<ServerStats['pair']>;
 
 /** One member of a pair: a child process that can be killed, paused and started again. */
+
+/** Waits (at most 5 s) until every one of `ports` can be bound again. */
+async function portsFree(ports: number[]): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const free = await Promise.all(ports.map(canBind));
+    if (free.every(Boolean)) return;
+    if (Date.now() > deadline) throw new Error(`ports ${ports.join(', ')} still in use after 5 s`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 export class Member {
   readonly name: string;
   readonly port: number;
@@ -112,7 +124,7 @@ export class Member {
       } catch (err) {
         if (attempt >= 20 || !/in use/.test(this.proc.stderr())) throw err;
         await once(this.proc.child, 'exit');
-        await new Promise((r) => setTimeout(r, 100));
+        await portsFree([this.port, this.port + 1, this.port + 2, this.statePort]);
       }
     }
   }

@@ -2,26 +2,12 @@
  * Fixtures for primary/backup pair tests: free ports for the two state channels (each member
  * must know its partner's before either starts), and a pair started with short timeouts.
  */
-import { createServer } from 'node:net';
 import type { TestContext } from 'node:test';
 import { Forwarder, type ForwarderOptions } from '../src/index.ts';
 
-/**
- * A TCP port free right now on 127.0.0.1 (taken by the caller at once), chosen below the
- * kernel's ephemeral range (32768 and up on Linux): a forwarder's `port: 0` bind, or any
- * outgoing connection, may otherwise take it before the member that needs it binds it.
- */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 12_700);
-    const free = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-}
+import { freePort } from './pair-fixture.ts';
+
+export { freePort };
 
 /** Short timings for tests: beats every 50 ms, the partner gone after 400 ms. */
 export const FAST = { heartbeatInterval: 50, partnerTimeout: 400 } as const;
@@ -34,8 +20,7 @@ export interface PairPorts {
 
 export async function pairPorts(): Promise<PairPorts> {
   const primary = await freePort();
-  let backup = await freePort();
-  while (backup === primary) backup = await freePort();
+  const backup = await freePort([primary]);
   return { primary, backup };
 }
 
