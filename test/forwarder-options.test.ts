@@ -37,3 +37,11 @@ test('a misspelt option, or one that no longer exists, is refused by name', asyn
   await refuses({ peerTimout: 5 }, 'peerTimout');
   await refuses({ dedupWindow: 100 }, 'dedupWindow');
 });
+
+test('the pair options refuse extreme values too, naming the option', async () => {
+  const pair = { role: 'primary', partner: 'tcp://127.0.0.1:5004', statePort: 0 } as const;
+  for (const bad of BAD_DURATIONS) await refuses({ ...pair, partnerTimeout: bad }, 'partnerTimeout');
+  for (const bad of [-1, 1.5, 65_536, Number.NaN, '5003']) await refuses({ ...pair, statePort: bad }, 'statePort');
+  for (const bad of ['', 'tcp://', 'tcp://127.0.0.1', 'tcp://127.0.0.1:0', 'tcp://*:5004', 'udp://127.0.0.1:5004', 42]) await refuses({ ...pair, partner: bad }, 'partner');
+  await refuses({ ...pair, role: 'leader' }, 'role');
+});

@@ -7,9 +7,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { FailoverInfo } from '../src/index.ts';
-import { peer, within } from './helpers.ts';
+import { forwarder, peer, waitFor, within } from './helpers.ts';
 import { FAST, startPair } from './pair-helpers.ts';
-import { EMPTY, rawDealer } from './raw-sockets.ts';
+import { bindServerSockets, EMPTY, rawDealer, received, seqFrame } from './raw-sockets.ts';
 
 const ICANHAZ = Buffer.from('ICANHAZ?');
 
@@ -48,4 +48,42 @@ test('a plain CHP client asking the passive member gets nothing back (its reques
   assert.equal(plain.inbox.unread, 0, 'the plain client got nothing');
   assert.equal(backup.role, 'passive');
   assert.equal(primary.role, 'active');
+});
+
+/** A hostile server that answers every snapshot request with the given KVPASSIVE frames. */
+async function passiveLiar(t: Parameters<typeof rawDealer>[0], frames: (seq: Buffer) => Buffer[]) {
+  const s = await bindServerSockets(0);
+  t.after(() => {
+    s.router.close();
+    s.pub.close();
+    s.collector.close();
+  });
+  let asked = 0;
+  void (async () => {
+    for await (const m of received(s.router)) {
+      if (m[1]?.toString() !== 'ICANHAZ?') continue;
+      asked++;
+      await s.router.send([m[0]!, ...frames(seqFrame(0))]).catch(() => {});
+    }
+  })();
+  return { endpoint: `tcp://127.0.0.1:${s.port}`, asked: () => asked };
+}
+
+test('a KVPASSIVE that is not one (a sequence, no role=passive) is counted malformed and moves nobody; a single-server peer is never moved', async (t) => {
+  const fwd = await forwarder(t);
+  // Malformed notices: the peer stays on the liar until silenceTimeout, never for 'passive'.
+  const liar = await passiveLiar(t, () => [Buffer.from('KVPASSIVE'), seqFrame(7), EMPTY, Buffer.from('role=passive\n'), EMPTY]);
+  const moves: string[] = [];
+  const p = peer(t, [liar.endpoint, fwd.endpoint], { silenceTimeout: 400, snapshotRetryDelay: 100 });
+  p.on('failover', (f: FailoverInfo) => moves.push(f.reason));
+  await waitFor('the liar asked', () => liar.asked() >= 1);
+  await within('ready through the forwarder', p.ready(), 10_000);
+  assert.ok(!moves.includes('passive'), `moves: ${moves.join(', ')}`);
+  assert.ok(p.stats().malformed >= 1, 'the bad notice was counted');
+  // A well-formed notice to a peer with one server: it keeps asking there, never leaves.
+  const honestLiar = await passiveLiar(t, (zero) => [Buffer.from('KVPASSIVE'), zero, EMPTY, Buffer.from('role=passive\nterm=1\n'), EMPTY]);
+  const single = peer(t, honestLiar.endpoint, { snapshotRetryDelay: 50, maxRetryDelay: 100 });
+  await waitFor('asked again and again', () => honestLiar.asked() >= 3);
+  assert.equal(single.stats().failovers, 0);
+  assert.equal(single.status, 'syncing');
 });
